@@ -1,0 +1,128 @@
+import { cors } from "@elysiajs/cors";
+import { Elysia } from "elysia";
+import { ApiKeys } from "./auth/api-keys.ts";
+import { createVerifier } from "./auth/tokens.ts";
+import type { Broker } from "./broker/broker.ts";
+import { MemoryBroker } from "./broker/memory-broker.ts";
+import type { Config } from "./config.ts";
+import { errorBody, SinalError } from "./errors.ts";
+import { isOriginAllowed } from "./http/origin.ts";
+import { opsRoutes } from "./http/ops-routes.ts";
+import { publishRoutes } from "./http/publish-routes.ts";
+import { RestAuth } from "./http/rest-auth.ts";
+import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { PublishService } from "./publish-service.ts";
+import { MemorySequencer, Publisher } from "./publisher.ts";
+import type { Store } from "./store/store.ts";
+import { Gateway } from "./ws/gateway.ts";
+
+export interface AppDeps {
+  config: Config;
+  store: Store;
+  logger: Logger;
+  /** Defaults to the in-process broker (one node). */
+  broker?: Broker;
+}
+
+export type Sinal = ReturnType<typeof createApp>;
+
+/**
+ * Composes sinal from its parts. Never listens: main.ts (or a test) calls `app.listen`.
+ * `stop()` drains: refuses new connections, closes clients with 1001, stops timers and the server.
+ */
+export function createApp(deps: AppDeps) {
+  const { config, store, logger } = deps;
+  const { limits } = config;
+  const metrics = new Metrics(config.metricsTopTenants);
+  const broker = deps.broker ?? new MemoryBroker();
+  const publisher = new Publisher(new MemorySequencer(), broker, metrics);
+  const verifier = createVerifier(config.jwt);
+  const apiKeys = new ApiKeys(store, config.envApiKeys);
+  const restAuth = new RestAuth(apiKeys, verifier, metrics);
+  const publishService = new PublishService(publisher, store, limits.maxFrameBytes);
+  const gateway = new Gateway({
+    limits,
+    allowedOrigins: config.allowedOrigins,
+    pingIntervalMs: config.pingIntervalMs,
+    verifier,
+    publisher,
+    broker,
+    metrics,
+    logger,
+  });
+  let draining = false;
+  const timers: Timer[] = [];
+
+  const app = new Elysia({
+    // Socket options only apply here, server-wide (PITFALLS: per-route ws options are ignored).
+    websocket: {
+      maxPayloadLength: limits.maxFrameBytes,
+      idleTimeout: config.idleTimeoutSec,
+      // Bun drops publishes past this; the sweep closes a socket at slowConsumerBytes, well before.
+      backpressureLimit: Math.max(limits.slowConsumerBytes * 4, 4 * 1024 * 1024),
+      closeOnBackpressureLimit: false,
+      perMessageDeflate: false,
+      sendPings: true,
+      publishToSelf: false,
+    },
+    serve: { maxRequestBodySize: limits.maxBodyBytes },
+  })
+    .use(
+      cors({
+        origin: (request: Request) => {
+          const origin = request.headers.get("origin");
+          return origin !== null && isOriginAllowed(origin, request, config.allowedOrigins);
+        },
+        allowedHeaders: ["authorization", "content-type"],
+        methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+      }),
+    )
+    .onError(({ code, error, set }) => {
+      set.headers["content-type"] = "application/json";
+      if (error instanceof SinalError) {
+        set.status = error.status;
+        return errorBody(error.code, error.message);
+      }
+      if (code === "PARSE") {
+        set.status = 400;
+        return errorBody("bad_request", "body is not valid JSON");
+      }
+      if (code === "NOT_FOUND") {
+        set.status = 404;
+        return errorBody("not_found", "no such route");
+      }
+      if (code === "VALIDATION") {
+        set.status = 400;
+        return errorBody("bad_request", "request does not match the expected shape");
+      }
+      logger.error({ err: error }, "request failed");
+      set.status = 500;
+      return errorBody("internal", "internal error");
+    })
+    .get("/ws", ({ request, server }) => gateway.upgrade(request, server!))
+    .use(publishRoutes(restAuth, publishService, logger))
+    .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
+    .onStart(({ server }) => {
+      broker.attach(server!);
+      timers.push(setInterval(() => gateway.sweep(Date.now()), config.sweepIntervalMs));
+      timers.push(setInterval(() => metrics.sample(Date.now()), 1000));
+      const pruneIdempotency = () =>
+        store.pruneIdempotency(Date.now() - config.idempotencyTtlSec * 1000).catch((err) => logger.error({ err }, "idempotency prune failed"));
+      timers.push(setInterval(pruneIdempotency, 3_600_000));
+      // prevents the timers from keeping a stopping process alive
+      for (const timer of timers) timer.unref();
+    });
+
+  async function stop(): Promise<void> {
+    if (draining) return;
+    draining = true;
+    for (const timer of timers) clearInterval(timer);
+    const server = app.server;
+    gateway.shutdown();
+    if (server) await server.stop(true);
+    await broker.close();
+  }
+
+  return { app, apiKeys, publisher, gateway, metrics, stop };
+}

@@ -1,0 +1,23 @@
+import type { Server, ServerWebSocket } from "bun";
+
+/**
+ * Fan-out of serialized frames to the sockets subscribed to a topic (`<tenant>/<channel>`).
+ *
+ * Guarantees every implementation keeps:
+ * - Frames published to one topic through one broker reach each subscriber in publish order.
+ * - `publish` never throws for a topic without subscribers; it returns 0.
+ * - A socket receives a topic's frames from the moment `subscribe` returns until `unsubscribe`
+ *   or its close; never a frame of a topic it is not subscribed to (tenant isolation rests on it).
+ * Offsets are not the broker's business: the Publisher assigns them before calling `publish`.
+ */
+export interface Broker {
+  /** Gives the broker the listening server, once, before any publish. */
+  attach(server: Server<unknown>): void;
+  /** Hands `frame` to every subscriber of `topic`; returns how many local subscribers it reached. */
+  publish(topic: string, frame: string): number;
+  subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
+  unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
+  /** True while the broker can deliver (for /ready). */
+  isReady(): boolean;
+  close(): Promise<void>;
+}

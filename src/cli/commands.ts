@@ -1,0 +1,104 @@
+import { parseArgs } from "node:util";
+import { createApiKey } from "../auth/api-keys.ts";
+import { mintToken } from "../auth/tokens.ts";
+import { ConfigError, TENANT_RE, type Config } from "../config.ts";
+import { openSqliteStore } from "../store/sqlite-store.ts";
+
+/** Output of a CLI command (never the logger: these lines are the command's answer). */
+const out = (line: string) => process.stdout.write(`${line}\n`);
+
+export const HELP = `sinal: realtime WebSocket gateway
+
+Usage: sinal [command] [options]
+
+Commands:
+  serve                               run the server (default)
+  migrate                             bring the database schema up to date
+  keys create --tenant <t>            create an API key (printed alone on the last line)
+  keys list --tenant <t>              list a tenant's keys (ids, never secrets)
+  keys revoke --id <id>               revoke an API key
+  token --tenant <t> --user <u> [--ttl 1h] [--name <n>] [--sub-channels 'room:*,dept:sales']
+        [--pub-channels 'room:*'] [--roles admin]
+                                      print a JWT signed with JWT_SECRET (development and tests)
+  --help, --version
+
+Configuration is read from the environment: see README.md.`;
+
+export function migrateCommand(config: Config): void {
+  const store = openSqliteStore(config.database.path);
+  void store.close();
+  out(`database ${config.database.path} is up to date`);
+}
+
+export async function keysCommand(config: Config, args: string[]): Promise<void> {
+  const [action, ...rest] = args;
+  const { values } = parseArgs({ args: rest, options: { tenant: { type: "string" }, id: { type: "string" } }, strict: true });
+  const store = openSqliteStore(config.database.path);
+  try {
+    if (action === "create") {
+      const tenant = requireTenant(values.tenant);
+      const { id, key } = await createApiKey(store, tenant);
+      out(`created API key ${id} for tenant ${tenant}; it is shown once, store it now:`);
+      out(key);
+    } else if (action === "list") {
+      const tenant = requireTenant(values.tenant);
+      for (const k of await store.listApiKeys(tenant)) {
+        out(`${k.id}\tcreated ${new Date(k.createdAt).toISOString()}\t${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : "active"}`);
+      }
+    } else if (action === "revoke") {
+      if (!values.id) throw new ConfigError("--id", "keys revoke needs --id <key id>");
+      if (!(await store.revokeApiKey(values.id, Date.now()))) throw new ConfigError("--id", `no API key ${values.id}`);
+      out(`revoked API key ${values.id}`);
+    } else {
+      throw new ConfigError("keys", "expected keys create|list|revoke");
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+export async function tokenCommand(config: Config, args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      tenant: { type: "string" },
+      user: { type: "string" },
+      ttl: { type: "string", default: "1h" },
+      name: { type: "string" },
+      "sub-channels": { type: "string" },
+      "pub-channels": { type: "string" },
+      roles: { type: "string" },
+    },
+    strict: true,
+  });
+  if (config.jwt.kind !== "secret" || config.jwt.dev) {
+    throw new ConfigError("JWT_SECRET", "the token command signs with JWT_SECRET; set it to the server's secret");
+  }
+  const tenant = requireTenant(values.tenant);
+  if (!values.user) throw new ConfigError("--user", "token needs --user <id>");
+  const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
+  out(
+    await mintToken(config.jwt.secret, {
+      tenant,
+      user: values.user,
+      ttlSec: parseDuration(values.ttl),
+      name: values.name,
+      subChannels: list(values["sub-channels"]),
+      pubChannels: list(values["pub-channels"]),
+      roles: list(values.roles),
+    }),
+  );
+}
+
+function requireTenant(tenant: string | undefined): string {
+  if (!tenant || !TENANT_RE.test(tenant)) throw new ConfigError("--tenant", "expected a tenant id matching ^[a-z0-9][a-z0-9_-]{0,63}$");
+  return tenant;
+}
+
+/** `90`, `90s`, `15m`, `1h`, `7d` to seconds. */
+export function parseDuration(raw: string): number {
+  const match = /^(\d+)([smhd]?)$/.exec(raw.trim());
+  if (!match) throw new ConfigError("--ttl", `expected a duration like 90s, 15m, 1h or 7d, got "${raw}"`);
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 }[match[2] as "" | "s" | "m" | "h" | "d"];
+  return Number(match[1]) * unit;
+}

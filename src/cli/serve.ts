@@ -1,0 +1,59 @@
+import { randomBytes } from "node:crypto";
+import { createApp } from "../app.ts";
+import { mintToken } from "../auth/tokens.ts";
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import { openSqliteStore } from "../store/sqlite-store.ts";
+
+/** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
+export async function serveCommand(config: Config, logger: Logger): Promise<void> {
+  const store = openSqliteStore(config.database.path);
+  const sinal = createApp({ config, store, logger });
+
+  if (config.jwt.kind === "secret" && config.jwt.dev) await announceDevMode(config.jwt.secret, sinal.apiKeys, logger);
+
+  sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
+  const server = sinal.app.server!;
+  logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, connections: sinal.gateway.size }, "draining");
+    // prevents a stuck drain from outliving the orchestrator's grace period
+    setTimeout(() => {
+      logger.error("drain did not finish in time; exiting");
+      logger.flush();
+      process.exit(1);
+    }, config.shutdownTimeoutMs).unref();
+    await sinal.stop();
+    await store.close();
+    logger.info("stopped");
+    logger.flush();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: string, key: string): void }, logger: Logger) {
+  const apiKey = `sk_dev_${randomBytes(24).toString("base64url")}`;
+  apiKeys.addEphemeral("demo", apiKey);
+  const token = await mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"] });
+  logger.warn(
+    { dev_mode: true, demo_tenant: "demo", demo_token: token, demo_api_key: apiKey },
+    "DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY set; using a random secret. Tokens die with this process. Never run like this in production.",
+  );
+  process.stderr.write(
+    [
+      "",
+      "  ****************************************************************",
+      "  *  sinal is in DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY is set  *",
+      "  ****************************************************************",
+      `  demo token (tenant demo, user demo, 24 h): ${token}`,
+      `  demo API key (tenant demo):                ${apiKey}`,
+      "",
+    ].join("\n") + "\n",
+  );
+}

@@ -1,0 +1,171 @@
+/**
+ * Configuration from the environment (PROTOCOL.md "Running"), validated once at start-up.
+ * A bad value throws a ConfigError naming the variable; main.ts prints it and exits 1.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+export interface Limits {
+  /** Largest accepted client frame in bytes; larger frames close the socket with 1009. */
+  maxFrameBytes: number;
+  /** Token bucket refill rate, frames per second per connection. */
+  ratePerSec: number;
+  /** Token bucket size (burst). */
+  rateBurst: number;
+  /** Rejected (rate limited) frames within `rejectWindowMs` that close the connection with 4008. */
+  maxRejected: number;
+  rejectWindowMs: number;
+  maxSubscriptions: number;
+  maxConnectionsPerUser: number;
+  maxConnectionsPerTenant: number;
+  /** Bytes queued for one socket past which it is closed as a slow consumer (4009). */
+  slowConsumerBytes: number;
+  /** Largest REST request body in bytes. */
+  maxBodyBytes: number;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  /** HS256 secret, or a PEM public key (RS256/ES256). */
+  jwt: { kind: "secret"; secret: string; dev: boolean } | { kind: "public-key"; pem: string };
+  database: { kind: "sqlite"; path: string };
+  /** Keys from SINAL_API_KEYS, accepted besides stored ones. */
+  envApiKeys: { tenant: string; key: string }[];
+  /** null: same-origin only; ["*"]: any origin; else the exact origins allowed. */
+  allowedOrigins: string[] | null;
+  logLevel: string;
+  pingIntervalMs: number;
+  idleTimeoutSec: number;
+  idempotencyTtlSec: number;
+  /** How often connections are checked for expired tokens and slow consumption. */
+  sweepIntervalMs: number;
+  metricsTopTenants: number;
+  shutdownTimeoutMs: number;
+  limits: Limits;
+}
+
+export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `expected a whole number, got "${raw}"`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(name, `expected a number from ${min} to ${max}, got ${value}`);
+  return value;
+}
+
+function parseDatabase(raw: string | undefined): Config["database"] {
+  const url = raw && raw !== "" ? raw : "sqlite:./data/sinal.db";
+  if (url.startsWith("sqlite:")) {
+    const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
+    if (path === "") throw new ConfigError("DATABASE_URL", "sqlite: needs a file path, e.g. sqlite:./data/sinal.db");
+    return { kind: "sqlite", path };
+  }
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+    throw new ConfigError("DATABASE_URL", "the PostgreSQL store is not in this version yet; use sqlite:<path>");
+  }
+  throw new ConfigError("DATABASE_URL", `expected sqlite:<path> or postgres://..., got "${url}"`);
+}
+
+function parseApiKeys(raw: string | undefined): Config["envApiKeys"] {
+  if (!raw || raw.trim() === "") return [];
+  return raw.split(",").map((entry, i) => {
+    const at = entry.indexOf(":");
+    const tenant = entry.slice(0, at).trim();
+    const key = entry.slice(at + 1).trim();
+    if (at < 1 || !TENANT_RE.test(tenant) || key.length < 16) {
+      throw new ConfigError("SINAL_API_KEYS", `entry ${i + 1} must be tenant:key with a valid tenant id and a key of at least 16 characters`);
+    }
+    return { tenant, key };
+  });
+}
+
+function parseOrigins(raw: string | undefined): string[] | null {
+  if (raw === undefined || raw.trim() === "") return null;
+  const origins = raw.split(",").map((o) => o.trim()).filter(Boolean);
+  for (const origin of origins) {
+    if (origin === "*") continue;
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError("ALLOWED_ORIGINS", `"${origin}" is not an origin like https://app.example.com`);
+    }
+    if (parsed.origin !== origin.replace(/\/$/, "")) {
+      throw new ConfigError("ALLOWED_ORIGINS", `"${origin}" must be a bare origin (scheme://host[:port]) without a path`);
+    }
+  }
+  return origins.map((o) => o.replace(/\/$/, ""));
+}
+
+function parseJwt(env: Env): Config["jwt"] {
+  const secret = env.JWT_SECRET;
+  const pem = env.JWT_PUBLIC_KEY;
+  if (secret && pem) throw new ConfigError("JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY, not both");
+  if (pem) {
+    if (!pem.includes("-----BEGIN PUBLIC KEY-----")) {
+      throw new ConfigError("JWT_PUBLIC_KEY", "expected a PEM public key (-----BEGIN PUBLIC KEY-----)");
+    }
+    return { kind: "public-key", pem: pem.replace(/\\n/g, "\n") };
+  }
+  if (secret !== undefined && secret !== "") {
+    if (secret.length < 32) throw new ConfigError("JWT_SECRET", "must be at least 32 characters for HS256");
+    return { kind: "secret", secret, dev: false };
+  }
+  const random = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+  return { kind: "secret", secret: random, dev: true };
+}
+
+/** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
+  if (env.MONGODB_URI) throw new ConfigError("MONGODB_URI", "the MongoDB feed is not in this version yet; unset it");
+  const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
+  const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
+  return {
+    port: int(env, "PORT", 3000, 0, 65535),
+    host,
+    jwt: parseJwt(env),
+    database: parseDatabase(env.DATABASE_URL),
+    envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
+    allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
+    logLevel: parseLogLevel(env.LOG_LEVEL),
+    pingIntervalMs: int(env, "PING_INTERVAL_MS", 25_000, 1000),
+    idleTimeoutSec: int(env, "IDLE_TIMEOUT_S", 60, 5, 960),
+    idempotencyTtlSec: int(env, "IDEMPOTENCY_TTL_S", 86_400, 60),
+    sweepIntervalMs: int(env, "SWEEP_INTERVAL_MS", 250, 10, 60_000),
+    metricsTopTenants: int(env, "METRICS_TOP_TENANTS", 10, 0, 1000),
+    shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8_000, 100, 60_000),
+    limits: {
+      maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
+      ratePerSec,
+      rateBurst: int(env, "RATE_LIMIT_BURST", 100, 1),
+      maxRejected: int(env, "RATE_LIMIT_MAX_REJECTED", 100, 1),
+      rejectWindowMs: int(env, "RATE_LIMIT_WINDOW_MS", 10_000, 100),
+      maxSubscriptions: int(env, "MAX_SUBSCRIPTIONS", 200, 1),
+      maxConnectionsPerUser: int(env, "MAX_CONNECTIONS_PER_USER", 20, 1),
+      maxConnectionsPerTenant: int(env, "MAX_CONNECTIONS_PER_TENANT", 50_000, 1),
+      slowConsumerBytes: int(env, "SLOW_CONSUMER_BYTES", 1024 * 1024, 1024),
+      maxBodyBytes: int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+    },
+  };
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+function parseLogLevel(raw: string | undefined): string {
+  if (raw === undefined || raw === "") return "info";
+  if (!LOG_LEVELS.includes(raw)) throw new ConfigError("LOG_LEVEL", `expected one of ${LOG_LEVELS.join(", ")}`);
+  return raw;
+}

@@ -1,0 +1,63 @@
+import { Elysia } from "elysia";
+import type { Broker } from "../broker/broker.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Store } from "../store/store.ts";
+import type { Gateway } from "../ws/gateway.ts";
+import type { RestAuth } from "./rest-auth.ts";
+
+export interface OpsDeps {
+  store: Store;
+  broker: Broker;
+  metrics: Metrics;
+  gateway: Gateway;
+  auth: RestAuth;
+  isDraining: () => boolean;
+}
+
+/** Health, readiness, Prometheus metrics and the JSON stats of this node. */
+export function opsRoutes(deps: OpsDeps) {
+  return new Elysia({ name: "ops-routes" })
+    .get("/health", () => ({ status: "ok" }))
+    .get("/ready", async ({ set }) => {
+      const failing: string[] = [];
+      if (deps.isDraining()) failing.push("draining");
+      if (!(await deps.store.ping())) failing.push("store");
+      if (!deps.broker.isReady()) failing.push("broker");
+      if (failing.length > 0) {
+        set.status = 503;
+        return { status: "not_ready", failing };
+      }
+      return { status: "ready" };
+    })
+    .get("/metrics", async ({ set }) => {
+      set.headers["content-type"] = deps.metrics.registry.contentType;
+      return deps.metrics.registry.metrics();
+    })
+    .get("/v1/stats", async ({ request }) => {
+      const principal = await deps.auth.authenticate(request);
+      const total = deps.metrics.totals();
+      const tenant = deps.metrics.tenant(principal.tenant);
+      return {
+        node: {
+          connections: deps.gateway.size,
+          subscriptions: total.subscriptions,
+          publications: total.publications,
+          deliveries: total.deliveries,
+          dropped_sends: total.droppedSends,
+          ...snake(deps.metrics.rates()),
+        },
+        tenant: {
+          id: principal.tenant,
+          connections: tenant.connections,
+          subscriptions: tenant.subscriptions,
+          publications: tenant.publications,
+          deliveries: tenant.deliveries,
+          dropped_sends: tenant.droppedSends,
+        },
+      };
+    });
+}
+
+function snake(rates: { publicationsPerSec: number; deliveriesPerSec: number }) {
+  return { publications_per_sec: rates.publicationsPerSec, deliveries_per_sec: rates.deliveriesPerSec };
+}

@@ -1,0 +1,50 @@
+import type { ApiKeys } from "../auth/api-keys.ts";
+import type { TokenVerifier } from "../auth/tokens.ts";
+import { SinalError } from "../errors.ts";
+import type { Metrics } from "../metrics.ts";
+
+/** Who is calling the REST API, always bound to one tenant. */
+export interface Principal {
+  tenant: string;
+  /** `key:<id>` for an API key, `jwt:<sub>` for an admin token. */
+  actor: string;
+}
+
+/**
+ * REST callers: `Authorization: Bearer sk_...` (a tenant API key) or `Bearer <jwt>` whose
+ * `roles` include `admin` (acts for its `tid`). Anything else is 401/403.
+ */
+export class RestAuth {
+  constructor(
+    private readonly apiKeys: ApiKeys,
+    private readonly verifier: TokenVerifier,
+    private readonly metrics: Metrics,
+  ) {}
+
+  async authenticate(request: Request): Promise<Principal> {
+    const header = request.headers.get("authorization");
+    if (header === null || !header.startsWith("Bearer ") || header.length <= 7) {
+      this.metrics.authFailed("rest_missing");
+      throw new SinalError("unauthorized", "Authorization: Bearer <api key or admin token> is required");
+    }
+    const credential = header.slice(7).trim();
+    const key = await this.apiKeys.resolve(credential);
+    if (key !== null) return { tenant: key.tenant, actor: `key:${key.keyId}` };
+    if (credential.split(".").length !== 3) {
+      this.metrics.authFailed("rest_bad_key");
+      throw new SinalError("unauthorized", "unknown or revoked API key");
+    }
+    let claims;
+    try {
+      claims = await this.verifier.verify(credential);
+    } catch (err) {
+      this.metrics.authFailed("rest_bad_token");
+      throw err;
+    }
+    if (!claims.roles.includes("admin")) {
+      this.metrics.authFailed("rest_not_admin");
+      throw new SinalError("forbidden", "the REST API needs an API key or a token with the admin role");
+    }
+    return { tenant: claims.tenant, actor: `jwt:${claims.user}` };
+  }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bun
+import pkg from "../package.json" with { type: "json" };
+import { HELP, keysCommand, migrateCommand, tokenCommand } from "./cli/commands.ts";
+import { serveCommand } from "./cli/serve.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+import { createLogger } from "./log.ts";
+
+async function main(argv: string[]): Promise<void> {
+  const [command = "serve", ...args] = argv;
+  if (command === "--help" || command === "-h" || command === "help") {
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
+  if (command === "--version" || command === "-v") {
+    process.stdout.write(`sinal ${pkg.version}\n`);
+    return;
+  }
+  const config = loadConfig();
+  switch (command) {
+    case "serve":
+      return serveCommand(config, createLogger(config.logLevel));
+    case "migrate":
+      return migrateCommand(config);
+    case "keys":
+      return keysCommand(config, args);
+    case "token":
+      return tokenCommand(config, args);
+    default:
+      throw new ConfigError("command", `unknown command "${command}"; see sinal --help`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const message = err instanceof ConfigError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  process.stderr.write(`sinal: ${message}\n`);
+  process.exit(1);
+});

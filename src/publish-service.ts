@@ -1,0 +1,110 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { parseChannel, type Channel } from "./channel.ts";
+import { SinalError } from "./errors.ts";
+import type { Position, Publisher } from "./publisher.ts";
+import type { Store } from "./store/store.ts";
+import { EventName } from "./ws/frames.ts";
+
+const PublishItem = Type.Object({
+  channel: Type.String({ minLength: 1, maxLength: 256 }),
+  event: EventName,
+  data: Type.Unknown(),
+  idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+});
+export type PublishItem = Static<typeof PublishItem>;
+const itemChecker = TypeCompiler.Compile(PublishItem);
+
+export const MAX_BATCH = 1000;
+
+interface ValidItem {
+  channel: Channel;
+  event: string;
+  data: unknown;
+  idempotencyKey?: string;
+}
+
+/**
+ * Service-to-service publishing (REST `/v1/publish`, `/emit-event`): validation of the whole
+ * request before anything is published, then idempotent publication through the Publisher.
+ */
+export class PublishService {
+  /** Idempotent publishes under way, so two concurrent requests with one key publish once. */
+  private readonly inFlight = new Map<string, Promise<Position>>();
+
+  constructor(
+    private readonly publisher: Publisher,
+    private readonly store: Store,
+    private readonly maxDataBytes: number,
+  ) {}
+
+  /** Validates every item first (a bad item publishes nothing), then publishes them in order. */
+  async publishMany(tenant: string, items: unknown[]): Promise<Position[]> {
+    if (items.length === 0) throw new SinalError("bad_request", "a batch holds at least one publication");
+    if (items.length > MAX_BATCH) throw new SinalError("bad_request", `a batch holds at most ${MAX_BATCH} publications`);
+    const valid = items.map((item, i) => this.validate(tenant, item, items.length > 1 ? `[${i}].` : ""));
+    const results: Position[] = [];
+    for (const item of valid) results.push(await this.publishOne(tenant, item));
+    return results;
+  }
+
+  private validate(tenant: string, item: unknown, prefix: string): ValidItem {
+    if (!itemChecker.Check(item)) {
+      const first = itemChecker.Errors(item).First();
+      const field = first?.path ? first.path.slice(1) : "body";
+      throw new SinalError("bad_request", `${prefix}${field}: ${first?.message ?? "invalid"}`);
+    }
+    if (item.data === undefined) throw new SinalError("bad_request", `${prefix}data: required`);
+    const size = Buffer.byteLength(JSON.stringify(item.data));
+    if (size > this.maxDataBytes) {
+      throw new SinalError("payload_too_large", `${prefix}data is ${size} bytes; at most ${this.maxDataBytes}`);
+    }
+    let channel: Channel;
+    try {
+      channel = parseChannel(tenant, item.channel);
+    } catch (err) {
+      if (err instanceof SinalError) throw new SinalError(err.code, `${prefix}${err.message}`);
+      throw err;
+    }
+    return { channel, event: item.event, data: item.data, idempotencyKey: item.idempotency_key };
+  }
+
+  private async publishOne(tenant: string, item: ValidItem): Promise<Position> {
+    const key = item.idempotencyKey;
+    if (key === undefined) return this.publisher.publish(item.channel, item.event, item.data);
+    const flightKey = `${tenant}\u0000${key}`;
+    const pending = this.inFlight.get(flightKey);
+    if (pending) return pending;
+    const work = (async () => {
+      const stored = await this.store.getIdempotent(tenant, key);
+      if (stored !== null) return JSON.parse(stored) as Position;
+      const position = await this.publisher.publish(item.channel, item.event, item.data);
+      await this.store.putIdempotent(tenant, key, JSON.stringify(position), Date.now());
+      return position;
+    })();
+    this.inFlight.set(flightKey, work);
+    try {
+      return await work;
+    } finally {
+      this.inFlight.delete(flightKey);
+    }
+  }
+}
+
+/** The scraper's old `/emit-event` shape mapped onto a publish item (PROTOCOL.md). */
+export function emitEventItem(body: unknown): PublishItem {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new SinalError("bad_request", "body must be a JSON object");
+  const { event, data, channel } = body as Record<string, unknown>;
+  if (typeof event !== "string") throw new SinalError("bad_request", "event: required string");
+  if (channel !== undefined) {
+    if (typeof channel !== "string") throw new SinalError("bad_request", "channel must be a string");
+    return { channel, event, data };
+  }
+  const rouletteId = (data as Record<string, unknown> | null | undefined)?.roulette_id;
+  const kind = event === "roulette_update" ? "roulette" : event === "strategy_update" ? "strategy" : null;
+  if (kind === null) throw new SinalError("bad_request", `no default channel for event "${event}"; pass "channel"`);
+  if (typeof rouletteId !== "string" && typeof rouletteId !== "number") {
+    throw new SinalError("bad_request", `data.roulette_id is required to route ${event}`);
+  }
+  return { channel: `${kind}:${rouletteId}`, event, data };
+}

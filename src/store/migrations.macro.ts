@@ -1,0 +1,10 @@
+import { readMigrationFiles } from "drizzle-orm/migrator";
+import { join } from "node:path";
+
+/**
+ * Runs at bundle/transpile time (imported `with { type: "macro" }`), so the SQL of drizzle/sqlite
+ * is inlined into the program and `migrate` works from a compiled binary with no folder beside it.
+ */
+export function sqliteMigrations() {
+  return readMigrationFiles({ migrationsFolder: join(import.meta.dir, "../../drizzle/sqlite") });
+}

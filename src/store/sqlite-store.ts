@@ -1,0 +1,88 @@
+import { Database } from "bun:sqlite";
+import { and, eq, lt, sql } from "drizzle-orm";
+import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { sqliteMigrations } from "./migrations.macro.ts" with { type: "macro" };
+import { apiKeys, idempotency } from "./schema.sqlite.ts";
+import type { Store, StoredApiKey } from "./store.ts";
+
+type Db = BunSQLiteDatabase<Record<string, never>>;
+
+/** Applies the embedded drizzle/sqlite migrations (same call drizzle's folder-based migrate makes). */
+function migrate(db: Db): void {
+  const migrations = sqliteMigrations();
+  // @ts-expect-error dialect and session are drizzle internals; this is what drizzle-orm/bun-sqlite/migrator does.
+  db.dialect.migrate(migrations, db.session, {});
+}
+
+/** Opens (creating if needed) the sqlite file in WAL mode and brings its schema up to date. */
+export function openSqliteStore(path: string): Store {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new Database(path, { create: true, strict: true });
+  sqlite.run("PRAGMA journal_mode = WAL");
+  sqlite.run("PRAGMA synchronous = NORMAL");
+  sqlite.run("PRAGMA busy_timeout = 5000");
+  const db: Db = drizzle({ client: sqlite });
+  migrate(db);
+  return new SqliteStore(sqlite, db);
+}
+
+class SqliteStore implements Store {
+  private closed = false;
+  constructor(
+    private readonly sqlite: Database,
+    private readonly db: Db,
+  ) {}
+
+  async insertApiKey(key: StoredApiKey): Promise<void> {
+    this.db.insert(apiKeys).values(key).run();
+  }
+
+  async findApiKey(id: string): Promise<StoredApiKey | null> {
+    return this.db.select().from(apiKeys).where(eq(apiKeys.id, id)).get() ?? null;
+  }
+
+  async listApiKeys(tenant: string): Promise<StoredApiKey[]> {
+    return this.db.select().from(apiKeys).where(eq(apiKeys.tenant, tenant)).all();
+  }
+
+  async revokeApiKey(id: string, at: number): Promise<boolean> {
+    const updated = this.db.update(apiKeys).set({ revokedAt: at }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id }).all();
+    return updated.length > 0;
+  }
+
+  async getIdempotent(tenant: string, key: string): Promise<string | null> {
+    const row = this.db
+      .select({ response: idempotency.response })
+      .from(idempotency)
+      .where(and(eq(idempotency.tenant, tenant), eq(idempotency.key, key)))
+      .get();
+    return row?.response ?? null;
+  }
+
+  async putIdempotent(tenant: string, key: string, response: string, at: number): Promise<void> {
+    this.db.insert(idempotency).values({ tenant, key, response, createdAt: at }).onConflictDoNothing().run();
+  }
+
+  async pruneIdempotency(before: number): Promise<number> {
+    return this.db.delete(idempotency).where(lt(idempotency.createdAt, before)).returning({ key: idempotency.key }).all().length;
+  }
+
+  async ping(): Promise<boolean> {
+    if (this.closed) return false;
+    try {
+      this.db.get(sql`select 1`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    this.sqlite.close();
+  }
+}

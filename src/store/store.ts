@@ -1,0 +1,33 @@
+/**
+ * Durable state of one node (or of the cluster, with a shared database).
+ * Every call is scoped by tenant where the data belongs to one.
+ * Implementations: sqlite-store.ts (bun:sqlite, the embedded default).
+ */
+export interface StoredApiKey {
+  id: string;
+  tenant: string;
+  /** Hex SHA-256 of the key's secret part. */
+  secretHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+export interface Store {
+  insertApiKey(key: StoredApiKey): Promise<void>;
+  findApiKey(id: string): Promise<StoredApiKey | null>;
+  listApiKeys(tenant: string): Promise<StoredApiKey[]>;
+  /** Marks a key revoked; false when no such key exists. */
+  revokeApiKey(id: string, at: number): Promise<boolean>;
+
+  /** The stored first answer for (tenant, key), or null when none was kept. */
+  getIdempotent(tenant: string, key: string): Promise<string | null>;
+  /** Keeps the first answer; a second put for the same (tenant, key) keeps the first. */
+  putIdempotent(tenant: string, key: string, response: string, at: number): Promise<void>;
+  /** Deletes answers created before `before` (ms); returns how many went. */
+  pruneIdempotency(before: number): Promise<number>;
+
+  /** Resolves true when the store answers a trivial query. */
+  ping(): Promise<boolean>;
+  /** Flushes and closes; later calls fail. */
+  close(): Promise<void>;
+}

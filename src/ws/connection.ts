@@ -1,0 +1,61 @@
+import type { ServerWebSocket } from "bun";
+import type { Claims } from "../auth/tokens.ts";
+import type { RateState } from "./rate-limit.ts";
+
+/** The handlers a Connection forwards Bun's socket events to (implemented by Gateway). */
+export interface ConnectionEvents {
+  onOpen(conn: Connection): void;
+  onMessage(conn: Connection, message: string | Buffer): void;
+  onClose(conn: Connection, code: number, reason: string): void;
+}
+
+/**
+ * Per-socket state, passed as `ws.data` at upgrade. Elysia's Bun adapter dispatches socket events
+ * to `ws.data.open/message/close`, so these methods receive them without Elysia's per-socket
+ * context (PITFALLS: its default ws.data holds the whole request context, ~2x the memory).
+ * Keep fields few and small: 10,000 of these must fit in a few MB.
+ */
+export class Connection implements RateState {
+  ws!: ServerWebSocket<Connection>;
+  /** Channel subscriptions made by the client (the server-made user channel not included). */
+  subscriptions = 0;
+  /** Counted in the per-user/per-tenant totals (false when refused with 4010 at open). */
+  registered = false;
+  closing = false;
+  tokens: number;
+  refilledAt: number;
+  rejected = 0;
+  rejectWindowStart = 0;
+
+  constructor(
+    readonly id: string,
+    public claims: Claims,
+    private readonly events: ConnectionEvents,
+    burst: number,
+    now: number,
+  ) {
+    this.tokens = burst;
+    this.refilledAt = now;
+  }
+
+  get tenant(): string {
+    return this.claims.tenant;
+  }
+
+  get user(): string {
+    return this.claims.user;
+  }
+
+  open(ws: ServerWebSocket<Connection>): void {
+    this.ws = ws;
+    this.events.onOpen(this);
+  }
+
+  message(_ws: ServerWebSocket<Connection>, message: string | Buffer): void {
+    this.events.onMessage(this, message);
+  }
+
+  close(_ws: ServerWebSocket<Connection>, code: number, reason: string): void {
+    this.events.onClose(this, code, reason);
+  }
+}

@@ -1,0 +1,70 @@
+import { Type, type Static, type TSchema } from "@sinclair/typebox";
+import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
+import { SinalError } from "../errors.ts";
+
+/** Client frames of PROTOCOL.md, validated once here; handlers receive typed values. */
+
+const Id = Type.Union([Type.Number(), Type.String({ maxLength: 128 })]);
+const ChannelName = Type.String({ minLength: 1, maxLength: 256 });
+export const EventName = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9_.:-]+$" });
+
+const schemas = {
+  subscribe: Type.Object({
+    channel: ChannelName,
+    since: Type.Optional(Type.Object({ epoch: Type.String({ maxLength: 64 }), offset: Type.Integer({ minimum: 0 }) })),
+  }),
+  unsubscribe: Type.Object({ channel: ChannelName }),
+  publish: Type.Object({ channel: ChannelName, event: EventName, data: Type.Unknown() }),
+  refresh: Type.Object({ token: Type.String({ minLength: 1, maxLength: 8192 }) }),
+  ping: Type.Object({}),
+} satisfies Record<string, TSchema>;
+
+export type FrameType = keyof typeof schemas;
+export type Frame<T extends FrameType> = Static<(typeof schemas)[T]>;
+export type AnyFrame = { [T in FrameType]: { type: T; id?: number | string } & Frame<T> }[FrameType];
+
+const checkers = Object.fromEntries(Object.entries(schemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema)])) as {
+  [T in FrameType]: TypeCheck<(typeof schemas)[T]>;
+};
+const idChecker = TypeCompiler.Compile(Id);
+
+/** What the parser could recover from a frame, so an error can still be answered with its id. */
+export interface ParseFailure {
+  id?: number | string;
+  error: SinalError;
+}
+
+/** Parses a text frame; returns the typed frame or the error to answer with (and the id if one was readable). */
+export function parseFrame(text: string): AnyFrame | ParseFailure {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { error: new SinalError("bad_request", "frame is not valid JSON") };
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { error: new SinalError("bad_request", "frame must be a JSON object") };
+  }
+  const frame = value as Record<string, unknown>;
+  let id: number | string | undefined;
+  if (frame.id !== undefined) {
+    if (!idChecker.Check(frame.id)) return { error: new SinalError("bad_request", "id must be a number or a string of at most 128 characters") };
+    id = frame.id;
+  }
+  const type = frame.type;
+  if (typeof type !== "string") return { id, error: new SinalError("bad_request", "frame needs a string field \"type\"") };
+  if (!Object.hasOwn(checkers, type)) {
+    return { id, error: new SinalError("unknown_type", `unknown frame type "${type.slice(0, 64)}"`) };
+  }
+  const checker = checkers[type as FrameType];
+  if (!checker.Check(frame)) {
+    const first = checker.Errors(frame).First();
+    const field = first?.path ? first.path.slice(1) : "frame";
+    return { id, error: new SinalError("bad_request", `${field}: ${first?.message ?? "invalid"}`) };
+  }
+  return frame as AnyFrame;
+}
+
+export function isParseFailure(value: AnyFrame | ParseFailure): value is ParseFailure {
+  return (value as ParseFailure).error instanceof SinalError;
+}

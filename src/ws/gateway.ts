@@ -1,0 +1,231 @@
+import type { Server } from "bun";
+import { randomBytes } from "node:crypto";
+import { tokenFromRequest, type Claims, type TokenVerifier } from "../auth/tokens.ts";
+import type { Broker } from "../broker/broker.ts";
+import { userChannel } from "../channel.ts";
+import type { Limits } from "../config.ts";
+import { Close, errorBody, SinalError, type ErrorCode } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Publisher } from "../publisher.ts";
+import { Connection, type ConnectionEvents } from "./connection.ts";
+import { isParseFailure, parseFrame } from "./frames.ts";
+import { FrameHandlers, type ReplyFields } from "./handlers.ts";
+import { isOriginAllowed } from "../http/origin.ts";
+import { recordRejection, takeToken } from "./rate-limit.ts";
+
+export interface GatewayDeps {
+  limits: Limits;
+  allowedOrigins: string[] | null;
+  pingIntervalMs: number;
+  verifier: TokenVerifier;
+  publisher: Publisher;
+  broker: Broker;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+const SUBPROTOCOL = "sinal.v1";
+
+/**
+ * The WebSocket edge: authenticates upgrades, owns the open connections, enforces the limits,
+ * and routes frames to FrameHandlers. Close codes come from errors.ts `Close`.
+ */
+export class Gateway implements ConnectionEvents {
+  private readonly connections = new Set<Connection>();
+  private readonly perUser = new Map<string, number>();
+  private readonly handlers: FrameHandlers;
+  private draining = false;
+
+  constructor(private readonly deps: GatewayDeps) {
+    this.handlers = new FrameHandlers({
+      verifier: deps.verifier,
+      publisher: deps.publisher,
+      broker: deps.broker,
+      metrics: deps.metrics,
+      maxSubscriptions: deps.limits.maxSubscriptions,
+    });
+  }
+
+  get size(): number {
+    return this.connections.size;
+  }
+
+  /** Answers GET /ws: an HTTP error before the upgrade, or undefined once upgraded. */
+  async upgrade(request: Request, server: Server<unknown>): Promise<Response | undefined> {
+    if (this.draining) return json(503, errorBody("unavailable", "server is shutting down"));
+    const url = new URL(request.url);
+    const origin = request.headers.get("origin");
+    if (origin !== null && !isOriginAllowed(origin, request, this.deps.allowedOrigins)) {
+      this.deps.metrics.authFailed("origin");
+      return json(403, errorBody("forbidden", `origin ${origin} is not allowed`));
+    }
+    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    const token = tokenFromRequest(request, url);
+    if (token === null || token === "") {
+      this.deps.metrics.authFailed("missing");
+      return json(401, errorBody("unauthorized", "a token is required (Authorization header, bearer.<jwt> subprotocol or ?token=)"));
+    }
+    let claims: Claims;
+    try {
+      claims = await this.deps.verifier.verify(token);
+    } catch (err) {
+      const message = err instanceof SinalError ? err.message : "token is invalid";
+      this.deps.metrics.authFailed(message.replace(/ /g, "_"));
+      return json(401, errorBody("unauthorized", message));
+    }
+    const headers: Record<string, string> = {};
+    if (offered.includes(SUBPROTOCOL)) {
+      headers["Sec-WebSocket-Protocol"] = SUBPROTOCOL;
+    } else if (offered.some((p) => p.startsWith("bearer."))) {
+      // Bun would echo the first offered entry, the token itself; a client offering only the bearer entry gets a clear refusal.
+      return json(400, errorBody("bad_request", `offer "${SUBPROTOCOL}" together with the bearer.<jwt> subprotocol`));
+    }
+    const conn = new Connection(randomBytes(9).toString("base64url"), claims, this, this.deps.limits.rateBurst, performance.now());
+    if (server.upgrade(request, { data: conn, headers })) return undefined;
+    return json(400, errorBody("bad_request", "expected a WebSocket upgrade request"));
+  }
+
+  onOpen(conn: Connection): void {
+    const { limits, metrics } = this.deps;
+    const tenantStats = metrics.tenant(conn.tenant);
+    const userKey = `${conn.tenant}\u0000${conn.user}`;
+    const userCount = this.perUser.get(userKey) ?? 0;
+    if (this.draining) {
+      conn.ws.close(Close.goingAway, "server is shutting down");
+      return;
+    }
+    if (userCount >= limits.maxConnectionsPerUser || tenantStats.connections >= limits.maxConnectionsPerTenant) {
+      const which = userCount >= limits.maxConnectionsPerUser ? "user" : "tenant";
+      conn.ws.close(Close.tooManyConnections, `too many connections for this ${which}`);
+      return;
+    }
+    conn.registered = true;
+    this.perUser.set(userKey, userCount + 1);
+    tenantStats.connections++;
+    this.connections.add(conn);
+    this.deps.broker.subscribe(conn.ws, userChannel(conn.tenant, conn.user).topic);
+    this.send(conn, {
+      type: "welcome",
+      client: conn.id,
+      user: conn.user,
+      tenant: conn.tenant,
+      ping_interval_ms: this.deps.pingIntervalMs,
+      expires_at: conn.claims.expiresAt,
+    });
+    this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user }, "connected");
+  }
+
+  onClose(conn: Connection, code: number, reason: string): void {
+    conn.closing = true;
+    if (!conn.registered) return;
+    conn.registered = false;
+    this.connections.delete(conn);
+    const userKey = `${conn.tenant}\u0000${conn.user}`;
+    const left = (this.perUser.get(userKey) ?? 1) - 1;
+    if (left <= 0) this.perUser.delete(userKey);
+    else this.perUser.set(userKey, left);
+    const stats = this.deps.metrics.tenant(conn.tenant);
+    stats.connections--;
+    stats.subscriptions -= conn.subscriptions;
+    this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
+  }
+
+  onMessage(conn: Connection, message: string | Buffer): void {
+    if (conn.closing) return;
+    if (typeof message !== "string") {
+      this.deps.metrics.rejected("binary");
+      this.closeWith(conn, Close.policy, "binary frames are not accepted");
+      return;
+    }
+    const now = performance.now();
+    const frame = parseFrame(message);
+    if (!takeToken(conn, this.deps.limits, now)) {
+      this.reject(conn, isParseFailure(frame) ? frame.id : frame.id, new SinalError("rate_limited", "too many frames; slow down"));
+      if (recordRejection(conn, this.deps.limits, now)) this.closeWith(conn, Close.rateLimited, "rate limit exceeded");
+      return;
+    }
+    if (isParseFailure(frame)) {
+      this.reject(conn, frame.id, frame.error);
+      return;
+    }
+    if (frame.type === "ping" && frame.id === undefined) {
+      this.send(conn, { type: "pong" });
+      return;
+    }
+    let result: ReplyFields | Promise<ReplyFields>;
+    try {
+      result = this.handlers.handle(conn, frame);
+    } catch (err) {
+      this.reject(conn, frame.id, this.asClientError(err));
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (fields) => this.reply(conn, frame.id, fields),
+        (err) => this.reject(conn, frame.id, this.asClientError(err)),
+      );
+    } else {
+      this.reply(conn, frame.id, result);
+    }
+  }
+
+  /** Closes expired and slow connections; called every sweep interval. */
+  sweep(nowMs: number): void {
+    const nowSec = nowMs / 1000;
+    const bound = this.deps.limits.slowConsumerBytes;
+    for (const conn of this.connections) {
+      if (conn.closing) continue;
+      if (conn.claims.expiresAt <= nowSec) {
+        this.closeWith(conn, Close.tokenExpired, "token expired");
+      } else if (conn.ws.getBufferedAmount() > bound) {
+        this.deps.metrics.slowConsumerClosed();
+        this.closeWith(conn, Close.slowConsumer, "slow consumer");
+      }
+    }
+  }
+
+  /** Stops accepting and closes every connection with 1001. */
+  shutdown(): void {
+    this.draining = true;
+    for (const conn of this.connections) this.closeWith(conn, Close.goingAway, "server shutting down");
+  }
+
+  private reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void {
+    if (id === undefined) return;
+    this.send(conn, { type: "reply", id, ok: true, ...fields });
+  }
+
+  private reject(conn: Connection, id: number | string | undefined, error: SinalError): void {
+    this.deps.metrics.rejected(error.code);
+    const body = { code: error.code, message: error.message };
+    this.send(conn, id === undefined ? { type: "error", error: body } : { type: "reply", id, ok: false, error: body });
+  }
+
+  private asClientError(err: unknown): SinalError {
+    if (err instanceof SinalError) return err;
+    this.deps.logger.error({ err }, "frame handler failed");
+    return new SinalError("internal" satisfies ErrorCode, "internal error");
+  }
+
+  private send(conn: Connection, frame: object): void {
+    if (conn.closing) return;
+    const result = conn.ws.send(JSON.stringify(frame));
+    // 0: Bun dropped the frame; -1: queued past the backpressure limit. Either way the client is too slow.
+    if (result <= 0) {
+      if (result === 0) this.deps.metrics.dropped(conn.tenant);
+      this.deps.metrics.slowConsumerClosed();
+      this.closeWith(conn, Close.slowConsumer, "slow consumer");
+    }
+  }
+
+  private closeWith(conn: Connection, code: number, reason: string): void {
+    if (conn.closing) return;
+    conn.closing = true;
+    conn.ws.close(code, reason);
+  }
+}
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+}
