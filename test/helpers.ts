@@ -1,0 +1,177 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { createApp, type Sinal } from "../src/app.ts";
+import { createApiKey } from "../src/auth/api-keys.ts";
+import { mintToken, type MintOptions } from "../src/auth/tokens.ts";
+import { loadConfig } from "../src/config.ts";
+import { createLogger } from "../src/log.ts";
+import { openSqliteStore } from "../src/store/sqlite-store.ts";
+import type { Store } from "../src/store/store.ts";
+
+export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
+
+export interface TestServer {
+  port: number;
+  http: string;
+  ws: string;
+  sinal: Sinal;
+  store: Store;
+  dir: string;
+  /** Log lines the server wrote, parsed. */
+  logs: Record<string, unknown>[];
+  token(opts: Partial<MintOptions> & { tenant?: string; user?: string }): Promise<string>;
+  apiKey(tenant: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** A real server on 127.0.0.1:0 with a real sqlite file in a fresh temp dir. */
+export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), "sinal-test-"));
+  const config = loadConfig({
+    JWT_SECRET: SECRET,
+    DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`,
+    HOST: "127.0.0.1",
+    PORT: "0",
+    LOG_LEVEL: "debug",
+    ...env,
+  });
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split("\n")) if (line) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  const logger = createLogger(config.logLevel, sink);
+  const store = openSqliteStore(config.database.path);
+  const sinal = createApp({ config, store, logger });
+  sinal.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
+  const port = sinal.app.server!.port!;
+  return {
+    port,
+    http: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}/ws`,
+    sinal,
+    store,
+    dir,
+    logs,
+    token: (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
+    apiKey: async (tenant) => (await createApiKey(store, tenant)).key,
+    async stop() {
+      await sinal.stop();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Frame = Record<string, any>;
+
+/** A WebSocket client that queues every frame so tests can assert the exact order on the wire. */
+export class Client {
+  private readonly queue: Frame[] = [];
+  private waiters: ((f: Frame) => void)[] = [];
+  private nextId = 1;
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  private constructor(readonly socket: WebSocket) {
+    socket.onmessage = (event) => {
+      const frame = JSON.parse(String(event.data)) as Frame;
+      const waiter = this.waiters.shift();
+      if (waiter) waiter(frame);
+      else this.queue.push(frame);
+    };
+    this.closed = new Promise((resolve) => {
+      socket.onclose = (event) => resolve({ code: event.code, reason: event.reason });
+    });
+  }
+
+  /** Opens a socket and waits for the welcome frame, which it returns. */
+  static async connect(url: string, options: { headers?: Record<string, string>; protocols?: string[] } = {}): Promise<{ client: Client; welcome: Frame }> {
+    const socket = new WebSocket(url, options as any);
+    const client = new Client(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.onopen = () => resolve();
+      socket.onerror = () => reject(new Error(`could not open ${url}`));
+    });
+    const welcome = await client.next();
+    return { client, welcome };
+  }
+
+  /** Connects with `?token=` and returns the client once welcomed. */
+  static async open(server: TestServer, opts: Partial<MintOptions> = {}): Promise<Client> {
+    const token = await server.token(opts);
+    const { client, welcome } = await Client.connect(`${server.ws}?token=${token}`);
+    if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${JSON.stringify(welcome)}`);
+    return client;
+  }
+
+  /** The next frame, or a rejection naming what was awaited after `ms`. */
+  next(ms = 2000): Promise<Frame> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`no frame within ${ms} ms`));
+      }, ms);
+      const waiter = (f: Frame) => {
+        clearTimeout(timer);
+        resolve(f);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Resolves true if no frame arrives within `ms` (for "must not receive" assertions). */
+  async silentFor(ms: number): Promise<boolean> {
+    if (this.queue.length > 0) return false;
+    try {
+      await this.next(ms).then((f) => this.queue.unshift(f));
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Sends a frame with a fresh id and returns the next frame (which must be its reply). */
+  async request(frame: Frame): Promise<Frame> {
+    const id = this.nextId++;
+    this.send({ ...frame, id });
+    const reply = await this.next();
+    if (reply.type !== "reply" || reply.id !== id) throw new Error(`expected reply ${id}, got ${JSON.stringify(reply)}`);
+    return reply;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** Sends a real WebSocket handshake and returns the HTTP answer (status, headers, body) without a client library. */
+export async function handshake(url: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url.replace(/^ws/, "http"), {
+    headers: {
+      Connection: "Upgrade",
+      Upgrade: "websocket",
+      "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      ...headers,
+    },
+  });
+}
+
+/** POST JSON with a bearer credential. */
+export function post(server: TestServer, path: string, body: unknown, credential?: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${server.http}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(credential ? { authorization: `Bearer ${credential}` } : {}), ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
