@@ -1,0 +1,67 @@
+import { describe, expect, test } from "bun:test";
+import { ConfigError, loadConfig } from "../src/config.ts";
+
+const SECRET = "x".repeat(32);
+
+function failure(env: Record<string, string>): string {
+  try {
+    loadConfig({ JWT_SECRET: SECRET, ...env });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  test("defaults follow PROTOCOL.md 'Running'", () => {
+    const config = loadConfig({ JWT_SECRET: SECRET });
+    expect(config.port).toBe(3000);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.database).toEqual({ kind: "sqlite", path: "./data/sinal.db" });
+    expect(config.limits.maxFrameBytes).toBe(65536);
+    expect(config.limits.ratePerSec).toBe(50);
+    expect(config.limits.rateBurst).toBe(100);
+    expect(config.limits.maxRejected).toBe(100);
+    expect(config.limits.rejectWindowMs).toBe(10_000);
+    expect(config.idempotencyTtlSec).toBeGreaterThanOrEqual(86_400);
+    expect(config.jwt).toEqual({ kind: "secret", secret: SECRET, dev: false });
+  });
+
+  test("dev mode: no secret and no public key gives a random secret flagged dev", () => {
+    const a = loadConfig({});
+    const b = loadConfig({});
+    expect(a.jwt.kind === "secret" && a.jwt.dev).toBe(true);
+    expect(a.jwt.kind === "secret" && b.jwt.kind === "secret" && a.jwt.secret !== b.jwt.secret).toBe(true);
+  });
+
+  test("each bad value names its variable", () => {
+    expect(failure({ PORT: "abc" })).toStartWith("PORT:");
+    expect(failure({ PORT: "70000" })).toStartWith("PORT:");
+    expect(failure({ JWT_SECRET: "short" })).toStartWith("JWT_SECRET:");
+    expect(failure({ JWT_PUBLIC_KEY: "not a pem" })).toStartWith("JWT_SECRET:");
+    expect(failure({ JWT_SECRET: "", JWT_PUBLIC_KEY: "not a pem" })).toStartWith("JWT_PUBLIC_KEY:");
+    expect(failure({ DATABASE_URL: "mysql://db" })).toStartWith("DATABASE_URL:");
+    expect(failure({ DATABASE_URL: "postgres://db" })).toStartWith("DATABASE_URL:");
+    expect(failure({ SINAL_API_KEYS: "acme" })).toStartWith("SINAL_API_KEYS:");
+    expect(failure({ SINAL_API_KEYS: "Bad Tenant:0123456789abcdef" })).toStartWith("SINAL_API_KEYS:");
+    expect(failure({ ALLOWED_ORIGINS: "https://a.example/path" })).toStartWith("ALLOWED_ORIGINS:");
+    expect(failure({ MAX_FRAME_BYTES: "-1" })).toStartWith("MAX_FRAME_BYTES:");
+    expect(failure({ RATE_LIMIT_PER_SEC: "0" })).toStartWith("RATE_LIMIT_PER_SEC:");
+    expect(failure({ LOG_LEVEL: "loud" })).toStartWith("LOG_LEVEL:");
+    expect(failure({ REDIS_URL: "redis://127.0.0.1:6379" })).toStartWith("REDIS_URL:");
+  });
+
+  test("parses SINAL_API_KEYS and ALLOWED_ORIGINS lists", () => {
+    const config = loadConfig({
+      JWT_SECRET: SECRET,
+      SINAL_API_KEYS: "acme:0123456789abcdef, globex:fedcba9876543210",
+      ALLOWED_ORIGINS: "https://a.example, http://localhost:5173",
+    });
+    expect(config.envApiKeys).toEqual([
+      { tenant: "acme", key: "0123456789abcdef" },
+      { tenant: "globex", key: "fedcba9876543210" },
+    ]);
+    expect(config.allowedOrigins).toEqual(["https://a.example", "http://localhost:5173"]);
+  });
+});
