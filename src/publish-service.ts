@@ -57,13 +57,13 @@ export class PublishService {
     if (item.data === undefined) throw new SinalError("bad_request", `${prefix}data: required`);
     const size = Buffer.byteLength(JSON.stringify(item.data));
     if (size > this.maxDataBytes) {
-      throw new SinalError("payload_too_large", `${prefix}data is ${size} bytes; at most ${this.maxDataBytes}`);
+      throw new SinalError("payload_too_large", `${prefix}data: ${size} bytes of JSON; at most ${this.maxDataBytes}`);
     }
     let channel: Channel;
     try {
       channel = parseChannel(tenant, item.channel);
     } catch (err) {
-      if (err instanceof SinalError) throw new SinalError(err.code, `${prefix}${err.message}`);
+      if (err instanceof SinalError) throw new SinalError(err.code, `${prefix}channel: ${err.message}`);
       throw err;
     }
     return { channel, event: item.event, data: item.data, idempotencyKey: item.idempotency_key };

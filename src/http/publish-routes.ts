@@ -14,20 +14,41 @@ export function jsonBody(body: unknown): unknown {
   }
 }
 
-/** `POST /v1/publish` and the scraper's `POST /emit-event`. */
+/**
+ * Reads the request body as JSON whatever its content type: service callers often omit it or send
+ * curl's default (form-urlencoded), which Elysia would otherwise turn into a form or drop.
+ */
+export async function readJsonBody(request: Request): Promise<unknown> {
+  const text = await request.text();
+  if (text.trim() === "") throw new SinalError("bad_request", "body is empty; expected JSON");
+  return jsonBody(text);
+}
+
+/**
+ * `POST /v1/publish` and the scraper's `POST /emit-event`. Bodies are read after authentication
+ * (`parse: "none"`), so a caller without a credential gets 401 whatever it sent.
+ */
 export function publishRoutes(auth: RestAuth, service: PublishService, logger: Logger) {
   return new Elysia({ name: "publish-routes" })
-    .post("/v1/publish", async ({ request, body }) => {
-      const principal = await auth.authenticate(request);
-      const parsed = jsonBody(body);
-      const isBatch = Array.isArray(parsed);
-      const results = await service.publishMany(principal.tenant, isBatch ? parsed : [parsed]);
-      logger.debug({ tenant: principal.tenant, actor: principal.actor, count: results.length }, "rest publish");
-      return isBatch ? results : results[0];
-    })
-    .post("/emit-event", async ({ request, body }) => {
-      const principal = await auth.authenticate(request);
-      const [result] = await service.publishMany(principal.tenant, [emitEventItem(jsonBody(body))]);
-      return result;
-    });
+    .post(
+      "/v1/publish",
+      async ({ request }) => {
+        const principal = await auth.authenticate(request);
+        const parsed = await readJsonBody(request);
+        const isBatch = Array.isArray(parsed);
+        const results = await service.publishMany(principal.tenant, isBatch ? parsed : [parsed]);
+        logger.debug({ tenant: principal.tenant, actor: principal.actor, count: results.length }, "rest publish");
+        return isBatch ? results : results[0];
+      },
+      { parse: "none" },
+    )
+    .post(
+      "/emit-event",
+      async ({ request }) => {
+        const principal = await auth.authenticate(request);
+        const [result] = await service.publishMany(principal.tenant, [emitEventItem(await readJsonBody(request))]);
+        return result;
+      },
+      { parse: "none" },
+    );
 }

@@ -22,12 +22,13 @@ export class RestAuth {
   ) {}
 
   async authenticate(request: Request): Promise<Principal> {
-    const header = request.headers.get("authorization");
-    if (header === null || !header.startsWith("Bearer ") || header.length <= 7) {
+    // The auth scheme is case-insensitive (RFC 9110 11.1): `bearer sk_...` is as good as `Bearer sk_...`.
+    const match = /^bearer +(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "");
+    if (match === null) {
       this.metrics.authFailed("rest_missing");
       throw new SinalError("unauthorized", "Authorization: Bearer <api key or admin token> is required");
     }
-    const credential = header.slice(7).trim();
+    const credential = match[1]!;
     const key = await this.apiKeys.resolve(credential);
     if (key !== null) return { tenant: key.tenant, actor: `key:${key.keyId}` };
     if (credential.split(".").length !== 3) {
