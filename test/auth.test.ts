@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { SignJWT } from "jose";
 import { Client, handshake, SECRET, startServer, type TestServer } from "./helpers.ts";
 
@@ -58,7 +58,7 @@ describe("upgrade authentication (HS256)", () => {
     const token = await server.token({});
     const res = await handshake(server.ws, { "Sec-WebSocket-Protocol": `bearer.${token}` });
     expect(res.status).toBe(400);
-    expect((await res.json()).error.code).toBe("bad_request");
+    expect(((await res.json()) as any).error.code).toBe("bad_request");
   });
 
   test("the Authorization header wins over ?token=", async () => {
@@ -74,7 +74,7 @@ describe("upgrade authentication (HS256)", () => {
     const res = await handshake(server.ws);
     expect(res.status).toBe(401);
     expect(res.headers.get("upgrade")).toBeNull();
-    expect((await res.json()).error.code).toBe("unauthorized");
+    expect(((await res.json()) as any).error.code).toBe("unauthorized");
   });
 
   test("refuses a token signed with another secret", async () => {
@@ -117,7 +117,7 @@ describe("upgrade authentication with a public key", () => {
     ["ES256", "ec", { namedCurve: "P-256" }],
   ] as const) {
     test(`verifies ${alg} tokens against JWT_PUBLIC_KEY and refuses HS256 ones`, async () => {
-      const { publicKey, privateKey } = generateKeyPairSync(type as "rsa", options as any);
+      const { publicKey, privateKey } = generateKeyPairSync(type as "rsa", options as any) as unknown as { publicKey: KeyObject; privateKey: KeyObject };
       const pem = publicKey.export({ type: "spki", format: "pem" }).toString();
       const server = await startServer({ JWT_SECRET: "", JWT_PUBLIC_KEY: pem });
       try {
@@ -141,7 +141,7 @@ describe("Origin check at the upgrade", () => {
       const token = await server.token({});
       const foreign = await handshake(`${server.ws}?token=${token}`, { Origin: "https://evil.example" });
       expect(foreign.status).toBe(403);
-      expect((await foreign.json()).error.code).toBe("forbidden");
+      expect(((await foreign.json()) as any).error.code).toBe("forbidden");
       const same = await handshake(`${server.ws}?token=${token}`, { Origin: `http://127.0.0.1:${server.port}` });
       expect(same.status).toBe(101);
       expect((await handshake(`${server.ws}?token=${token}`)).status).toBe(101);

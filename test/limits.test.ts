@@ -158,7 +158,7 @@ test("a client that stops reading is closed with 4009 once its send buffer passe
     // A raw TCP client: handshake, subscribe, then stop reading so the server's buffer grows.
     const socket = tcpConnect(server.port, "127.0.0.1");
     const chunks: Buffer[] = [];
-    socket.on("data", (d) => chunks.push(d));
+    socket.on("data", (d) => chunks.push(Buffer.from(d)));
     await new Promise((r) => socket.once("connect", r));
     socket.write(
       `GET /ws?token=${token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
