@@ -119,7 +119,8 @@ export function createApp(deps: AppDeps) {
     draining = true;
     for (const timer of timers) clearInterval(timer);
     const server = app.server;
-    gateway.shutdown();
+    // Half the drain budget for clients to see their 1001; the rest for the server and store.
+    await gateway.shutdown(config.shutdownTimeoutMs / 2);
     if (server) await server.stop(true);
     await broker.close();
   }

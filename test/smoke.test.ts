@@ -18,3 +18,18 @@ test("a subscriber receives a REST publication with offset and epoch", async () 
   expect(typeof pub.ts).toBe("number");
   client.close();
 });
+
+test("logs are JSON and never carry a token or an API key", async () => {
+  const token = await server.token({ user: "logged" });
+  const { client } = await Client.connect(`${server.ws}?token=${token}`);
+  const key = await server.apiKey("acme");
+  await post(server, "/v1/publish", { channel: "room:1", event: "e", data: 1 }, key);
+  await post(server, "/v1/publish", { channel: "room:1", event: "e", data: 1 }, "sk_0123456789abcdef_wrong-secret-wrong-secret");
+  client.close();
+  await client.closed;
+  const text = server.logs.map((l) => JSON.stringify(l)).join("\n");
+  expect(server.logs.some((l) => l.msg === "connected" && l.user === "logged")).toBe(true);
+  expect(text).not.toContain(token);
+  expect(text).not.toContain(key.split("_")[2]!);
+  expect(text).not.toContain("wrong-secret");
+});

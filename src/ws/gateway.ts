@@ -36,6 +36,7 @@ export class Gateway implements ConnectionEvents {
   private readonly perUser = new Map<string, number>();
   private readonly handlers: FrameHandlers;
   private draining = false;
+  private onEmpty: (() => void) | null = null;
 
   constructor(private readonly deps: GatewayDeps) {
     this.handlers = new FrameHandlers({
@@ -129,6 +130,7 @@ export class Gateway implements ConnectionEvents {
     stats.connections--;
     stats.subscriptions -= conn.subscriptions;
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
+    if (this.connections.size === 0) this.onEmpty?.();
   }
 
   onMessage(conn: Connection, message: string | Buffer): void {
@@ -185,10 +187,19 @@ export class Gateway implements ConnectionEvents {
     }
   }
 
-  /** Stops accepting and closes every connection with 1001. */
-  shutdown(): void {
+  /**
+   * Refuses new upgrades, closes every connection with 1001 and resolves once all have closed
+   * (so the close frames are on the wire before the server stops) or after `timeoutMs`.
+   */
+  async shutdown(timeoutMs: number): Promise<void> {
     this.draining = true;
+    if (this.connections.size === 0) return;
+    const allClosed = new Promise<void>((resolve) => (this.onEmpty = resolve));
     for (const conn of this.connections) this.closeWith(conn, Close.goingAway, "server shutting down");
+    let timer: Timer | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([allClosed, deadline]);
+    clearTimeout(timer);
   }
 
   private reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void {
