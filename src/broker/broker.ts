@@ -17,6 +17,10 @@ export interface Broker {
   publish(topic: string, frame: string): number;
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
+  /** A socket closed while subscribed to `topics` (the runtime already dropped it from them). */
+  socketClosed(topics: readonly string[]): void;
+  /** Topics with at least one local subscriber. */
+  channelCount(): number;
   /** True while the broker can deliver (for /ready). */
   isReady(): boolean;
   close(): Promise<void>;

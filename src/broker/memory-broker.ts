@@ -7,6 +7,8 @@ import type { Broker } from "./broker.ts";
  */
 export class MemoryBroker implements Broker {
   private server: Server<unknown> | null = null;
+  /** Local subscribers per topic, so the node knows which channels it serves. */
+  private readonly refs = new Map<string, number>();
 
   attach(server: Server<unknown>): void {
     this.server = server;
@@ -22,10 +24,26 @@ export class MemoryBroker implements Broker {
 
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void {
     ws.subscribe(topic);
+    this.refs.set(topic, (this.refs.get(topic) ?? 0) + 1);
   }
 
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void {
     ws.unsubscribe(topic);
+    this.release(topic);
+  }
+
+  socketClosed(topics: readonly string[]): void {
+    for (const topic of topics) this.release(topic);
+  }
+
+  channelCount(): number {
+    return this.refs.size;
+  }
+
+  private release(topic: string): void {
+    const left = (this.refs.get(topic) ?? 1) - 1;
+    if (left <= 0) this.refs.delete(topic);
+    else this.refs.set(topic, left);
   }
 
   isReady(): boolean {

@@ -1,4 +1,4 @@
-import { parseArgs } from "node:util";
+import { parseArgs as nodeParseArgs, type ParseArgsConfig } from "node:util";
 import { createApiKey } from "../auth/api-keys.ts";
 import { mintToken } from "../auth/tokens.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
@@ -23,6 +23,15 @@ Commands:
   --help, --version
 
 Configuration is read from the environment: see README.md.`;
+
+/** node:util parseArgs, with its TypeError for an unknown or malformed option turned into a ConfigError. */
+function parseArgs<T extends ParseArgsConfig>(config: T) {
+  try {
+    return nodeParseArgs(config);
+  } catch (err) {
+    throw new ConfigError("arguments", err instanceof Error ? err.message : String(err));
+  }
+}
 
 export function migrateCommand(config: Config): void {
   const store = openSqliteStore(config.database.path);

@@ -40,6 +40,7 @@ export function opsRoutes(deps: OpsDeps) {
       return {
         node: {
           connections: deps.gateway.size,
+          channels: deps.broker.channelCount(),
           subscriptions: total.subscriptions,
           publications: total.publications,
           deliveries: total.deliveries,

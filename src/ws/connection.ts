@@ -17,8 +17,8 @@ export interface ConnectionEvents {
  */
 export class Connection implements RateState {
   ws!: ServerWebSocket<Connection>;
-  /** Channel subscriptions made by the client (the server-made user channel not included). */
-  subscriptions = 0;
+  /** Topics this socket is subscribed to, its own user topic first (Bun forgets them before `close`). */
+  readonly topics: string[] = [];
   /** Counted in the per-user/per-tenant totals (false when refused with 4010 at open). */
   registered = false;
   closing = false;
@@ -44,6 +44,11 @@ export class Connection implements RateState {
 
   get user(): string {
     return this.claims.user;
+  }
+
+  /** Subscriptions the client made (its own user channel, made by the server, not counted). */
+  get subscriptions(): number {
+    return Math.max(0, this.topics.length - 1);
   }
 
   open(ws: ServerWebSocket<Connection>): void {

@@ -105,7 +105,9 @@ export class Gateway implements ConnectionEvents {
     this.perUser.set(userKey, userCount + 1);
     tenantStats.connections++;
     this.connections.add(conn);
-    this.deps.broker.subscribe(conn.ws, userChannel(conn.tenant, conn.user).topic);
+    const ownTopic = userChannel(conn.tenant, conn.user).topic;
+    this.deps.broker.subscribe(conn.ws, ownTopic);
+    conn.topics.push(ownTopic);
     this.send(conn, {
       type: "welcome",
       client: conn.id,
@@ -129,6 +131,7 @@ export class Gateway implements ConnectionEvents {
     const stats = this.deps.metrics.tenant(conn.tenant);
     stats.connections--;
     stats.subscriptions -= conn.subscriptions;
+    this.deps.broker.socketClosed(conn.topics);
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
     if (this.connections.size === 0) this.onEmpty?.();
   }

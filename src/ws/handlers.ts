@@ -48,7 +48,7 @@ export class FrameHandlers {
         throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
       }
       this.deps.broker.subscribe(conn.ws, channel.topic);
-      conn.subscriptions++;
+      conn.topics.push(channel.topic);
       this.deps.metrics.tenant(conn.tenant).subscriptions++;
     }
     const position = this.deps.publisher.position(channel);
@@ -62,7 +62,7 @@ export class FrameHandlers {
     const channel = parseChannel(conn.tenant, frame.channel);
     if (conn.ws.isSubscribed(channel.topic) && channel.name !== `user:${conn.user}`) {
       this.deps.broker.unsubscribe(conn.ws, channel.topic);
-      conn.subscriptions--;
+      conn.topics.splice(conn.topics.indexOf(channel.topic), 1);
       this.deps.metrics.tenant(conn.tenant).subscriptions--;
     }
     return { channel: channel.name };

@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Server, ServerWebSocket } from "bun";
+import type { Broker } from "../src/broker/broker.ts";
+import { MemoryBroker } from "../src/broker/memory-broker.ts";
+
+/**
+ * The Broker contract (src/broker/broker.ts), run against every implementation.
+ * Only the in-process broker exists so far; the Redis one joins this list when it lands.
+ */
+const implementations: [string, () => Broker][] = [["MemoryBroker", () => new MemoryBroker()]];
+
+for (const [name, make] of implementations) {
+  describe(`${name} keeps the Broker contract`, () => {
+    let broker: Broker;
+    let server: Server<unknown>;
+    const sockets = new Map<string, ServerWebSocket<{ name: string }>>();
+
+    beforeAll(() => {
+      broker = make();
+      server = Bun.serve<{ name: string }>({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch(req, srv) {
+          const name = new URL(req.url).searchParams.get("name")!;
+          return srv.upgrade(req, { data: { name } }) ? undefined : new Response("no", { status: 400 });
+        },
+        websocket: {
+          open: (ws) => void sockets.set(ws.data.name, ws),
+          message() {},
+        },
+      }) as Server<unknown>;
+      broker.attach(server);
+    });
+    afterAll(async () => {
+      await broker.close();
+      server.stop(true);
+    });
+
+    async function client(name: string) {
+      const received: string[] = [];
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/?name=${name}`);
+      ws.onmessage = (e) => received.push(String(e.data));
+      await new Promise((r) => (ws.onopen = r));
+      while (!sockets.has(name)) await Bun.sleep(1);
+      return { ws, received, socket: sockets.get(name)! as ServerWebSocket<unknown> };
+    }
+
+    test("delivers a topic's frames to each subscriber in publish order, and to nobody else", async () => {
+      const a = await client("a");
+      const b = await client("b");
+      const other = await client("other");
+      broker.subscribe(a.socket, "t1/room:1");
+      broker.subscribe(b.socket, "t1/room:1");
+      broker.subscribe(other.socket, "t2/room:1");
+      for (let i = 1; i <= 50; i++) expect(broker.publish("t1/room:1", String(i))).toBe(2);
+      while (a.received.length < 50 || b.received.length < 50) await Bun.sleep(2);
+      const expected = Array.from({ length: 50 }, (_, i) => String(i + 1));
+      expect(a.received).toEqual(expected);
+      expect(b.received).toEqual(expected);
+      expect(other.received).toEqual([]);
+      expect(broker.channelCount()).toBe(2);
+      for (const c of [a, b, other]) c.ws.close();
+    });
+
+    test("publishing to a topic without subscribers returns 0", () => {
+      expect(broker.publish("t1/room:nobody", "x")).toBe(0);
+    });
+
+    test("unsubscribe stops delivery; closing releases the socket's topics", async () => {
+      const c = await client("c");
+      broker.subscribe(c.socket, "t1/room:2");
+      broker.subscribe(c.socket, "t1/room:3");
+      const before = broker.channelCount();
+      broker.unsubscribe(c.socket, "t1/room:2");
+      expect(broker.publish("t1/room:2", "gone")).toBe(0);
+      expect(broker.channelCount()).toBe(before - 1);
+      broker.socketClosed(["t1/room:3"]);
+      expect(broker.channelCount()).toBe(before - 2);
+      c.ws.close();
+    });
+  });
+}
