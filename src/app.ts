@@ -60,7 +60,7 @@ export function createApp(deps: AppDeps) {
       maxPayloadLength: limits.maxFrameBytes,
       idleTimeout: config.idleTimeoutSec,
       // Bun drops publishes past this; the sweep closes a socket at slowConsumerBytes, well before.
-      backpressureLimit: Math.max(limits.slowConsumerBytes * 4, 4 * 1024 * 1024),
+      backpressureLimit: Gateway.dropLimitFor(limits),
       closeOnBackpressureLimit: false,
       perMessageDeflate: false,
       sendPings: true,

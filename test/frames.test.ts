@@ -164,3 +164,30 @@ describe("bad frames get the documented answer and the connection keeps working"
     c.close();
   });
 });
+
+test("a barrage of random garbage frames is answered frame by frame and the connection stays usable", async () => {
+  const c = await Client.open(server);
+  let seed = 42;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!;
+  const values = [null, true, 0, -1, 1e308, "", "room:1", [], {}, { a: [1] }, "x".repeat(300)];
+  const frames: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const kind = rand();
+    if (kind < 0.3) frames.push(String.fromCharCode(...Array.from({ length: 1 + Math.floor(rand() * 40) }, () => 32 + Math.floor(rand() * 90))));
+    else if (kind < 0.4) frames.push("[".repeat(2000) + "]".repeat(2000));
+    else {
+      const frame: Record<string, unknown> = { type: pick(["subscribe", "publish", "unsubscribe", "refresh", "ping", "nope", 7, null]) };
+      for (const field of ["channel", "event", "data", "since", "token", "id"]) if (rand() < 0.5) frame[field] = pick(values);
+      frames.push(JSON.stringify(frame));
+    }
+  }
+  for (const f of frames) c.send(f);
+  for (let i = 0; i < frames.length; i++) {
+    const answer = await c.next();
+    expect(["error", "reply", "pong"]).toContain(answer.type);
+  }
+  expect(await c.silentFor(100)).toBe(true);
+  expect(await c.request({ type: "ping" })).toMatchObject({ ok: true });
+  c.close();
+});

@@ -38,7 +38,14 @@ export class Gateway implements ConnectionEvents {
   private draining = false;
   private onEmpty: (() => void) | null = null;
 
+  /** Bun's backpressureLimit: past it, Bun skips the socket when publishing (see app.ts). */
+  static dropLimitFor(limits: Limits): number {
+    return Math.max(limits.slowConsumerBytes * 4, 4 * 1024 * 1024);
+  }
+  private readonly dropLimit: number;
+
   constructor(private readonly deps: GatewayDeps) {
+    this.dropLimit = Gateway.dropLimitFor(deps.limits);
     this.handlers = new FrameHandlers({
       verifier: deps.verifier,
       publisher: deps.publisher,
@@ -184,6 +191,8 @@ export class Gateway implements ConnectionEvents {
       if (conn.claims.expiresAt <= nowSec) {
         this.closeWith(conn, Close.tokenExpired, "token expired");
       } else if (conn.ws.getBufferedAmount() > bound) {
+        // Past Bun's own limit, publishes to this socket were skipped: at least one was lost.
+        if (conn.ws.getBufferedAmount() > this.dropLimit) this.deps.metrics.dropped(conn.tenant);
         this.deps.metrics.slowConsumerClosed();
         this.closeWith(conn, Close.slowConsumer, "slow consumer");
       }
