@@ -16,8 +16,18 @@ export interface Claims {
   roles: string[];
 }
 
+/** A refused token: `unauthorized` for the client, plus a short `reason` for the auth failure metric. */
+export class TokenError extends SinalError {
+  constructor(
+    readonly reason: "expired" | "not_yet_valid" | "bad_signature" | "alg_not_allowed" | "bad_claims" | "malformed",
+    message: string,
+  ) {
+    super("unauthorized", message);
+  }
+}
+
 export interface TokenVerifier {
-  /** Resolves the claims or throws SinalError("unauthorized") with the reason. */
+  /** Resolves the claims or throws TokenError. */
   verify(token: string): Promise<Claims>;
 }
 
@@ -40,28 +50,28 @@ export function createVerifier(jwt: Config["jwt"]): TokenVerifier {
         // Pinning the algorithms refuses `alg: none` and algorithm-confusion tokens.
         ({ payload } = await jwtVerify(token, key, { algorithms, requiredClaims: ["exp"] }));
       } catch (err) {
-        throw new SinalError("unauthorized", describeJoseError(err));
+        throw describeJoseError(err);
       }
       return claimsOf(payload);
     },
   };
 }
 
-function describeJoseError(err: unknown): string {
-  if (err instanceof joseErrors.JWTExpired) return "token expired";
+function describeJoseError(err: unknown): TokenError {
+  if (err instanceof joseErrors.JWTExpired) return new TokenError("expired", "token expired");
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    if (err.claim === "nbf") return "token not yet valid";
-    return `token claim "${err.claim}" is invalid or missing`;
+    if (err.claim === "nbf") return new TokenError("not_yet_valid", "token not yet valid");
+    return new TokenError("bad_claims", `token claim "${err.claim}" is invalid or missing`);
   }
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return "token algorithm not allowed";
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "token signature is invalid";
-  return "token is malformed";
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return new TokenError("alg_not_allowed", "token algorithm not allowed");
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return new TokenError("bad_signature", "token signature is invalid");
+  return new TokenError("malformed", "token is malformed");
 }
 
 function stringList(value: unknown, claim: string): string[] {
   if (value === undefined) return [];
   if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
-    throw new SinalError("unauthorized", `token claim "${claim}" must be a list of strings`);
+    throw new TokenError("bad_claims", `token claim "${claim}" must be a list of strings`);
   }
   return value;
 }
@@ -69,10 +79,10 @@ function stringList(value: unknown, claim: string): string[] {
 function claimsOf(payload: JWTPayload): Claims {
   const { sub, tid, exp, name } = payload as JWTPayload & { tid?: unknown; name?: unknown };
   if (typeof sub !== "string" || sub === "" || sub.length > 128 || !/^[A-Za-z0-9_.@-]+$/.test(sub)) {
-    throw new SinalError("unauthorized", 'token claim "sub" is missing or not a valid user id');
+    throw new TokenError("bad_claims", 'token claim "sub" is missing or not a valid user id');
   }
   if (typeof tid !== "string" || !TENANT_RE.test(tid)) {
-    throw new SinalError("unauthorized", 'token claim "tid" is missing or not a valid tenant id');
+    throw new TokenError("bad_claims", 'token claim "tid" is missing or not a valid tenant id');
   }
   return {
     user: sub,

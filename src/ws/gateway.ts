@@ -1,6 +1,6 @@
 import type { Server } from "bun";
 import { randomBytes } from "node:crypto";
-import { tokenFromRequest, type Claims, type TokenVerifier } from "../auth/tokens.ts";
+import { TokenError, tokenFromRequest, type Claims, type TokenVerifier } from "../auth/tokens.ts";
 import type { Broker } from "../broker/broker.ts";
 import { userChannel } from "../channel.ts";
 import type { Limits } from "../config.ts";
@@ -78,9 +78,9 @@ export class Gateway implements ConnectionEvents {
     try {
       claims = await this.deps.verifier.verify(token);
     } catch (err) {
-      const message = err instanceof SinalError ? err.message : "token is invalid";
-      this.deps.metrics.authFailed(message.replace(/ /g, "_"));
-      return json(401, errorBody("unauthorized", message));
+      if (!(err instanceof TokenError)) throw err;
+      this.deps.metrics.authFailed(err.reason);
+      return json(401, errorBody("unauthorized", err.message));
     }
     const headers: Record<string, string> = {};
     if (offered.includes(SUBPROTOCOL)) {
