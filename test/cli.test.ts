@@ -338,7 +338,8 @@ describe("serve", () => {
 describe("compiled binary", () => {
   test("migrate creates the schema with no drizzle/ folder beside it (migrations are embedded)", async () => {
     const binary = join(dir, "bin", "sinal");
-    const build = await run([BUN, "build", MAIN, "--compile", "--outfile", binary]);
+    // Built from the temp dir: bun build --compile leaves its scratch files in the working directory.
+    const build = await run([BUN, "build", MAIN, "--compile", "--outfile", binary], {}, dir);
     expect(build.code).toBe(0);
 
     const workdir = join(dir, "elsewhere");

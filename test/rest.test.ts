@@ -632,3 +632,25 @@ describe("CORS", () => {
     expect(res.headers.get("access-control-allow-origin")).toBeNull();
   });
 });
+
+describe("MAX_BODY_BYTES", () => {
+  test("a chunked body past the limit is refused with 413 and logs no server error", async () => {
+    const small = await startServer({ MAX_BODY_BYTES: "2048" });
+    try {
+      const key = await small.apiKey("acme");
+      const body = new TextEncoder().encode(JSON.stringify({ channel: "room:1", event: "tick", data: "x".repeat(5000) }));
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(body.subarray(0, 1000));
+          controller.enqueue(body.subarray(1000));
+          controller.close();
+        },
+      });
+      const res = await fetch(`${small.http}/v1/publish`, { method: "POST", body: stream, headers: { authorization: `Bearer ${key}` } });
+      expect(res.status).toBe(413);
+      expect(small.logs.filter((line) => (line.level as number) >= 50)).toEqual([]);
+    } finally {
+      await small.stop();
+    }
+  });
+});

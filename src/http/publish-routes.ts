@@ -19,7 +19,14 @@ export function jsonBody(body: unknown): unknown {
  * curl's default (form-urlencoded), which Elysia would otherwise turn into a form or drop.
  */
 export async function readJsonBody(request: Request): Promise<unknown> {
-  const text = await request.text();
+  let text: string;
+  try {
+    text = await request.text();
+  } catch (err) {
+    // A chunked body past `maxRequestBodySize` fails here rather than before the handler.
+    if (err instanceof Error && err.message.includes("maxRequestBodySize")) throw new SinalError("payload_too_large", "request body is too large");
+    throw err;
+  }
   if (text.trim() === "") throw new SinalError("bad_request", "body is empty; expected JSON");
   return jsonBody(text);
 }
