@@ -57,7 +57,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
     store,
     dir,
     logs,
-    token: (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
+    token: async (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
     apiKey: async (tenant) => (await createApiKey(store, tenant)).key,
     async stop() {
       await sinal.stop();

@@ -87,7 +87,7 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
   if (!values.user) throw new ConfigError("--user", "token needs --user <id>");
   const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
   out(
-    await mintToken(config.jwt.secret, {
+    mintToken(config.jwt.secret, {
       tenant,
       user: values.user,
       ttlSec: parseDuration(values.ttl),

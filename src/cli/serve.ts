@@ -40,7 +40,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
 async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: string, key: string): void }, logger: Logger) {
   const apiKey = `sk_dev_${randomBytes(24).toString("base64url")}`;
   apiKeys.addEphemeral("demo", apiKey);
-  const token = await mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"] });
+  const token = mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"] });
   logger.warn(
     { dev_mode: true, demo_tenant: "demo", demo_token: token, demo_api_key: apiKey },
     "DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY set; using a random secret. Tokens die with this process. Never run like this in production.",

@@ -37,7 +37,7 @@ export class RestAuth {
     }
     let claims;
     try {
-      claims = await this.verifier.verify(credential);
+      claims = this.verifier.verify(credential);
     } catch (err) {
       this.metrics.authFailed("rest_bad_token");
       throw err;

@@ -60,7 +60,7 @@ export class Gateway implements ConnectionEvents {
   }
 
   /** Answers GET /ws: an HTTP error before the upgrade, or undefined once upgraded. */
-  async upgrade(request: Request, server: Server<unknown>): Promise<Response | undefined> {
+  upgrade(request: Request, server: Server<unknown>): Response | undefined {
     if (this.draining) return json(503, errorBody("unavailable", "server is shutting down"));
     const url = new URL(request.url);
     const origin = request.headers.get("origin");
@@ -76,7 +76,7 @@ export class Gateway implements ConnectionEvents {
     }
     let claims: Claims;
     try {
-      claims = await this.deps.verifier.verify(token);
+      claims = this.deps.verifier.verify(token);
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;
       this.deps.metrics.authFailed(err.reason);

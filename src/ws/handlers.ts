@@ -40,7 +40,6 @@ export class FrameHandlers {
   private subscribe(conn: Connection, frame: Frame<"subscribe">): ReplyFields {
     const channel = parseChannel(conn.tenant, frame.channel);
     if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) {
-      this.deps.metrics.rejected("forbidden");
       throw new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
     }
     if (!conn.ws.isSubscribed(channel.topic)) {
@@ -71,7 +70,6 @@ export class FrameHandlers {
   private async publish(conn: Connection, frame: Frame<"publish">): Promise<ReplyFields> {
     const channel = parseChannel(conn.tenant, frame.channel);
     if (!mayPublish(conn.user, conn.claims.pubChannels, channel)) {
-      this.deps.metrics.rejected("forbidden");
       throw new SinalError("forbidden", `not allowed to publish to "${channel.name}"`);
     }
     if (frame.data === undefined) throw new SinalError("bad_request", "data: required");
@@ -79,8 +77,8 @@ export class FrameHandlers {
     return { offset, epoch };
   }
 
-  private async refresh(conn: Connection, frame: Frame<"refresh">): Promise<ReplyFields> {
-    const claims = await this.deps.verifier.verify(frame.token);
+  private refresh(conn: Connection, frame: Frame<"refresh">): ReplyFields {
+    const claims = this.deps.verifier.verify(frame.token);
     if (claims.user !== conn.user || claims.tenant !== conn.tenant) {
       throw new SinalError("forbidden", "a refresh token must be for the same sub and tid");
     }
