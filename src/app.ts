@@ -66,7 +66,9 @@ export function createApp(deps: AppDeps) {
       sendPings: true,
       publishToSelf: false,
     },
-    serve: { maxRequestBodySize: limits.maxBodyBytes },
+    // Bun answers bodies past its own limit with a bare 413; keep it above ours so callers get
+    // the JSON error from readJsonBody, and it still caps what a chunked body can make us buffer.
+    serve: { maxRequestBodySize: limits.maxBodyBytes * 2 },
   })
     .use(
       cors({
@@ -101,7 +103,7 @@ export function createApp(deps: AppDeps) {
       return errorBody("internal", "internal error");
     })
     .get("/ws", ({ request, server }) => gateway.upgrade(request, server!))
-    .use(publishRoutes(restAuth, publishService, logger))
+    .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);

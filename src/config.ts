@@ -76,7 +76,9 @@ function parseDatabase(raw: string | undefined): Config["database"] {
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
     throw new ConfigError("DATABASE_URL", "the PostgreSQL store is not in this version yet; use sqlite:<path>");
   }
-  throw new ConfigError("DATABASE_URL", `expected sqlite:<path> or postgres://..., got "${url}"`);
+  // Only the scheme is echoed: the rest of a URL may hold a password.
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0] ?? "no scheme";
+  throw new ConfigError("DATABASE_URL", `expected sqlite:<path> or postgres://..., got ${scheme}`);
 }
 
 function parseApiKeys(raw: string | undefined): Config["envApiKeys"] {

@@ -653,4 +653,30 @@ describe("MAX_BODY_BYTES", () => {
       await small.stop();
     }
   });
+
+  test("a body past the limit, with or without Content-Length, gets the JSON 413 and publishes nothing", async () => {
+    const small = await startServer({ MAX_BODY_BYTES: "2048" });
+    try {
+      const key = await small.apiKey("acme");
+      const watcher = await Client.open(small, { subChannels: ["room:*"] });
+      await watcher.request({ type: "subscribe", channel: "room:1" });
+      const body = JSON.stringify({ channel: "room:1", event: "tick", data: "x".repeat(2500) });
+      const withLength = await post(small, "/v1/publish", body, key);
+      expect(withLength.status).toBe(413);
+      expect(await withLength.json()).toEqual({ error: { code: "payload_too_large", message: "request body is larger than 2048 bytes" } });
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(body));
+          controller.close();
+        },
+      });
+      const chunked = await fetch(`${small.http}/v1/publish`, { method: "POST", body: stream, headers: { authorization: `Bearer ${key}` } });
+      expect(chunked.status).toBe(413);
+      expect(((await chunked.json()) as any).error.code).toBe("payload_too_large");
+      expect(await watcher.silentFor(100)).toBe(true);
+      watcher.close();
+    } finally {
+      await small.stop();
+    }
+  });
 });

@@ -18,15 +18,18 @@ export function jsonBody(body: unknown): unknown {
  * Reads the request body as JSON whatever its content type: service callers often omit it or send
  * curl's default (form-urlencoded), which Elysia would otherwise turn into a form or drop.
  */
-export async function readJsonBody(request: Request): Promise<unknown> {
+export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
+  const tooLarge = () => new SinalError("payload_too_large", `request body is larger than ${maxBytes} bytes`);
+  if (Number(request.headers.get("content-length") ?? 0) > maxBytes) throw tooLarge();
   let text: string;
   try {
     text = await request.text();
   } catch (err) {
-    // A chunked body past `maxRequestBodySize` fails here rather than before the handler.
-    if (err instanceof Error && err.message.includes("maxRequestBodySize")) throw new SinalError("payload_too_large", "request body is too large");
+    // A chunked body past Bun's `maxRequestBodySize` fails here rather than before the handler.
+    if (err instanceof Error && err.message.includes("maxRequestBodySize")) throw tooLarge();
     throw err;
   }
+  if (Buffer.byteLength(text) > maxBytes) throw tooLarge();
   if (text.trim() === "") throw new SinalError("bad_request", "body is empty; expected JSON");
   return jsonBody(text);
 }
@@ -35,13 +38,13 @@ export async function readJsonBody(request: Request): Promise<unknown> {
  * `POST /v1/publish` and the scraper's `POST /emit-event`. Bodies are read after authentication
  * (`parse: "none"`), so a caller without a credential gets 401 whatever it sent.
  */
-export function publishRoutes(auth: RestAuth, service: PublishService, logger: Logger) {
+export function publishRoutes(auth: RestAuth, service: PublishService, logger: Logger, maxBodyBytes: number) {
   return new Elysia({ name: "publish-routes" })
     .post(
       "/v1/publish",
       async ({ request }) => {
         const principal = await auth.authenticate(request);
-        const parsed = await readJsonBody(request);
+        const parsed = await readJsonBody(request, maxBodyBytes);
         const isBatch = Array.isArray(parsed);
         const results = await service.publishMany(principal.tenant, isBatch ? parsed : [parsed]);
         logger.debug({ tenant: principal.tenant, actor: principal.actor, count: results.length }, "rest publish");
@@ -53,7 +56,7 @@ export function publishRoutes(auth: RestAuth, service: PublishService, logger: L
       "/emit-event",
       async ({ request }) => {
         const principal = await auth.authenticate(request);
-        const [result] = await service.publishMany(principal.tenant, [emitEventItem(await readJsonBody(request))]);
+        const [result] = await service.publishMany(principal.tenant, [emitEventItem(await readJsonBody(request, maxBodyBytes))]);
         return result;
       },
       { parse: "none" },
