@@ -136,6 +136,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (env.MONGODB_URI) throw new ConfigError("MONGODB_URI", "the MongoDB feed is not in this version yet; unset it");
   const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
+  const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
+  const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 5, 960);
+  if (idleTimeoutSec * 1000 <= pingIntervalMs) {
+    throw new ConfigError("IDLE_TIMEOUT_S", `must be longer than PING_INTERVAL_MS (${pingIntervalMs} ms), or clients that ping on time get cut off`);
+  }
   return {
     port: int(env, "PORT", 3000, 0, 65535),
     host,
@@ -144,8 +149,8 @@ export function loadConfig(env: Env = process.env): Config {
     envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
     allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
     logLevel: parseLogLevel(env.LOG_LEVEL),
-    pingIntervalMs: int(env, "PING_INTERVAL_MS", 25_000, 1000),
-    idleTimeoutSec: int(env, "IDLE_TIMEOUT_S", 60, 5, 960),
+    pingIntervalMs,
+    idleTimeoutSec,
     idempotencyTtlSec: int(env, "IDEMPOTENCY_TTL_S", 86_400, 60),
     sweepIntervalMs: int(env, "SWEEP_INTERVAL_MS", 250, 10, 60_000),
     metricsTopTenants: int(env, "METRICS_TOP_TENANTS", 10, 0, 1000),

@@ -50,6 +50,8 @@ describe("loadConfig", () => {
     expect(failure({ RATE_LIMIT_PER_SEC: "0" })).toStartWith("RATE_LIMIT_PER_SEC:");
     expect(failure({ LOG_LEVEL: "loud" })).toStartWith("LOG_LEVEL:");
     expect(failure({ REDIS_URL: "redis://127.0.0.1:6379" })).toStartWith("REDIS_URL:");
+    expect(failure({ IDLE_TIMEOUT_S: "20", PING_INTERVAL_MS: "25000" })).toStartWith("IDLE_TIMEOUT_S:");
+    expect(failure({ DATABASE_URL: "mysql://root:hunter2@db" })).not.toContain("hunter2");
   });
 
   test("parses SINAL_API_KEYS and ALLOWED_ORIGINS lists", () => {
