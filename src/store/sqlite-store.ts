@@ -5,6 +5,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { sqliteMigrations } from "./migrations.macro.ts" with { type: "macro" };
 import { apiKeys, idempotency } from "./schema.sqlite.ts";
+import { SqliteChatStore } from "./sqlite-chat-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
@@ -30,10 +31,14 @@ export function openSqliteStore(path: string): Store {
 
 class SqliteStore implements Store {
   private closed = false;
+  readonly chat: SqliteChatStore;
+
   constructor(
     private readonly sqlite: Database,
     private readonly db: Db,
-  ) {}
+  ) {
+    this.chat = new SqliteChatStore(db);
+  }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {
     this.db.insert(apiKeys).values(key).run();

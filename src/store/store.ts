@@ -2,6 +2,7 @@
  * Durable state of one node (or of the cluster, with a shared database).
  * Every call is scoped by tenant where the data belongs to one.
  * Implementations: sqlite-store.ts (bun:sqlite, the embedded default).
+ * Each concept has its own interface (chat-store.ts ...), reached through a field of Store.
  */
 export interface StoredApiKey {
   id: string;
@@ -12,7 +13,11 @@ export interface StoredApiKey {
   revokedAt: number | null;
 }
 
+import type { ChatStore } from "./chat-store.ts";
+
 export interface Store {
+  readonly chat: ChatStore;
+
   insertApiKey(key: StoredApiKey): Promise<void>;
   findApiKey(id: string): Promise<StoredApiKey | null>;
   listApiKeys(tenant: string): Promise<StoredApiKey[]>;

@@ -1,0 +1,60 @@
+/**
+ * Durable chat state: rooms, members, messages and read receipts. Every call is scoped by tenant.
+ * Implementations: sqlite-chat-store.ts.
+ */
+
+export interface StoredMessage {
+  id: number;
+  room: string;
+  sender: string;
+  content: string;
+  clientMsgId: string | null;
+  createdAt: number;
+}
+
+export interface NewMessage {
+  tenant: string;
+  room: string;
+  sender: string;
+  content: string;
+  clientMsgId: string | null;
+  createdAt: number;
+}
+
+export interface StoredRoom {
+  id: string;
+  status: "open" | "closed";
+  assignedAgent: string | null;
+  meta: Record<string, unknown> | null;
+  members: string[];
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface RoomChange {
+  status?: "open" | "closed";
+  /** null clears the assignment. */
+  assignedAgent?: string | null;
+  meta?: Record<string, unknown>;
+  /** Users added as members (existing members stay). */
+  members?: string[];
+}
+
+export interface ChatStore {
+  /**
+   * Stores a batch in one transaction, in array order (ids increase in that order), creating
+   * missing rooms as open. A message whose (tenant, room, sender, clientMsgId) is already stored,
+   * earlier or in the same batch, is not inserted again: its stored copy comes back, flagged.
+   * Resolves only after the transaction committed.
+   */
+  insertMessages(batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]>;
+  /** Newest first; `before` excludes ids >= before. Stable while new messages arrive (ids only grow). */
+  listMessages(tenant: string, room: string, before: number | null, limit: number): Promise<StoredMessage[]>;
+  getRoom(tenant: string, room: string): Promise<StoredRoom | null>;
+  /** Creates the room (open) if missing, then applies the change; `created` tells which. */
+  upsertRoom(tenant: string, room: string, change: RoomChange, now: number): Promise<{ room: StoredRoom; created: boolean }>;
+  /** Moves the user's receipt forward (never back); returns the receipt's message id after the call. */
+  markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number>;
+  /** Messages in the room after the user's receipt, not counting the user's own. */
+  unreadCount(tenant: string, room: string, user: string): Promise<number>;
+}
