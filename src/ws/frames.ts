@@ -6,6 +6,10 @@ import { SinalError } from "../errors.ts";
 
 const Id = Type.Union([Type.Number(), Type.String({ maxLength: 128 })]);
 const ChannelName = Type.String({ minLength: 1, maxLength: 256 });
+/** A room id as in `room:<id>`. */
+export const RoomId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
+/** A lockable resource, `<module>:<id>` (`customer:77`); its lock events go to `sync:<module>`. */
+export const Resource = Type.String({ minLength: 3, maxLength: 200, pattern: "^[a-z]+:[A-Za-z0-9_.@-]{1,128}$" });
 export const EventName = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9_.:-]+$" });
 
 const schemas = {
@@ -17,6 +21,16 @@ const schemas = {
   publish: Type.Object({ channel: ChannelName, event: EventName, data: Type.Unknown() }),
   refresh: Type.Object({ token: Type.String({ minLength: 1, maxLength: 8192 }) }),
   ping: Type.Object({}),
+  message: Type.Object({
+    room: RoomId,
+    content: Type.String({ minLength: 1, maxLength: 16_000 }),
+    client_msg_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+  }),
+  typing: Type.Object({ room: RoomId, typing: Type.Boolean() }),
+  read: Type.Object({ room: RoomId, message_id: Type.Integer({ minimum: 1 }) }),
+  presence: Type.Object({ status: Type.Union([Type.Literal("online"), Type.Literal("away"), Type.Literal("busy")]) }),
+  lock: Type.Object({ resource: Resource }),
+  unlock: Type.Object({ resource: Resource }),
 } satisfies Record<string, TSchema>;
 
 export type FrameType = keyof typeof schemas;

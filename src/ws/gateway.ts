@@ -10,7 +10,8 @@ import type { Metrics } from "../metrics.ts";
 import type { Publisher } from "../publisher.ts";
 import { Connection, type ConnectionEvents } from "./connection.ts";
 import { isParseFailure, parseFrame } from "./frames.ts";
-import { FrameHandlers, type ReplyFields } from "./handlers.ts";
+import { FrameHandlers, type FeatureHandlers, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
+import { Listeners, type ConnectionListener } from "./hooks.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
 
@@ -23,6 +24,10 @@ export interface GatewayDeps {
   broker: Broker;
   metrics: Metrics;
   logger: Logger;
+  /** Frame handlers of the features (chat, presence, locks). */
+  features?: FeatureHandlers;
+  listeners?: readonly ConnectionListener[];
+  subscribeExtras?: readonly SubscribeExtra[];
 }
 
 const SUBPROTOCOL = "sinal.v1";
@@ -35,6 +40,7 @@ export class Gateway implements ConnectionEvents {
   private readonly connections = new Set<Connection>();
   private readonly perUser = new Map<string, number>();
   private readonly handlers: FrameHandlers;
+  private readonly listeners: Listeners;
   private draining = false;
   private onEmpty: (() => void) | null = null;
 
@@ -46,13 +52,19 @@ export class Gateway implements ConnectionEvents {
 
   constructor(private readonly deps: GatewayDeps) {
     this.dropLimit = Gateway.dropLimitFor(deps.limits);
-    this.handlers = new FrameHandlers({
-      verifier: deps.verifier,
-      publisher: deps.publisher,
-      broker: deps.broker,
-      metrics: deps.metrics,
-      maxSubscriptions: deps.limits.maxSubscriptions,
-    });
+    this.listeners = new Listeners(deps.listeners ?? [], (err, hook) => deps.logger.error({ err, hook }, "connection listener failed"));
+    this.handlers = new FrameHandlers(
+      {
+        verifier: deps.verifier,
+        publisher: deps.publisher,
+        broker: deps.broker,
+        metrics: deps.metrics,
+        listeners: this.listeners,
+        maxSubscriptions: deps.limits.maxSubscriptions,
+        subscribeExtras: deps.subscribeExtras ?? [],
+      },
+      deps.features ?? {},
+    );
   }
 
   get size(): number {
@@ -124,6 +136,7 @@ export class Gateway implements ConnectionEvents {
       expires_at: conn.claims.expiresAt,
     });
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user }, "connected");
+    this.listeners.opened(conn);
   }
 
   onClose(conn: Connection, code: number, reason: string): void {
@@ -139,6 +152,7 @@ export class Gateway implements ConnectionEvents {
     stats.connections--;
     stats.subscriptions -= conn.subscriptions;
     this.deps.broker.socketClosed(conn.topics);
+    this.listeners.closed(conn, code);
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
     if (this.connections.size === 0) this.onEmpty?.();
   }
@@ -157,6 +171,7 @@ export class Gateway implements ConnectionEvents {
       if (recordRejection(conn, this.deps.limits, now)) this.closeWith(conn, Close.rateLimited, "rate limit exceeded");
       return;
     }
+    this.listeners.active(conn, Date.now());
     if (isParseFailure(frame)) {
       this.reject(conn, frame.id, frame.error);
       return;
@@ -184,6 +199,7 @@ export class Gateway implements ConnectionEvents {
 
   /** Closes expired and slow connections; called every sweep interval. */
   sweep(nowMs: number): void {
+    this.listeners.sweep(nowMs);
     const nowSec = nowMs / 1000;
     const bound = this.deps.limits.slowConsumerBytes;
     for (const conn of this.connections) {
