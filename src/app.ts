@@ -16,6 +16,10 @@ import { PublishService } from "./publish-service.ts";
 import { MemorySequencer, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
 import { Gateway } from "./ws/gateway.ts";
+import { ChatService } from "./chat/chat-service.ts";
+import { RoomOccupancy } from "./chat/room-occupancy.ts";
+import { Typing } from "./chat/typing.ts";
+import { chatRoutes } from "./http/chat-routes.ts";
 
 export interface AppDeps {
   config: Config;
@@ -41,6 +45,9 @@ export function createApp(deps: AppDeps) {
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes);
+  const typing = new Typing(publisher);
+  const occupancy = new RoomOccupancy(publisher);
+  const chat = new ChatService(store.chat, publisher, typing);
   const gateway = new Gateway({
     limits,
     allowedOrigins: config.allowedOrigins,
@@ -50,6 +57,8 @@ export function createApp(deps: AppDeps) {
     broker,
     metrics,
     logger,
+    features: { ...chat.frameHandlers() },
+    listeners: [occupancy, typing],
   });
   let draining = false;
   const timers: Timer[] = [];
@@ -104,6 +113,7 @@ export function createApp(deps: AppDeps) {
     })
     .get("/ws", ({ request, server }) => gateway.upgrade(request, server!))
     .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
+    .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);

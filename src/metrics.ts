@@ -89,6 +89,11 @@ export class Metrics {
     stats.deliveries += deliveries;
   }
 
+  /** Deliveries of an ephemeral event (not counted as a publication). */
+  delivered(tenant: string, deliveries: number): void {
+    this.tenant(tenant).deliveries += deliveries;
+  }
+
   dropped(tenant: string, count = 1): void {
     this.tenant(tenant).droppedSends += count;
   }

@@ -1,9 +1,9 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { parseChannel, type Channel } from "./channel.ts";
 import { SinalError } from "./errors.ts";
 import type { Position, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
+import { validator } from "./validate.ts";
 import { EventName } from "./ws/frames.ts";
 
 const PublishItem = Type.Object({
@@ -13,7 +13,7 @@ const PublishItem = Type.Object({
   idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
 });
 export type PublishItem = Static<typeof PublishItem>;
-const itemChecker = TypeCompiler.Compile(PublishItem);
+const checkItem = validator(PublishItem);
 
 export const MAX_BATCH = 1000;
 
@@ -48,12 +48,8 @@ export class PublishService {
     return results;
   }
 
-  private validate(tenant: string, item: unknown, prefix: string): ValidItem {
-    if (!itemChecker.Check(item)) {
-      const first = itemChecker.Errors(item).First();
-      const field = first?.path ? first.path.slice(1) : "body";
-      throw new SinalError("bad_request", `${prefix}${field}: ${first?.message ?? "invalid"}`);
-    }
+  private validate(tenant: string, value: unknown, prefix: string): ValidItem {
+    const item = checkItem(value, prefix);
     if (item.data === undefined) throw new SinalError("bad_request", `${prefix}data: required`);
     const size = Buffer.byteLength(JSON.stringify(item.data));
     if (size > this.maxDataBytes) {

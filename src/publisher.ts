@@ -1,3 +1,4 @@
+import type { ServerWebSocket } from "bun";
 import type { Broker } from "./broker/broker.ts";
 import type { Channel } from "./channel.ts";
 import type { Metrics } from "./metrics.ts";
@@ -61,6 +62,16 @@ export class Publisher {
     const reached = this.broker.publish(channel.topic, frame);
     this.metrics.published(channel.tenant, reached);
     return position;
+  }
+
+  /**
+   * An ephemeral event (typing, presence changes): no offset, no epoch, never in history, and no
+   * gap in the channel's offsets. `except` is a sending socket that must not get its own event.
+   */
+  publishEphemeral(channel: Channel, event: string, data: unknown, except?: ServerWebSocket<unknown>): void {
+    const frame = JSON.stringify({ type: "pub", channel: channel.name, event, data, ts: Date.now() });
+    const reached = this.broker.publish(channel.topic, frame, except);
+    this.metrics.delivered(channel.tenant, reached);
   }
 
   position(channel: Channel): Position {

@@ -180,13 +180,13 @@ describe("keys", () => {
     expect(key).toMatch(/^sk_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}$/);
 
     const server = await serverOnSameFile();
-    const client = await Client.open(server, { tenant: "acme", subChannels: ["room:*"] });
+    const client = await Client.open(server, { tenant: "acme", subChannels: ["dept:*"] });
     cleanups.push(() => client.close());
-    const sub = await client.request({ type: "subscribe", channel: "room:1" });
-    const res = await post(server, "/v1/publish", { channel: "room:1", event: "tick", data: "via cli key" }, key);
+    const sub = await client.request({ type: "subscribe", channel: "dept:1" });
+    const res = await post(server, "/v1/publish", { channel: "dept:1", event: "tick", data: "via cli key" }, key);
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ offset: 1, epoch: sub.epoch });
-    expect(await client.next()).toMatchObject({ type: "pub", channel: "room:1", data: "via cli key", offset: 1 });
+    expect(await client.next()).toMatchObject({ type: "pub", channel: "dept:1", data: "via cli key", offset: 1 });
   });
 
   test("keys list shows the ids of a tenant's keys and never their secrets", async () => {
@@ -204,7 +204,7 @@ describe("keys", () => {
     const key = lastLine((await sinal(["keys", "create", "--tenant", "acme"])).stdout);
     const id = /^sk_([0-9a-f]{16})_/.exec(key)![1]!;
     const server = await serverOnSameFile();
-    const item = { channel: "room:1", event: "tick", data: 1 };
+    const item = { channel: "dept:1", event: "tick", data: 1 };
     expect((await post(server, "/v1/publish", item, key)).status).toBe(200);
 
     const revoked = await sinal(["keys", "revoke", "--id", id]);
@@ -232,7 +232,7 @@ describe("keys", () => {
 
 describe("token", () => {
   test("prints a JWT that connects and may subscribe to the granted channels", async () => {
-    const { code, stdout } = await sinal(["token", "--tenant", "acme", "--user", "u1", "--sub-channels", "room:*"]);
+    const { code, stdout } = await sinal(["token", "--tenant", "acme", "--user", "u1", "--sub-channels", "dept:*"]);
     expect(code).toBe(0);
     const token = lastLine(stdout);
     expect(token.split(".")).toHaveLength(3);
@@ -241,8 +241,8 @@ describe("token", () => {
     const { client, welcome } = await Client.connect(`${server.ws}?token=${token}`);
     cleanups.push(() => client.close());
     expect(welcome).toMatchObject({ type: "welcome", user: "u1", tenant: "acme" });
-    expect(await client.request({ type: "subscribe", channel: "room:1" })).toMatchObject({ ok: true, channel: "room:1" });
-    expect(await client.request({ type: "subscribe", channel: "dept:sales" })).toMatchObject({ ok: false, error: { code: "forbidden" } });
+    expect(await client.request({ type: "subscribe", channel: "dept:1" })).toMatchObject({ ok: true, channel: "dept:1" });
+    expect(await client.request({ type: "subscribe", channel: "sync:sales" })).toMatchObject({ ok: false, error: { code: "forbidden" } });
   });
 
   test("--ttl sets the expiry", async () => {
@@ -317,17 +317,17 @@ describe("serve", () => {
     const { client, welcome } = await Client.connect(`${ws}?token=${token}`);
     cleanups.push(() => client.close());
     expect(welcome).toMatchObject({ type: "welcome", user: "demo", tenant: "demo" });
-    const sub = await client.request({ type: "subscribe", channel: "room:1" });
+    const sub = await client.request({ type: "subscribe", channel: "dept:1" });
     expect(sub).toMatchObject({ ok: true });
 
     const res = await fetch(`${http}/v1/publish`, {
       method: "POST",
       headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
-      body: JSON.stringify({ channel: "room:1", event: "tick", data: "demo" }),
+      body: JSON.stringify({ channel: "dept:1", event: "tick", data: "demo" }),
     });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ offset: 1, epoch: sub.epoch });
-    expect(await client.next()).toMatchObject({ type: "pub", channel: "room:1", data: "demo", offset: 1 });
+    expect(await client.next()).toMatchObject({ type: "pub", channel: "dept:1", data: "demo", offset: 1 });
 
     served.proc.kill("SIGTERM");
     expect(await served.proc.exited).toBe(0);

@@ -5,14 +5,14 @@ let server: TestServer;
 beforeAll(async () => (server = await startServer({ MAX_FRAME_BYTES: "4096" })));
 afterAll(() => server.stop());
 
-const open = (opts = {}) => Client.open(server, { subChannels: ["room:*", "dept:sales"], pubChannels: ["room:*"], ...opts });
+const open = (opts = {}) => Client.open(server, { subChannels: ["dept:*", "sync:sales"], pubChannels: ["dept:*"], ...opts });
 
 describe("client frames", () => {
   test("subscribe replies with channel, epoch, offset and recovered:false; a repeat is harmless", async () => {
     const c = await open();
-    const first = await c.request({ type: "subscribe", channel: "room:1" });
-    expect(first).toEqual({ type: "reply", id: 1, ok: true, channel: "room:1", epoch: expect.any(String), offset: 0, recovered: false });
-    const again = await c.request({ type: "subscribe", channel: "room:1" });
+    const first = await c.request({ type: "subscribe", channel: "dept:1" });
+    expect(first).toEqual({ type: "reply", id: 1, ok: true, channel: "dept:1", epoch: expect.any(String), offset: 0, recovered: false });
+    const again = await c.request({ type: "subscribe", channel: "dept:1" });
     expect(again).toMatchObject({ ok: true, offset: 0 });
     c.close();
   });
@@ -20,15 +20,15 @@ describe("client frames", () => {
   test("publish reaches every subscriber, the publisher included, with consecutive offsets", async () => {
     const a = await open();
     const b = await open({ user: "u2" });
-    await a.request({ type: "subscribe", channel: "room:pub" });
-    await b.request({ type: "subscribe", channel: "room:pub" });
-    a.send({ type: "publish", id: "p1", channel: "room:pub", event: "note", data: { n: 1 } });
+    await a.request({ type: "subscribe", channel: "dept:pub" });
+    await b.request({ type: "subscribe", channel: "dept:pub" });
+    a.send({ type: "publish", id: "p1", channel: "dept:pub", event: "note", data: { n: 1 } });
     // The publication is fanned out before the reply is written.
     const pubA = await a.next();
-    expect(pubA).toMatchObject({ type: "pub", channel: "room:pub", event: "note", data: { n: 1 }, offset: 1 });
+    expect(pubA).toMatchObject({ type: "pub", channel: "dept:pub", event: "note", data: { n: 1 }, offset: 1 });
     expect(await a.next()).toEqual({ type: "reply", id: "p1", ok: true, offset: 1, epoch: pubA.epoch });
     expect(await b.next()).toEqual(pubA);
-    a.send({ type: "publish", channel: "room:pub", event: "note", data: 2 });
+    a.send({ type: "publish", channel: "dept:pub", event: "note", data: 2 });
     expect((await a.next()).offset).toBe(2);
     expect((await b.next()).offset).toBe(2);
     a.close();
@@ -38,9 +38,9 @@ describe("client frames", () => {
   test("publish without a pub_channels grant is forbidden and publishes nothing", async () => {
     const a = await open();
     const watcher = await open({ user: "w" });
-    await watcher.request({ type: "subscribe", channel: "dept:sales" });
-    const reply = await a.request({ type: "publish", channel: "dept:sales", event: "x", data: {} });
-    expect(reply).toEqual({ type: "reply", id: 1, ok: false, error: { code: "forbidden", message: 'not allowed to publish to "dept:sales"' } });
+    await watcher.request({ type: "subscribe", channel: "sync:sales" });
+    const reply = await a.request({ type: "publish", channel: "sync:sales", event: "x", data: {} });
+    expect(reply).toEqual({ type: "reply", id: 1, ok: false, error: { code: "forbidden", message: 'not allowed to publish to "sync:sales"' } });
     expect(await watcher.silentFor(150)).toBe(true);
     a.close();
     watcher.close();
@@ -48,9 +48,9 @@ describe("client frames", () => {
 
   test("unsubscribe stops delivery", async () => {
     const a = await open();
-    await a.request({ type: "subscribe", channel: "room:u" });
-    expect(await a.request({ type: "unsubscribe", channel: "room:u" })).toEqual({ type: "reply", id: 2, ok: true, channel: "room:u" });
-    await server.sinal.publisher.publish({ tenant: "acme", kind: "room", id: "u", name: "room:u", topic: "acme/room:u" }, "x", 1);
+    await a.request({ type: "subscribe", channel: "dept:u" });
+    expect(await a.request({ type: "unsubscribe", channel: "dept:u" })).toEqual({ type: "reply", id: 2, ok: true, channel: "dept:u" });
+    await server.sinal.publisher.publish({ tenant: "acme", kind: "dept", id: "u", name: "dept:u", topic: "acme/dept:u" }, "x", 1);
     expect(await a.silentFor(150)).toBe(true);
     a.close();
   });
@@ -72,15 +72,15 @@ describe("client frames", () => {
 
   test("subscribe with since at the channel's current position reports recovered:true; otherwise false", async () => {
     const a = await open();
-    const { epoch } = await a.request({ type: "subscribe", channel: "room:since" });
-    a.send({ type: "publish", channel: "room:since", event: "e", data: 1 });
+    const { epoch } = await a.request({ type: "subscribe", channel: "dept:since" });
+    a.send({ type: "publish", channel: "dept:since", event: "e", data: 1 });
     expect(await a.next()).toMatchObject({ type: "pub", offset: 1 });
     const b = await open({ user: "u9" });
-    expect(await b.request({ type: "subscribe", channel: "room:since", since: { epoch, offset: 1 } })).toMatchObject({ ok: true, offset: 1, recovered: true });
+    expect(await b.request({ type: "subscribe", channel: "dept:since", since: { epoch, offset: 1 } })).toMatchObject({ ok: true, offset: 1, recovered: true });
     const c = await open({ user: "u10" });
-    expect(await c.request({ type: "subscribe", channel: "room:since", since: { epoch, offset: 0 } })).toMatchObject({ ok: true, offset: 1, recovered: false });
+    expect(await c.request({ type: "subscribe", channel: "dept:since", since: { epoch, offset: 0 } })).toMatchObject({ ok: true, offset: 1, recovered: false });
     const d = await open({ user: "u11" });
-    expect(await d.request({ type: "subscribe", channel: "room:since", since: { epoch: "other", offset: 1 } })).toMatchObject({ recovered: false });
+    expect(await d.request({ type: "subscribe", channel: "dept:since", since: { epoch: "other", offset: 1 } })).toMatchObject({ recovered: false });
     for (const x of [a, b, c, d]) x.close();
   });
 });
@@ -116,9 +116,9 @@ describe("bad frames get the documented answer and the connection keeps working"
     const c = await open();
     c.send({ type: "subscribe", id: 1, channel: 42 });
     expect(await c.next()).toMatchObject({ id: 1, ok: false, error: { code: "bad_request", message: expect.stringMatching(/^channel: /) } });
-    c.send({ type: "publish", id: 2, channel: "room:1", event: "has space", data: 1 });
+    c.send({ type: "publish", id: 2, channel: "dept:1", event: "has space", data: 1 });
     expect(await c.next()).toMatchObject({ id: 2, ok: false, error: { code: "bad_request", message: expect.stringMatching(/^event: /) } });
-    c.send({ type: "subscribe", id: 3, channel: "room:1", since: { epoch: "x", offset: -1 } });
+    c.send({ type: "subscribe", id: 3, channel: "dept:1", since: { epoch: "x", offset: -1 } });
     expect(await c.next()).toMatchObject({ id: 3, ok: false, error: { code: "bad_request", message: expect.stringMatching(/^since\/offset: /) } });
     c.send({ type: "ping", id: { nested: true } });
     expect(await c.next()).toEqual({ type: "error", error: { code: "bad_request", message: "id must be a number or a string of at most 128 characters" } });
@@ -131,8 +131,8 @@ describe("bad frames get the documented answer and the connection keeps working"
     expect(await c.request({ type: "subscribe", channel: "lobby:1" })).toMatchObject({ ok: false, error: { code: "unknown_channel", message: 'unknown channel "lobby:1"' } });
     expect(await c.request({ type: "subscribe", channel: "global:x" })).toMatchObject({ ok: false, error: { code: "unknown_channel" } });
     expect(await c.request({ type: "subscribe", channel: "room" })).toMatchObject({ ok: false, error: { code: "unknown_channel" } });
-    expect(await c.request({ type: "subscribe", channel: "acme/room:1" })).toMatchObject({ ok: false, error: { code: "bad_request" } });
-    expect(await c.request({ type: "subscribe", channel: "room:a b" })).toMatchObject({ ok: false, error: { code: "bad_request" } });
+    expect(await c.request({ type: "subscribe", channel: "acme/dept:1" })).toMatchObject({ ok: false, error: { code: "bad_request" } });
+    expect(await c.request({ type: "subscribe", channel: "dept:a b" })).toMatchObject({ ok: false, error: { code: "bad_request" } });
     await expectStillWorks(c);
     c.close();
   });
@@ -170,7 +170,7 @@ test("a barrage of random garbage frames is answered frame by frame and the conn
   let seed = 42;
   const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
   const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!;
-  const values = [null, true, 0, -1, 1e308, "", "room:1", [], {}, { a: [1] }, "x".repeat(300)];
+  const values = [null, true, 0, -1, 1e308, "", "dept:1", [], {}, { a: [1] }, "x".repeat(300)];
   const frames: string[] = [];
   for (let i = 0; i < 60; i++) {
     const kind = rand();

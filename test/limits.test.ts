@@ -55,12 +55,12 @@ describe("per-connection frame rate", () => {
 
 test("subscriptions past MAX_SUBSCRIPTIONS are refused with too_many_subscriptions", () =>
   withServer({ MAX_SUBSCRIPTIONS: "2" }, async (server) => {
-    const c = await Client.open(server, { subChannels: ["room:*"] });
-    expect(await c.request({ type: "subscribe", channel: "room:1" })).toMatchObject({ ok: true });
-    expect(await c.request({ type: "subscribe", channel: "room:2" })).toMatchObject({ ok: true });
-    expect(await c.request({ type: "subscribe", channel: "room:3" })).toMatchObject({ ok: false, error: { code: "too_many_subscriptions" } });
-    await c.request({ type: "unsubscribe", channel: "room:1" });
-    expect(await c.request({ type: "subscribe", channel: "room:3" })).toMatchObject({ ok: true });
+    const c = await Client.open(server, { subChannels: ["dept:*"] });
+    expect(await c.request({ type: "subscribe", channel: "dept:1" })).toMatchObject({ ok: true });
+    expect(await c.request({ type: "subscribe", channel: "dept:2" })).toMatchObject({ ok: true });
+    expect(await c.request({ type: "subscribe", channel: "dept:3" })).toMatchObject({ ok: false, error: { code: "too_many_subscriptions" } });
+    await c.request({ type: "unsubscribe", channel: "dept:1" });
+    expect(await c.request({ type: "subscribe", channel: "dept:3" })).toMatchObject({ ok: true });
     c.close();
   }));
 
@@ -151,9 +151,9 @@ function closeCodeIn(bytes: Buffer): number | null {
 
 test("a client that stops reading is closed with 4009 once its send buffer passes the bound; readers keep receiving", () =>
   withServer({ SLOW_CONSUMER_BYTES: String(256 * 1024), SWEEP_INTERVAL_MS: "20" }, async (server) => {
-    const token = await server.token({ user: "slow", subChannels: ["room:*"] });
-    const reader = await Client.open(server, { user: "fast", subChannels: ["room:*"] });
-    await reader.request({ type: "subscribe", channel: "room:firehose" });
+    const token = await server.token({ user: "slow", subChannels: ["dept:*"] });
+    const reader = await Client.open(server, { user: "fast", subChannels: ["dept:*"] });
+    await reader.request({ type: "subscribe", channel: "dept:firehose" });
 
     // A raw TCP client: handshake, subscribe, then stop reading so the server's buffer grows.
     const socket = tcpConnect(server.port, "127.0.0.1");
@@ -165,13 +165,13 @@ test("a client that stops reading is closed with 4009 once its send buffer passe
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     while (!Buffer.concat(chunks).includes('"type":"welcome"')) await Bun.sleep(5);
-    const subscribe = Buffer.from(JSON.stringify({ type: "subscribe", id: 1, channel: "room:firehose" }));
+    const subscribe = Buffer.from(JSON.stringify({ type: "subscribe", id: 1, channel: "dept:firehose" }));
     const mask = Buffer.from([1, 2, 3, 4]);
     socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | subscribe.length]), mask, subscribe.map((b, i) => b ^ mask[i % 4]!)]));
     while (!Buffer.concat(chunks).includes('"id":1')) await Bun.sleep(5);
     socket.pause();
 
-    const channel = parseChannel("acme", "room:firehose");
+    const channel = parseChannel("acme", "dept:firehose");
     const payload = "x".repeat(16 * 1024);
     let slowClosed = false;
     for (let i = 0; i < 4000 && !slowClosed; i++) {

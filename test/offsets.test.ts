@@ -6,16 +6,16 @@ beforeAll(async () => (server = await startServer({ RATE_LIMIT_PER_SEC: "10000",
 afterAll(() => server.stop());
 
 test("offsets have no gaps and no repeats under concurrent REST and WebSocket publishers", async () => {
-  const subscriber = await Client.open(server, { user: "sub", subChannels: ["room:*"] });
-  await subscriber.request({ type: "subscribe", channel: "room:busy" });
+  const subscriber = await Client.open(server, { user: "sub", subChannels: ["dept:*"] });
+  await subscriber.request({ type: "subscribe", channel: "dept:busy" });
   const key = await server.apiKey("acme");
-  const wsPublishers = await Promise.all([1, 2, 3].map((i) => Client.open(server, { user: `p${i}`, pubChannels: ["room:*"] })));
+  const wsPublishers = await Promise.all([1, 2, 3].map((i) => Client.open(server, { user: `p${i}`, pubChannels: ["dept:*"] })));
 
   const restCalls = Array.from({ length: 8 }, (_, i) =>
-    post(server, "/v1/publish", Array.from({ length: 25 }, (_, j) => ({ channel: "room:busy", event: "e", data: { from: `rest${i}`, j } })), key).then((r) => r.json()),
+    post(server, "/v1/publish", Array.from({ length: 25 }, (_, j) => ({ channel: "dept:busy", event: "e", data: { from: `rest${i}`, j } })), key).then((r) => r.json()),
   );
   for (const [i, p] of wsPublishers.entries()) {
-    for (let j = 0; j < 30; j++) p.send({ type: "publish", channel: "room:busy", event: "e", data: { from: `ws${i}`, j } });
+    for (let j = 0; j < 30; j++) p.send({ type: "publish", channel: "dept:busy", event: "e", data: { from: `ws${i}`, j } });
   }
   const restAnswers = (await Promise.all(restCalls)).flat() as { offset: number }[];
   const total = 8 * 25 + 3 * 30;

@@ -49,33 +49,33 @@ const apiError = (code: string, message: unknown = expect.any(String)) => ({ err
 
 describe("POST /v1/publish", () => {
   test("publishes one item and answers {offset, epoch}; a subscriber receives the pub frame", async () => {
-    const { client, epoch } = await subscriber(server, "room:single");
-    const res = await post(server, "/v1/publish", { channel: "room:single", event: "new_message", data: { text: "hi" } }, acmeKey);
+    const { client, epoch } = await subscriber(server, "dept:single");
+    const res = await post(server, "/v1/publish", { channel: "dept:single", event: "new_message", data: { text: "hi" } }, acmeKey);
     expect(res.headers.get("content-type")).toStartWith("application/json");
     expect(await answer(res)).toEqual({ status: 200, body: { offset: 1, epoch } });
-    const pub = await expectPub(client, "room:single", "new_message", 1, { text: "hi" });
+    const pub = await expectPub(client, "dept:single", "new_message", 1, { text: "hi" });
     expect(pub.epoch).toBe(epoch);
     expect(Object.keys(pub).sort()).toEqual(["channel", "data", "epoch", "event", "offset", "ts", "type"]);
   });
 
   test("a batch answers one result per item, in order, with consecutive offsets", async () => {
-    const { client, epoch } = await subscriber(server, "room:batch");
-    const items = [1, 2, 3, 4, 5].map((n) => ({ channel: "room:batch", event: "tick", data: { n } }));
+    const { client, epoch } = await subscriber(server, "dept:batch");
+    const items = [1, 2, 3, 4, 5].map((n) => ({ channel: "dept:batch", event: "tick", data: { n } }));
     const res = await post(server, "/v1/publish", items, acmeKey);
     expect(await answer(res)).toEqual({ status: 200, body: [1, 2, 3, 4, 5].map((offset) => ({ offset, epoch })) });
-    for (const n of [1, 2, 3, 4, 5]) await expectPub(client, "room:batch", "tick", n, { n });
+    for (const n of [1, 2, 3, 4, 5]) await expectPub(client, "dept:batch", "tick", n, { n });
   });
 
   test("a batch of one answers with an array of one", async () => {
-    const { epoch } = await subscriber(server, "room:batch1");
-    const res = await post(server, "/v1/publish", [{ channel: "room:batch1", event: "tick", data: 1 }], acmeKey);
+    const { epoch } = await subscriber(server, "dept:batch1");
+    const res = await post(server, "/v1/publish", [{ channel: "dept:batch1", event: "tick", data: 1 }], acmeKey);
     expect(await answer(res)).toEqual({ status: 200, body: [{ offset: 1, epoch }] });
   });
 
   test("a batch spanning channels gives each channel its own offsets", async () => {
-    const a = await subscriber(server, "room:span-a");
-    const b = await subscriber(server, "room:span-b", "acme", "u2");
-    const items = ["room:span-a", "room:span-b", "room:span-a"].map((channel) => ({ channel, event: "tick", data: null }));
+    const a = await subscriber(server, "dept:span-a");
+    const b = await subscriber(server, "dept:span-b", "acme", "u2");
+    const items = ["dept:span-a", "dept:span-b", "dept:span-a"].map((channel) => ({ channel, event: "tick", data: null }));
     const res = await post(server, "/v1/publish", items, acmeKey);
     expect(await answer(res)).toEqual({
       status: 200,
@@ -85,24 +85,24 @@ describe("POST /v1/publish", () => {
         { offset: 2, epoch: a.epoch },
       ],
     });
-    await expectPub(a.client, "room:span-a", "tick", 1, null);
-    await expectPub(a.client, "room:span-a", "tick", 2, null);
-    await expectPub(b.client, "room:span-b", "tick", 1, null);
+    await expectPub(a.client, "dept:span-a", "tick", 1, null);
+    await expectPub(a.client, "dept:span-a", "tick", 2, null);
+    await expectPub(b.client, "dept:span-b", "tick", 1, null);
   });
 
   test("refuses a batch of 1001 items with 400 and publishes none of them", async () => {
-    const { client } = await subscriber(server, "room:big");
-    const items = Array.from({ length: 1001 }, (_, n) => ({ channel: "room:big", event: "tick", data: { n } }));
+    const { client } = await subscriber(server, "dept:big");
+    const items = Array.from({ length: 1001 }, (_, n) => ({ channel: "dept:big", event: "tick", data: { n } }));
     const res = await post(server, "/v1/publish", items, acmeKey);
     expect(await answer(res)).toEqual({ status: 400, body: apiError("bad_request", "a batch holds at most 1000 publications") });
     expect(await client.silentFor(QUIET_MS)).toBe(true);
     // The channel's offsets were not consumed either: the next publication is offset 1.
-    await post(server, "/v1/publish", { channel: "room:big", event: "after", data: 0 }, acmeKey);
-    await expectPub(client, "room:big", "after", 1);
+    await post(server, "/v1/publish", { channel: "dept:big", event: "after", data: 0 }, acmeKey);
+    await expectPub(client, "dept:big", "after", 1);
   });
 
   test("accepts a batch of exactly 1000 items", async () => {
-    const items = Array.from({ length: 1000 }, (_, n) => ({ channel: "room:thousand", event: "tick", data: n }));
+    const items = Array.from({ length: 1000 }, (_, n) => ({ channel: "dept:thousand", event: "tick", data: n }));
     const res = await post(server, "/v1/publish", items, acmeKey);
     expect(res.status).toBe(200);
     const body = (await res.json()) as { offset: number }[];
@@ -114,12 +114,12 @@ describe("POST /v1/publish", () => {
   });
 
   test("one bad item refuses the whole batch with 400 naming its index, and nothing is published", async () => {
-    const { client } = await subscriber(server, "room:partial");
+    const { client } = await subscriber(server, "dept:partial");
     const items = [
-      { channel: "room:partial", event: "tick", data: 0 },
-      { channel: "room:partial", event: "tick", data: 1 },
-      { channel: "room:partial", event: 42, data: 2 },
-      { channel: "room:partial", event: "tick", data: 3 },
+      { channel: "dept:partial", event: "tick", data: 0 },
+      { channel: "dept:partial", event: "tick", data: 1 },
+      { channel: "dept:partial", event: 42, data: 2 },
+      { channel: "dept:partial", event: "tick", data: 3 },
     ];
     const res = await post(server, "/v1/publish", items, acmeKey);
     const { status, body } = await answer(res);
@@ -127,14 +127,14 @@ describe("POST /v1/publish", () => {
     expect(body).toEqual(apiError("bad_request", expect.stringContaining("[2]")));
     expect((body as any).error.message).toContain("event");
     expect(await client.silentFor(QUIET_MS)).toBe(true);
-    await post(server, "/v1/publish", { channel: "room:partial", event: "after", data: 0 }, acmeKey);
-    await expectPub(client, "room:partial", "after", 1);
+    await post(server, "/v1/publish", { channel: "dept:partial", event: "after", data: 0 }, acmeKey);
+    await expectPub(client, "dept:partial", "after", 1);
   });
 
   test("an unknown channel kind inside a batch is refused with unknown_channel naming the item", async () => {
-    const { client } = await subscriber(server, "room:partial2");
+    const { client } = await subscriber(server, "dept:partial2");
     const items = [
-      { channel: "room:partial2", event: "tick", data: 0 },
+      { channel: "dept:partial2", event: "tick", data: 0 },
       { channel: "lobby:1", event: "tick", data: 1 },
     ];
     const res = await post(server, "/v1/publish", items, acmeKey);
@@ -144,25 +144,25 @@ describe("POST /v1/publish", () => {
 
   describe("idempotency_key", () => {
     test("a repeated key returns the first answer and publishes once", async () => {
-      const { client, epoch } = await subscriber(server, "room:idem");
-      const item = { channel: "room:idem", event: "tick", data: { n: 1 }, idempotency_key: "order-1" };
+      const { client, epoch } = await subscriber(server, "dept:idem");
+      const item = { channel: "dept:idem", event: "tick", data: { n: 1 }, idempotency_key: "order-1" };
       const first = await answer(await post(server, "/v1/publish", item, acmeKey));
       expect(first).toEqual({ status: 200, body: { offset: 1, epoch } });
       const again = await answer(await post(server, "/v1/publish", { ...item, data: { n: 2 } }, acmeKey));
       expect(again).toEqual(first);
 
-      await expectPub(client, "room:idem", "tick", 1, { n: 1 });
+      await expectPub(client, "dept:idem", "tick", 1, { n: 1 });
       expect(await client.silentFor(QUIET_MS)).toBe(true);
-      await post(server, "/v1/publish", { channel: "room:idem", event: "after", data: 0 }, acmeKey);
-      await expectPub(client, "room:idem", "after", 2);
+      await post(server, "/v1/publish", { channel: "dept:idem", event: "after", data: 0 }, acmeKey);
+      await expectPub(client, "dept:idem", "after", 2);
     });
 
     test("a key repeated inside one batch answers the first result for both items", async () => {
-      const { client, epoch } = await subscriber(server, "room:idem-batch");
+      const { client, epoch } = await subscriber(server, "dept:idem-batch");
       const items = [
-        { channel: "room:idem-batch", event: "tick", data: 1, idempotency_key: "b-1" },
-        { channel: "room:idem-batch", event: "tick", data: 2 },
-        { channel: "room:idem-batch", event: "tick", data: 3, idempotency_key: "b-1" },
+        { channel: "dept:idem-batch", event: "tick", data: 1, idempotency_key: "b-1" },
+        { channel: "dept:idem-batch", event: "tick", data: 2 },
+        { channel: "dept:idem-batch", event: "tick", data: 3, idempotency_key: "b-1" },
       ];
       const res = await post(server, "/v1/publish", items, acmeKey);
       expect(await answer(res)).toEqual({
@@ -173,45 +173,45 @@ describe("POST /v1/publish", () => {
           { offset: 1, epoch },
         ],
       });
-      await expectPub(client, "room:idem-batch", "tick", 1, 1);
-      await expectPub(client, "room:idem-batch", "tick", 2, 2);
+      await expectPub(client, "dept:idem-batch", "tick", 1, 1);
+      await expectPub(client, "dept:idem-batch", "tick", 2, 2);
       expect(await client.silentFor(QUIET_MS)).toBe(true);
     });
 
     test("the same key in two tenants is independent", async () => {
-      const acme = await subscriber(server, "room:idem-t", "acme");
-      const globex = await subscriber(server, "room:idem-t", "globex");
-      const item = { channel: "room:idem-t", event: "tick", data: "x", idempotency_key: "shared-key" };
+      const acme = await subscriber(server, "dept:idem-t", "acme");
+      const globex = await subscriber(server, "dept:idem-t", "globex");
+      const item = { channel: "dept:idem-t", event: "tick", data: "x", idempotency_key: "shared-key" };
       expect(await answer(await post(server, "/v1/publish", item, acmeKey))).toEqual({ status: 200, body: { offset: 1, epoch: acme.epoch } });
       expect(await answer(await post(server, "/v1/publish", item, globexKey))).toEqual({ status: 200, body: { offset: 1, epoch: globex.epoch } });
-      await expectPub(acme.client, "room:idem-t", "tick", 1, "x");
-      await expectPub(globex.client, "room:idem-t", "tick", 1, "x");
+      await expectPub(acme.client, "dept:idem-t", "tick", 1, "x");
+      await expectPub(globex.client, "dept:idem-t", "tick", 1, "x");
       expect(await acme.client.silentFor(QUIET_MS)).toBe(true);
       expect(await globex.client.silentFor(0)).toBe(true);
     });
 
     test("concurrent identical requests publish once and all get the same answer", async () => {
-      const { client, epoch } = await subscriber(server, "room:idem-race");
-      const item = { channel: "room:idem-race", event: "tick", data: 1, idempotency_key: "race-1" };
+      const { client, epoch } = await subscriber(server, "dept:idem-race");
+      const item = { channel: "dept:idem-race", event: "tick", data: 1, idempotency_key: "race-1" };
       const answers = await Promise.all(Array.from({ length: 8 }, async () => answer(await post(server, "/v1/publish", item, acmeKey))));
       for (const a of answers) expect(a).toEqual({ status: 200, body: { offset: 1, epoch } });
-      await expectPub(client, "room:idem-race", "tick", 1, 1);
+      await expectPub(client, "dept:idem-race", "tick", 1, 1);
       expect(await client.silentFor(QUIET_MS)).toBe(true);
     });
 
     test("a refused request does not consume its key", async () => {
-      const { client, epoch } = await subscriber(server, "room:idem-bad");
-      const bad = await post(server, "/v1/publish", { channel: "room:idem-bad", event: "", data: 1, idempotency_key: "k-bad" }, acmeKey);
+      const { client, epoch } = await subscriber(server, "dept:idem-bad");
+      const bad = await post(server, "/v1/publish", { channel: "dept:idem-bad", event: "", data: 1, idempotency_key: "k-bad" }, acmeKey);
       expect(bad.status).toBe(400);
-      const good = await post(server, "/v1/publish", { channel: "room:idem-bad", event: "tick", data: 1, idempotency_key: "k-bad" }, acmeKey);
+      const good = await post(server, "/v1/publish", { channel: "dept:idem-bad", event: "tick", data: 1, idempotency_key: "k-bad" }, acmeKey);
       expect(await answer(good)).toEqual({ status: 200, body: { offset: 1, epoch } });
-      await expectPub(client, "room:idem-bad", "tick", 1, 1);
+      await expectPub(client, "dept:idem-bad", "tick", 1, 1);
     });
   });
 
   describe("refuses bad bodies", () => {
     test("malformed JSON with a JSON content type gets 400 bad_request", async () => {
-      const res = await post(server, "/v1/publish", '{"channel": "room:1", ', acmeKey);
+      const res = await post(server, "/v1/publish", '{"channel": "dept:1", ', acmeKey);
       expect(await answer(res)).toEqual({ status: 400, body: apiError("bad_request", "body is not valid JSON") });
     });
 
@@ -232,7 +232,7 @@ describe("POST /v1/publish", () => {
     // curl -d sends form-urlencoded and scripts often send no content type at all.
     for (const contentType of ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream", null]) {
       test(`valid JSON sent with content type ${contentType ?? "(none)"} is published`, async () => {
-        const channel = `room:ct-${contentType?.replace(/\W/g, "-") ?? "none"}`;
+        const channel = `dept:ct-${contentType?.replace(/\W/g, "-") ?? "none"}`;
         const { client, epoch } = await subscriber(server, channel);
         const res = await fetch(`${server.http}/v1/publish`, {
           method: "POST",
@@ -246,12 +246,12 @@ describe("POST /v1/publish", () => {
 
     const wrongShapes: [string, unknown, string][] = [
       ["a numeric channel", { channel: 42, event: "tick", data: 1 }, "channel"],
-      ["a numeric event", { channel: "room:1", event: 7, data: 1 }, "event"],
-      ["an event with spaces", { channel: "room:1", event: "new message", data: 1 }, "event"],
-      ["a missing event", { channel: "room:1", data: 1 }, "event"],
+      ["a numeric event", { channel: "dept:1", event: 7, data: 1 }, "event"],
+      ["an event with spaces", { channel: "dept:1", event: "new message", data: 1 }, "event"],
+      ["a missing event", { channel: "dept:1", data: 1 }, "event"],
       ["a missing channel", { event: "tick", data: 1 }, "channel"],
-      ["a missing data", { channel: "room:1", event: "tick" }, "data"],
-      ["a numeric idempotency_key", { channel: "room:1", event: "tick", data: 1, idempotency_key: 5 }, "idempotency_key"],
+      ["a missing data", { channel: "dept:1", event: "tick" }, "data"],
+      ["a numeric idempotency_key", { channel: "dept:1", event: "tick", data: 1, idempotency_key: 5 }, "idempotency_key"],
       ["a string body", "just text", "body"],
       ["a number body", 12, "body"],
     ];
@@ -273,23 +273,23 @@ describe("POST /v1/publish", () => {
     });
 
     test("data over MAX_FRAME_BYTES gets 413 payload_too_large and is not published", async () => {
-      const { client } = await subscriber(server, "room:huge");
-      const res = await post(server, "/v1/publish", { channel: "room:huge", event: "tick", data: "x".repeat(64 * 1024 + 1) }, acmeKey);
+      const { client } = await subscriber(server, "dept:huge");
+      const res = await post(server, "/v1/publish", { channel: "dept:huge", event: "tick", data: "x".repeat(64 * 1024 + 1) }, acmeKey);
       expect(await answer(res)).toEqual({ status: 413, body: apiError("payload_too_large") });
       expect(await client.silentFor(QUIET_MS)).toBe(true);
     });
 
     test("data just under MAX_FRAME_BYTES is published", async () => {
-      const { client } = await subscriber(server, "room:large");
+      const { client } = await subscriber(server, "dept:large");
       const data = "x".repeat(60 * 1024);
-      const res = await post(server, "/v1/publish", { channel: "room:large", event: "tick", data }, acmeKey);
+      const res = await post(server, "/v1/publish", { channel: "dept:large", event: "tick", data }, acmeKey);
       expect(res.status).toBe(200);
-      await expectPub(client, "room:large", "tick", 1, data);
+      await expectPub(client, "dept:large", "tick", 1, data);
     });
   });
 
   describe("authentication", () => {
-    const item = { channel: "room:auth", event: "tick", data: 1 };
+    const item = { channel: "dept:auth", event: "tick", data: 1 };
 
     test("refuses a request without Authorization with 401", async () => {
       expect(await answer(await post(server, "/v1/publish", item))).toEqual({ status: 401, body: apiError("unauthorized") });
@@ -324,20 +324,20 @@ describe("POST /v1/publish", () => {
     });
 
     test("another tenant's key publishes only into its own tenant", async () => {
-      const acme = await subscriber(server, "room:1", "acme");
-      const globex = await subscriber(server, "room:1", "globex");
-      const res = await post(server, "/v1/publish", { channel: "room:1", event: "tick", data: "from globex" }, globexKey);
+      const acme = await subscriber(server, "dept:1", "acme");
+      const globex = await subscriber(server, "dept:1", "globex");
+      const res = await post(server, "/v1/publish", { channel: "dept:1", event: "tick", data: "from globex" }, globexKey);
       expect(await answer(res)).toEqual({ status: 200, body: { offset: 1, epoch: globex.epoch } });
-      await expectPub(globex.client, "room:1", "tick", 1, "from globex");
+      await expectPub(globex.client, "dept:1", "tick", 1, "from globex");
       expect(await acme.client.silentFor(QUIET_MS)).toBe(true);
     });
 
     test("an admin JWT publishes into its own tenant", async () => {
-      const { client, epoch } = await subscriber(server, "room:admin");
+      const { client, epoch } = await subscriber(server, "dept:admin");
       const token = await server.token({ tenant: "acme", user: "ops", roles: ["admin"] });
-      const res = await post(server, "/v1/publish", { channel: "room:admin", event: "tick", data: 1 }, token);
+      const res = await post(server, "/v1/publish", { channel: "dept:admin", event: "tick", data: 1 }, token);
       expect(await answer(res)).toEqual({ status: 200, body: { offset: 1, epoch } });
-      await expectPub(client, "room:admin", "tick", 1, 1);
+      await expectPub(client, "dept:admin", "tick", 1, 1);
     });
 
     test("refuses a JWT without the admin role with 403", async () => {
@@ -365,28 +365,28 @@ describe("SINAL_API_KEYS", () => {
   afterAll(() => envServer.stop());
 
   test("a key from the environment publishes into its tenant", async () => {
-    const { client, epoch } = await subscriber(envServer, "room:env");
-    const res = await post(envServer, "/v1/publish", { channel: "room:env", event: "tick", data: 1 }, envKey);
+    const { client, epoch } = await subscriber(envServer, "dept:env");
+    const res = await post(envServer, "/v1/publish", { channel: "dept:env", event: "tick", data: 1 }, envKey);
     expect(await answer(res)).toEqual({ status: 200, body: { offset: 1, epoch } });
-    await expectPub(client, "room:env", "tick", 1, 1);
+    await expectPub(client, "dept:env", "tick", 1, 1);
   });
 
   test("the second environment key belongs to its own tenant", async () => {
-    const acme = await subscriber(envServer, "room:env2", "acme");
-    const globex = await subscriber(envServer, "room:env2", "globex");
-    const res = await post(envServer, "/v1/publish", { channel: "room:env2", event: "tick", data: 2 }, "globex-env-key-987654");
+    const acme = await subscriber(envServer, "dept:env2", "acme");
+    const globex = await subscriber(envServer, "dept:env2", "globex");
+    const res = await post(envServer, "/v1/publish", { channel: "dept:env2", event: "tick", data: 2 }, "globex-env-key-987654");
     expect(res.status).toBe(200);
-    await expectPub(globex.client, "room:env2", "tick", 1, 2);
+    await expectPub(globex.client, "dept:env2", "tick", 1, 2);
     expect(await acme.client.silentFor(QUIET_MS)).toBe(true);
   });
 
   test("stored keys keep working beside environment keys", async () => {
     const key = await envServer.apiKey("acme");
-    expect((await post(envServer, "/v1/publish", { channel: "room:env3", event: "tick", data: 1 }, key)).status).toBe(200);
+    expect((await post(envServer, "/v1/publish", { channel: "dept:env3", event: "tick", data: 1 }, key)).status).toBe(200);
   });
 
   test("a near miss of an environment key is refused with 401", async () => {
-    const res = await post(envServer, "/v1/publish", { channel: "room:env", event: "tick", data: 1 }, `${envKey}x`);
+    const res = await post(envServer, "/v1/publish", { channel: "dept:env", event: "tick", data: 1 }, `${envKey}x`);
     expect(res.status).toBe(401);
   });
 });
@@ -417,10 +417,10 @@ describe("POST /emit-event", () => {
 
   test("an explicit channel wins over the default", async () => {
     const routed = await subscriber(server, "roulette:r8");
-    const explicit = await subscriber(server, "room:lobby", "acme", "u2");
-    const res = await post(server, "/emit-event", { event: "roulette_update", channel: "room:lobby", data: { roulette_id: "r8" } }, acmeKey);
+    const explicit = await subscriber(server, "dept:lobby", "acme", "u2");
+    const res = await post(server, "/emit-event", { event: "roulette_update", channel: "dept:lobby", data: { roulette_id: "r8" } }, acmeKey);
     expect(await answer(res)).toEqual({ status: 200, body: { offset: 1, epoch: explicit.epoch } });
-    await expectPub(explicit.client, "room:lobby", "roulette_update", 1, { roulette_id: "r8" });
+    await expectPub(explicit.client, "dept:lobby", "roulette_update", 1, { roulette_id: "r8" });
     expect(await routed.client.silentFor(QUIET_MS)).toBe(true);
   });
 
@@ -477,16 +477,16 @@ describe("operations endpoints", () => {
     const fresh = await startServer();
     try {
       const key = await fresh.apiKey("acme");
-      const { client } = await subscriber(fresh, "room:stats");
-      await subscriber(fresh, "room:stats", "globex");
-      await post(fresh, "/v1/publish", { channel: "room:stats", event: "tick", data: 1 }, key);
-      await expectPub(client, "room:stats", "tick", 1);
+      const { client } = await subscriber(fresh, "dept:stats");
+      await subscriber(fresh, "dept:stats", "globex");
+      await post(fresh, "/v1/publish", { channel: "dept:stats", event: "tick", data: 1 }, key);
+      await expectPub(client, "dept:stats", "tick", 1);
       const res = await get(fresh, "/v1/stats", key);
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({
         node: {
           connections: 2,
-          // acme and globex each: user:u1 (automatic) and room:stats
+          // acme and globex each: user:u1 (automatic) and dept:stats
           channels: 4,
           subscriptions: 2,
           publications: 1,
@@ -526,9 +526,9 @@ describe("GET /metrics", () => {
     const fresh = await startServer();
     try {
       const key = await fresh.apiKey("acme");
-      const { client } = await subscriber(fresh, "room:m");
-      await post(fresh, "/v1/publish", { channel: "room:m", event: "tick", data: 1 }, key);
-      await expectPub(client, "room:m", "tick", 1);
+      const { client } = await subscriber(fresh, "dept:m");
+      await post(fresh, "/v1/publish", { channel: "dept:m", event: "tick", data: 1 }, key);
+      await expectPub(client, "dept:m", "tick", 1);
       client.send({ type: "bogus" });
       expect(await client.next()).toEqual({ type: "error", error: { code: "unknown_type", message: expect.any(String) } });
       expect((await handshake(fresh.ws)).status).toBe(401);
@@ -555,7 +555,7 @@ describe("GET /metrics", () => {
   test("a refused REST call counts as an auth failure", async () => {
     const fresh = await startServer();
     try {
-      await post(fresh, "/v1/publish", { channel: "room:1", event: "tick", data: 1 }, "sk_nope");
+      await post(fresh, "/v1/publish", { channel: "dept:1", event: "tick", data: 1 }, "sk_nope");
       const text = await (await get(fresh, "/metrics")).text();
       expect([...samples(text, "sinal_auth_failures_total").values()]).toEqual([1]);
     } finally {
@@ -638,7 +638,7 @@ describe("MAX_BODY_BYTES", () => {
     const small = await startServer({ MAX_BODY_BYTES: "2048" });
     try {
       const key = await small.apiKey("acme");
-      const body = new TextEncoder().encode(JSON.stringify({ channel: "room:1", event: "tick", data: "x".repeat(5000) }));
+      const body = new TextEncoder().encode(JSON.stringify({ channel: "dept:1", event: "tick", data: "x".repeat(5000) }));
       const stream = new ReadableStream<Uint8Array>({
         start(controller) {
           controller.enqueue(body.subarray(0, 1000));
@@ -658,9 +658,9 @@ describe("MAX_BODY_BYTES", () => {
     const small = await startServer({ MAX_BODY_BYTES: "2048" });
     try {
       const key = await small.apiKey("acme");
-      const watcher = await Client.open(small, { subChannels: ["room:*"] });
-      await watcher.request({ type: "subscribe", channel: "room:1" });
-      const body = JSON.stringify({ channel: "room:1", event: "tick", data: "x".repeat(2500) });
+      const watcher = await Client.open(small, { subChannels: ["dept:*"] });
+      await watcher.request({ type: "subscribe", channel: "dept:1" });
+      const body = JSON.stringify({ channel: "dept:1", event: "tick", data: "x".repeat(2500) });
       const withLength = await post(small, "/v1/publish", body, key);
       expect(withLength.status).toBe(413);
       expect(await withLength.json()).toEqual({ error: { code: "payload_too_large", message: "request body is larger than 2048 bytes" } });

@@ -6,15 +6,15 @@ beforeAll(async () => (server = await startServer()));
 afterAll(() => server.stop());
 
 test("a subscriber receives a REST publication with offset and epoch", async () => {
-  const client = await Client.open(server, { subChannels: ["room:*"] });
-  const sub = await client.request({ type: "subscribe", channel: "room:42" });
-  expect(sub).toMatchObject({ ok: true, channel: "room:42", offset: 0, recovered: false });
+  const client = await Client.open(server, { subChannels: ["dept:*"] });
+  const sub = await client.request({ type: "subscribe", channel: "dept:42" });
+  expect(sub).toMatchObject({ ok: true, channel: "dept:42", offset: 0, recovered: false });
   const key = await server.apiKey("acme");
-  const res = await post(server, "/v1/publish", { channel: "room:42", event: "new_message", data: { text: "hi" } }, key);
+  const res = await post(server, "/v1/publish", { channel: "dept:42", event: "new_message", data: { text: "hi" } }, key);
   expect(res.status).toBe(200);
   expect(await res.json()).toEqual({ offset: 1, epoch: sub.epoch });
   const pub = await client.next();
-  expect(pub).toMatchObject({ type: "pub", channel: "room:42", event: "new_message", data: { text: "hi" }, offset: 1, epoch: sub.epoch });
+  expect(pub).toMatchObject({ type: "pub", channel: "dept:42", event: "new_message", data: { text: "hi" }, offset: 1, epoch: sub.epoch });
   expect(typeof pub.ts).toBe("number");
   client.close();
 });
@@ -23,8 +23,8 @@ test("logs are JSON and never carry a token or an API key", async () => {
   const token = await server.token({ user: "logged" });
   const { client } = await Client.connect(`${server.ws}?token=${token}`);
   const key = await server.apiKey("acme");
-  await post(server, "/v1/publish", { channel: "room:1", event: "e", data: 1 }, key);
-  await post(server, "/v1/publish", { channel: "room:1", event: "e", data: 1 }, "sk_0123456789abcdef_wrong-secret-wrong-secret");
+  await post(server, "/v1/publish", { channel: "dept:1", event: "e", data: 1 }, key);
+  await post(server, "/v1/publish", { channel: "dept:1", event: "e", data: 1 }, "sk_0123456789abcdef_wrong-secret-wrong-secret");
   client.close();
   await client.closed;
   const text = server.logs.map((l) => JSON.stringify(l)).join("\n");

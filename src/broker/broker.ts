@@ -13,8 +13,11 @@ import type { Server, ServerWebSocket } from "bun";
 export interface Broker {
   /** Gives the broker the listening server, once, before any publish. */
   attach(server: Server<unknown>): void;
-  /** Hands `frame` to every subscriber of `topic`; returns how many local subscribers it reached. */
-  publish(topic: string, frame: string): number;
+  /**
+   * Hands `frame` to every subscriber of `topic` but `except` (the sending socket, for events not
+   * echoed to their sender); returns how many local subscribers it was handed to.
+   */
+  publish(topic: string, frame: string, except?: ServerWebSocket<unknown>): number;
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   /** A socket closed while subscribed to `topics` (the runtime already dropped it from them). */

@@ -14,11 +14,17 @@ export class MemoryBroker implements Broker {
     this.server = server;
   }
 
-  publish(topic: string, frame: string): number {
+  publish(topic: string, frame: string, except?: ServerWebSocket<unknown>): number {
     const server = this.server;
     if (server === null) return 0;
     const subscribers = server.subscriberCount(topic);
-    if (subscribers > 0) server.publish(topic, frame);
+    if (subscribers === 0) return 0;
+    // ws.publish reaches every subscriber but that socket itself.
+    if (except !== undefined) {
+      except.publish(topic, frame);
+      return except.isSubscribed(topic) ? subscribers - 1 : subscribers;
+    }
+    server.publish(topic, frame);
     return subscribers;
   }
 

@@ -1,5 +1,5 @@
 import type { ApiKeys } from "../auth/api-keys.ts";
-import type { TokenVerifier } from "../auth/tokens.ts";
+import type { Claims, TokenVerifier } from "../auth/tokens.ts";
 import { SinalError } from "../errors.ts";
 import type { Metrics } from "../metrics.ts";
 
@@ -21,14 +21,29 @@ export class RestAuth {
     private readonly metrics: Metrics,
   ) {}
 
-  async authenticate(request: Request): Promise<Principal> {
+  private credential(request: Request, what: string): string {
     // The auth scheme is case-insensitive (RFC 9110 11.1): `bearer sk_...` is as good as `Bearer sk_...`.
     const match = /^bearer +(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "");
     if (match === null) {
       this.metrics.authFailed("rest_missing");
-      throw new SinalError("unauthorized", "Authorization: Bearer <api key or admin token> is required");
+      throw new SinalError("unauthorized", `Authorization: Bearer <${what}> is required`);
     }
-    const credential = match[1]!;
+    return match[1]!;
+  }
+
+  /** A user's own token (the `/v1/me` routes): any valid JWT, acting for its `sub` and `tid`. */
+  authenticateUser(request: Request): Claims {
+    const credential = this.credential(request, "user token");
+    try {
+      return this.verifier.verify(credential);
+    } catch (err) {
+      this.metrics.authFailed("rest_bad_token");
+      throw err;
+    }
+  }
+
+  async authenticate(request: Request): Promise<Principal> {
+    const credential = this.credential(request, "api key or admin token");
     const key = await this.apiKeys.resolve(credential);
     if (key !== null) return { tenant: key.tenant, actor: `key:${key.keyId}` };
     if (credential.split(".").length !== 3) {

@@ -1,0 +1,123 @@
+import { maySubscribe, parseChannel, type Channel } from "../channel.ts";
+import { SinalError } from "../errors.ts";
+import type { Publisher } from "../publisher.ts";
+import type { ChatStore, RoomChange, StoredMessage, StoredRoom } from "../store/chat-store.ts";
+import type { Connection } from "../ws/connection.ts";
+import type { FeatureHandlers } from "../ws/handlers.ts";
+import { MessageWriter } from "./message-writer.ts";
+import type { Typing } from "./typing.ts";
+
+/** A message as clients see it (PROTOCOL.md `new_message` data). */
+export interface MessageView {
+  id: number;
+  room: string;
+  sender: string;
+  content: string;
+  created_at: number;
+  client_msg_id?: string;
+}
+
+export function messageView(m: StoredMessage): MessageView {
+  const view: MessageView = { id: m.id, room: m.room, sender: m.sender, content: m.content, created_at: m.createdAt };
+  if (m.clientMsgId !== null) view.client_msg_id = m.clientMsgId;
+  return view;
+}
+
+export function roomView(room: StoredRoom) {
+  return {
+    id: room.id,
+    status: room.status,
+    assigned_agent: room.assignedAgent,
+    members: room.members,
+    meta: room.meta,
+    created_at: room.createdAt,
+    updated_at: room.updatedAt,
+  };
+}
+
+/**
+ * Rooms and messages: every message is stored (batched, committed) before `new_message` is
+ * published on `room:<id>`; a resend with the same client_msg_id returns the stored message and
+ * publishes nothing.
+ */
+export class ChatService {
+  private readonly writer: MessageWriter;
+
+  constructor(
+    private readonly store: ChatStore,
+    private readonly publisher: Publisher,
+    private readonly typing: Typing,
+  ) {
+    this.writer = new MessageWriter(store);
+  }
+
+  /** The channel of a room id, or bad_request when the id is not a valid channel id. */
+  roomChannel(tenant: string, room: string): Channel {
+    return parseChannel(tenant, `room:${room}`);
+  }
+
+  async send(channel: Channel, sender: string, content: string, clientMsgId: string | null): Promise<MessageView> {
+    const { message, duplicate } = await this.writer.write({
+      tenant: channel.tenant,
+      room: channel.id!,
+      sender,
+      content,
+      clientMsgId,
+      createdAt: Date.now(),
+    });
+    const view = messageView(message);
+    if (!duplicate) await this.publisher.publish(channel, "new_message", view);
+    return view;
+  }
+
+  async list(channel: Channel, before: number | null, limit: number): Promise<MessageView[]> {
+    return (await this.store.listMessages(channel.tenant, channel.id!, before, limit)).map(messageView);
+  }
+
+  async markRead(channel: Channel, user: string, messageId: number): Promise<number> {
+    const furthest = await this.store.markRead(channel.tenant, channel.id!, user, messageId, Date.now());
+    await this.publisher.publish(channel, "message_read", { room: channel.id, message_id: furthest, user });
+    return furthest;
+  }
+
+  unread(channel: Channel, user: string): Promise<number> {
+    return this.store.unreadCount(channel.tenant, channel.id!, user);
+  }
+
+  getRoom(channel: Channel): Promise<StoredRoom | null> {
+    return this.store.getRoom(channel.tenant, channel.id!);
+  }
+
+  /**
+   * A backend creates or changes a conversation: stored, then announced as `new_conversation`
+   * (when created) or `conversation_updated` on the room and on each of `notify` (e.g. an agents'
+   * `dept:support` channel), as the old helpers did.
+   */
+  async announce(channel: Channel, change: RoomChange, notify: Channel[]): Promise<{ room: StoredRoom; created: boolean }> {
+    const result = await this.store.upsertRoom(channel.tenant, channel.id!, change, Date.now());
+    const event = result.created ? "new_conversation" : "conversation_updated";
+    const data = roomView(result.room);
+    const targets = [channel, ...notify.filter((c) => c.topic !== channel.topic)];
+    for (const target of targets) await this.publisher.publish(target, event, data);
+    return result;
+  }
+
+  /** The `message`, `typing` and `read` frames. A user may use a room it may subscribe to. */
+  frameHandlers(): FeatureHandlers {
+    const roomFor = (conn: Connection, room: string) => {
+      const channel = this.roomChannel(conn.tenant, room);
+      if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
+      return channel;
+    };
+    return {
+      message: async (conn, frame) => ({
+        message: await this.send(roomFor(conn, frame.room), conn.user, frame.content, frame.client_msg_id ?? null),
+      }),
+      typing: (conn, frame) => {
+        this.typing.update(conn, roomFor(conn, frame.room), frame.typing, Date.now());
+        return {};
+      },
+      read: async (conn, frame) => ({ message_id: await this.markRead(roomFor(conn, frame.room), conn.user, frame.message_id) }),
+    };
+  }
+}

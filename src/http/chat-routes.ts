@@ -1,0 +1,94 @@
+import { Type } from "@sinclair/typebox";
+import { Elysia } from "elysia";
+import { parseChannel } from "../channel.ts";
+import { roomView, type ChatService } from "../chat/chat-service.ts";
+import { SinalError } from "../errors.ts";
+import { validator } from "../validate.ts";
+import { RoomId } from "../ws/frames.ts";
+import { readJsonBody } from "./json-body.ts";
+import type { RestAuth } from "./rest-auth.ts";
+
+const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
+const checkMessage = validator(
+  Type.Object({
+    sender: UserId,
+    content: Type.String({ minLength: 1, maxLength: 16_000 }),
+    client_msg_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+  }),
+);
+const checkRoomChange = validator(
+  Type.Object({
+    status: Type.Optional(Type.Union([Type.Literal("open"), Type.Literal("closed")])),
+    assigned_agent: Type.Optional(Type.Union([UserId, Type.Null()])),
+    members: Type.Optional(Type.Array(UserId, { maxItems: 1000 })),
+    meta: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    notify: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 50 })),
+  }),
+);
+const checkRoomId = validator(RoomId);
+const checkUserId = validator(UserId);
+
+function pageQuery(query: Record<string, string | undefined>): { before: number | null; limit: number } {
+  const limit = query.limit === undefined ? 50 : Number(query.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new SinalError("bad_request", "limit: a whole number from 1 to 200");
+  const before = query.before === undefined ? null : Number(query.before);
+  if (before !== null && (!Number.isInteger(before) || before < 1)) throw new SinalError("bad_request", "before: a message id");
+  return { before, limit };
+}
+
+/** Rooms for backends (API key or admin token): messages, history pages, announcements, unread counts. */
+export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: number) {
+  const room = async (request: Request, id: string) => {
+    const principal = await auth.authenticate(request);
+    return { principal, channel: chat.roomChannel(principal.tenant, checkRoomId(id, "room")) };
+  };
+  return new Elysia({ name: "chat-routes" })
+    .post(
+      "/v1/rooms/:room/messages",
+      async ({ request, params }) => {
+        const { channel } = await room(request, params.room);
+        const body = checkMessage(await readJsonBody(request, maxBodyBytes));
+        return chat.send(channel, body.sender, body.content, body.client_msg_id ?? null);
+      },
+      { parse: "none" },
+    )
+    .get("/v1/rooms/:room/messages", async ({ request, params, query }) => {
+      const { channel } = await room(request, params.room);
+      const { before, limit } = pageQuery(query);
+      const messages = await chat.list(channel, before, limit);
+      // A full page may have more behind it: `next_before` is the id to pass as `before`.
+      return { messages, next_before: messages.length === limit ? messages[messages.length - 1]!.id : null };
+    })
+    .get("/v1/rooms/:room", async ({ request, params }) => {
+      const { channel } = await room(request, params.room);
+      const stored = await chat.getRoom(channel);
+      if (stored === null) throw new SinalError("not_found", `no room "${channel.id}"`);
+      return roomView(stored);
+    })
+    .put(
+      "/v1/rooms/:room",
+      async ({ request, params }) => {
+        const { principal, channel } = await room(request, params.room);
+        const body = checkRoomChange(await readJsonBody(request, maxBodyBytes));
+        const notify = (body.notify ?? []).map((name, i) => {
+          try {
+            return parseChannel(principal.tenant, name);
+          } catch (err) {
+            throw err instanceof SinalError ? new SinalError(err.code, `notify[${i}]: ${err.message}`) : err;
+          }
+        });
+        const { room: stored, created } = await chat.announce(
+          channel,
+          { status: body.status, assignedAgent: body.assigned_agent, members: body.members, meta: body.meta },
+          notify,
+        );
+        return { created, room: roomView(stored) };
+      },
+      { parse: "none" },
+    )
+    .get("/v1/rooms/:room/unread", async ({ request, params, query }) => {
+      const { channel } = await room(request, params.room);
+      const user = checkUserId(query.user, "user");
+      return { room: channel.id, user, unread: await chat.unread(channel, user) };
+    });
+}
