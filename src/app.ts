@@ -45,7 +45,7 @@ export function createApp(deps: AppDeps) {
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes);
-  const typing = new Typing(publisher);
+  const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
   const gateway = new Gateway({
@@ -58,7 +58,8 @@ export function createApp(deps: AppDeps) {
     metrics,
     logger,
     features: { ...chat.frameHandlers() },
-    listeners: [occupancy, typing],
+    // Typing first: a closing typist's typing:false goes out before its user_left.
+    listeners: [typing, occupancy],
   });
   let draining = false;
   const timers: Timer[] = [];

@@ -51,6 +51,18 @@ export interface Config {
   metricsTopTenants: number;
   shutdownTimeoutMs: number;
   limits: Limits;
+  chat: {
+    /** At most one `typing:true` per user and room in this window. */
+    typingThrottleMs: number;
+    /** A typist without a repeat for this long gets `typing:false`. */
+    typingTimeoutMs: number;
+  };
+  presence: {
+    /** A user with no frame on any connection for this long is `away`. */
+    awayAfterMs: number;
+  };
+  locks: { ttlMs: number };
+  audit: { retentionDays: number };
 }
 
 export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -155,6 +167,13 @@ export function loadConfig(env: Env = process.env): Config {
     sweepIntervalMs: int(env, "SWEEP_INTERVAL_MS", 250, 10, 60_000),
     metricsTopTenants: int(env, "METRICS_TOP_TENANTS", 10, 0, 1000),
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8_000, 100, 60_000),
+    chat: {
+      typingThrottleMs: int(env, "TYPING_THROTTLE_MS", 2_000, 0),
+      typingTimeoutMs: int(env, "TYPING_TIMEOUT_MS", 6_000, 100),
+    },
+    presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100) },
+    locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
+    audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
     limits: {
       maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
       ratePerSec,

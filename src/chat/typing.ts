@@ -29,7 +29,10 @@ export class Typing implements ConnectionListener {
     const key = `${channel.topic}\u0000${conn.user}`;
     const current = this.typists.get(key);
     if (!typing) {
-      if (current) this.stop(key, current, conn);
+      if (current) {
+        current.conn = conn;
+        this.stop(key, current);
+      }
       return;
     }
     if (current && now - current.lastPublishedAt < this.throttleMs) {
@@ -49,10 +52,10 @@ export class Typing implements ConnectionListener {
     for (const [key, typist] of this.typists) if (typist.conn === conn) this.stop(key, typist);
   }
 
-  private stop(key: string, typist: Typist, from?: Connection): void {
+  private stop(key: string, typist: Typist): void {
     this.typists.delete(key);
-    // A closed socket is no longer subscribed, so it needs no exclusion.
-    const except = from && !from.closing ? from.ws : undefined;
+    // Not echoed to the typing socket; a closed one is no longer subscribed and needs no exclusion.
+    const except = typist.conn.closing ? undefined : typist.conn.ws;
     this.publisher.publishEphemeral(typist.channel, "typing", { room: typist.channel.id, user: typist.user, typing: false }, except);
   }
 }

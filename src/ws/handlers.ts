@@ -68,7 +68,9 @@ export class FrameHandlers {
       this.deps.broker.subscribe(conn.ws, channel.topic);
       conn.topics.push(channel.topic);
       this.deps.metrics.tenant(conn.tenant).subscriptions++;
-      this.deps.listeners.subscribed(conn, channel);
+      // After the reply, which the gateway writes as soon as this synchronous handler returns:
+      // a subscriber sees its reply before any publication the subscribe causes (user_joined).
+      queueMicrotask(() => this.deps.listeners.subscribed(conn, channel));
     }
     const position = this.deps.publisher.position(channel);
     // No history is kept yet: recovery succeeds only when the client missed nothing.
