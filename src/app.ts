@@ -20,6 +20,8 @@ import { ChatService } from "./chat/chat-service.ts";
 import { RoomOccupancy } from "./chat/room-occupancy.ts";
 import { Typing } from "./chat/typing.ts";
 import { chatRoutes } from "./http/chat-routes.ts";
+import { presenceRoutes } from "./http/presence-routes.ts";
+import { MemoryPresence } from "./presence/memory-presence.ts";
 
 export interface AppDeps {
   config: Config;
@@ -48,6 +50,7 @@ export function createApp(deps: AppDeps) {
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
+  const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const gateway = new Gateway({
     limits,
     allowedOrigins: config.allowedOrigins,
@@ -57,9 +60,10 @@ export function createApp(deps: AppDeps) {
     broker,
     metrics,
     logger,
-    features: { ...chat.frameHandlers() },
-    // Typing first: a closing typist's typing:false goes out before its user_left.
-    listeners: [typing, occupancy],
+    features: { ...chat.frameHandlers(), ...presence.frameHandlers() },
+    // In this order on close: a typist's typing:false, then its user_left, then its offline.
+    listeners: [typing, occupancy, presence],
+    subscribeExtras: [presence.subscribeExtra()],
   });
   let draining = false;
   const timers: Timer[] = [];
@@ -115,6 +119,7 @@ export function createApp(deps: AppDeps) {
     .get("/ws", ({ request, server }) => gateway.upgrade(request, server!))
     .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
     .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
+    .use(presenceRoutes(restAuth, presence, occupancy))
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);

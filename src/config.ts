@@ -149,7 +149,7 @@ export function loadConfig(env: Env = process.env): Config {
   const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
-  const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 5, 960);
+  const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);
   if (idleTimeoutSec * 1000 <= pingIntervalMs) {
     throw new ConfigError("IDLE_TIMEOUT_S", `must be longer than PING_INTERVAL_MS (${pingIntervalMs} ms), or clients that ping on time get cut off`);
   }
