@@ -21,6 +21,8 @@ import { RoomOccupancy } from "./chat/room-occupancy.ts";
 import { Typing } from "./chat/typing.ts";
 import { chatRoutes } from "./http/chat-routes.ts";
 import { presenceRoutes } from "./http/presence-routes.ts";
+import { notificationRoutes } from "./http/notification-routes.ts";
+import { NotificationService } from "./notifications/notification-service.ts";
 import { MemoryPresence } from "./presence/memory-presence.ts";
 
 export interface AppDeps {
@@ -51,7 +53,14 @@ export function createApp(deps: AppDeps) {
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
-  const gateway = new Gateway({
+  // The gateway knows who is connected; notifications need that and the gateway needs them: late-bound.
+  const notifications: NotificationService = new NotificationService(
+    store.notifications,
+    publisher,
+    (tenant, user) => gateway.userConnections(tenant, user) > 0,
+    logger,
+  );
+  const gateway: Gateway = new Gateway({
     limits,
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.pingIntervalMs,
@@ -62,7 +71,7 @@ export function createApp(deps: AppDeps) {
     logger,
     features: { ...chat.frameHandlers(), ...presence.frameHandlers() },
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
-    listeners: [typing, occupancy, presence],
+    listeners: [typing, occupancy, presence, notifications],
     subscribeExtras: [presence.subscribeExtra()],
   });
   let draining = false;
@@ -120,6 +129,7 @@ export function createApp(deps: AppDeps) {
     .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
     .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
     .use(presenceRoutes(restAuth, presence, occupancy))
+    .use(notificationRoutes(restAuth, notifications, store.notifications, limits.maxBodyBytes))
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);

@@ -6,6 +6,7 @@ import { dirname } from "node:path";
 import { sqliteMigrations } from "./migrations.macro.ts" with { type: "macro" };
 import { apiKeys, idempotency } from "./schema.sqlite.ts";
 import { SqliteChatStore } from "./sqlite-chat-store.ts";
+import { SqliteNotificationStore } from "./sqlite-notification-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
@@ -32,12 +33,14 @@ export function openSqliteStore(path: string): Store {
 class SqliteStore implements Store {
   private closed = false;
   readonly chat: SqliteChatStore;
+  readonly notifications: SqliteNotificationStore;
 
   constructor(
     private readonly sqlite: Database,
     private readonly db: Db,
   ) {
     this.chat = new SqliteChatStore(db);
+    this.notifications = new SqliteNotificationStore(db);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {

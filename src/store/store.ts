@@ -14,9 +14,11 @@ export interface StoredApiKey {
 }
 
 import type { ChatStore } from "./chat-store.ts";
+import type { NotificationStore } from "./notification-store.ts";
 
 export interface Store {
   readonly chat: ChatStore;
+  readonly notifications: NotificationStore;
 
   insertApiKey(key: StoredApiKey): Promise<void>;
   findApiKey(id: string): Promise<StoredApiKey | null>;

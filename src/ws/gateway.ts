@@ -71,6 +71,11 @@ export class Gateway implements ConnectionEvents {
     return this.connections.size;
   }
 
+  /** Open connections of one user on this node. */
+  userConnections(tenant: string, user: string): number {
+    return this.perUser.get(`${tenant}\u0000${user}`) ?? 0;
+  }
+
   /** Answers GET /ws: an HTTP error before the upgrade, or undefined once upgraded. */
   upgrade(request: Request, server: Server<unknown>): Response | undefined {
     if (this.draining) return json(503, errorBody("unavailable", "server is shutting down"));
