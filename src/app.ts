@@ -23,6 +23,8 @@ import { chatRoutes } from "./http/chat-routes.ts";
 import { presenceRoutes } from "./http/presence-routes.ts";
 import { notificationRoutes } from "./http/notification-routes.ts";
 import { NotificationService } from "./notifications/notification-service.ts";
+import { LockService } from "./locks/lock-service.ts";
+import { MemoryLocks } from "./locks/memory-locks.ts";
 import { MemoryPresence } from "./presence/memory-presence.ts";
 
 export interface AppDeps {
@@ -53,6 +55,7 @@ export function createApp(deps: AppDeps) {
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
+  const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs);
   // The gateway knows who is connected; notifications need that and the gateway needs them: late-bound.
   const notifications: NotificationService = new NotificationService(
     store.notifications,
@@ -69,9 +72,9 @@ export function createApp(deps: AppDeps) {
     broker,
     metrics,
     logger,
-    features: { ...chat.frameHandlers(), ...presence.frameHandlers() },
+    features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
-    listeners: [typing, occupancy, presence, notifications],
+    listeners: [typing, occupancy, locks, presence, notifications],
     subscribeExtras: [presence.subscribeExtra()],
   });
   let draining = false;
@@ -107,7 +110,7 @@ export function createApp(deps: AppDeps) {
       set.headers["content-type"] = "application/json";
       if (error instanceof SinalError) {
         set.status = error.status;
-        return errorBody(error.code, error.message);
+        return { error: error.toJSON() };
       }
       if (code === "PARSE") {
         set.status = 400;

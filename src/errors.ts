@@ -40,14 +40,16 @@ export class SinalError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** Machine-readable context sent beside code and message (e.g. the holder of a lock). */
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
     this.name = "SinalError";
     this.status = statusOf[code];
   }
 
-  toJSON(): { code: ErrorCode; message: string } {
-    return { code: this.code, message: this.message };
+  toJSON(): { code: ErrorCode; message: string } & Record<string, unknown> {
+    return { code: this.code, message: this.message, ...this.details };
   }
 }
 

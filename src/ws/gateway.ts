@@ -242,7 +242,7 @@ export class Gateway implements ConnectionEvents {
 
   private reject(conn: Connection, id: number | string | undefined, error: SinalError): void {
     this.deps.metrics.rejected(error.code);
-    const body = { code: error.code, message: error.message };
+    const body = error.toJSON();
     this.send(conn, id === undefined ? { type: "error", error: body } : { type: "reply", id, ok: false, error: body });
   }
 

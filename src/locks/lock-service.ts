@@ -1,0 +1,70 @@
+import { maySubscribe, parseChannel, type Channel } from "../channel.ts";
+import { SinalError } from "../errors.ts";
+import type { Publisher } from "../publisher.ts";
+import type { Connection } from "../ws/connection.ts";
+import type { FeatureHandlers } from "../ws/handlers.ts";
+import type { ConnectionListener } from "../ws/hooks.ts";
+import type { Lock, Locks } from "./locks.ts";
+
+/** PROTOCOL.md `lock`/`unlock` data. */
+function lockView(lock: Lock, withExpiry: boolean) {
+  return { resource: lock.resource, user: lock.user, since: lock.since, ...(withExpiry ? { expires_at: lock.expiresAt } : {}) };
+}
+
+/**
+ * The `lock` and `unlock` frames. A lock is announced as `lock` on `sync:<module>` when taken and
+ * as `unlock` when released, expired, or its holding connection closes; renewals are silent.
+ */
+export class LockService implements ConnectionListener {
+  constructor(
+    private readonly locks: Locks,
+    private readonly publisher: Publisher,
+    private readonly ttlMs: number,
+  ) {}
+
+  /** `customer:77` -> `sync:customer`; the user must be allowed on that channel. */
+  private channelFor(conn: Connection, resource: string): Channel {
+    const channel = parseChannel(conn.tenant, `sync:${resource.slice(0, resource.indexOf(":"))}`);
+    if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) {
+      throw new SinalError("forbidden", `not allowed to lock resources of "${channel.name}"`);
+    }
+    return channel;
+  }
+
+  frameHandlers(): FeatureHandlers {
+    return {
+      lock: async (conn, frame) => {
+        const channel = this.channelFor(conn, frame.resource);
+        const result = this.locks.acquire(conn.tenant, frame.resource, conn.user, conn.id, Date.now(), this.ttlMs);
+        if (!result.ok) {
+          const { lock } = result;
+          throw new SinalError("locked", `${lock.resource} is locked by ${lock.user} since ${new Date(lock.since).toISOString()}`, {
+            lock: lockView(lock, true),
+          });
+        }
+        if (!result.renewed) await this.publisher.publish(channel, "lock", lockView(result.lock, true));
+        return { lock: lockView(result.lock, true), renewed: result.renewed };
+      },
+      unlock: async (conn, frame) => {
+        const channel = this.channelFor(conn, frame.resource);
+        const { released, heldBy } = this.locks.release(conn.tenant, frame.resource, conn.user);
+        if (heldBy) throw new SinalError("forbidden", `${heldBy.resource} is held by ${heldBy.user}`, { lock: lockView(heldBy, true) });
+        if (released) await this.publisher.publish(channel, "unlock", lockView(released, false));
+        return { released: released !== null };
+      },
+    };
+  }
+
+  closed(conn: Connection): void {
+    for (const lock of this.locks.releaseConnection(conn.tenant, conn.id)) this.announceUnlock(conn.tenant, lock);
+  }
+
+  sweep(now: number): void {
+    for (const { tenant, lock } of this.locks.expire(now)) this.announceUnlock(tenant, lock);
+  }
+
+  private announceUnlock(tenant: string, lock: Lock): void {
+    const channel = parseChannel(tenant, `sync:${lock.resource.slice(0, lock.resource.indexOf(":"))}`);
+    void this.publisher.publish(channel, "unlock", lockView(lock, false));
+  }
+}
