@@ -25,6 +25,8 @@ import { notificationRoutes } from "./http/notification-routes.ts";
 import { NotificationService } from "./notifications/notification-service.ts";
 import { LockService } from "./locks/lock-service.ts";
 import { MemoryLocks } from "./locks/memory-locks.ts";
+import { AuditLog } from "./audit/audit-log.ts";
+import { auditRoutes } from "./http/audit-routes.ts";
 import { MemoryPresence } from "./presence/memory-presence.ts";
 
 export interface AppDeps {
@@ -50,7 +52,8 @@ export function createApp(deps: AppDeps) {
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
-  const publishService = new PublishService(publisher, store, limits.maxFrameBytes);
+  const audit = new AuditLog(store.audit, logger);
+  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
@@ -74,7 +77,7 @@ export function createApp(deps: AppDeps) {
     logger,
     features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
-    listeners: [typing, occupancy, locks, presence, notifications],
+    listeners: [typing, occupancy, locks, presence, notifications, audit],
     subscribeExtras: [presence.subscribeExtra()],
   });
   let draining = false;
@@ -132,7 +135,8 @@ export function createApp(deps: AppDeps) {
     .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
     .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
     .use(presenceRoutes(restAuth, presence, occupancy))
-    .use(notificationRoutes(restAuth, notifications, store.notifications, limits.maxBodyBytes))
+    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, limits.maxBodyBytes))
+    .use(auditRoutes(restAuth, store.audit))
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);
@@ -141,6 +145,10 @@ export function createApp(deps: AppDeps) {
       const pruneIdempotency = () =>
         store.pruneIdempotency(Date.now() - config.idempotencyTtlSec * 1000).catch((err) => logger.error({ err }, "idempotency prune failed"));
       timers.push(setInterval(pruneIdempotency, 3_600_000));
+      timers.push(setInterval(() => void audit.flush(), 200));
+      const pruneAudit = () =>
+        store.audit.prune(Date.now() - config.audit.retentionDays * 86_400_000).catch((err) => logger.error({ err }, "audit prune failed"));
+      timers.push(setInterval(pruneAudit, 3_600_000));
       // prevents the timers from keeping a stopping process alive
       for (const timer of timers) timer.unref();
     });
@@ -154,7 +162,8 @@ export function createApp(deps: AppDeps) {
     await gateway.shutdown(config.shutdownTimeoutMs / 2);
     if (server) await server.stop(true);
     await broker.close();
+    await audit.flush();
   }
 
-  return { app, apiKeys, publisher, gateway, metrics, stop };
+  return { app, apiKeys, publisher, gateway, metrics, audit, stop };
 }

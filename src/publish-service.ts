@@ -3,6 +3,7 @@ import { parseChannel, type Channel } from "./channel.ts";
 import { SinalError } from "./errors.ts";
 import type { Position, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
+import type { AuditLog } from "./audit/audit-log.ts";
 import { validator } from "./validate.ts";
 import { EventName } from "./ws/frames.ts";
 
@@ -36,15 +37,22 @@ export class PublishService {
     private readonly publisher: Publisher,
     private readonly store: Store,
     private readonly maxDataBytes: number,
+    private readonly audit: AuditLog,
   ) {}
 
-  /** Validates every item first (a bad item publishes nothing), then publishes them in order. */
-  async publishMany(tenant: string, items: unknown[]): Promise<Position[]> {
+  /**
+   * Validates every item first (a bad item publishes nothing), then publishes them in order and
+   * records who published what in the audit log.
+   */
+  async publishMany(principal: { tenant: string; actor: string }, items: unknown[]): Promise<Position[]> {
+    const { tenant } = principal;
     if (items.length === 0) throw new SinalError("bad_request", "a batch holds at least one publication");
     if (items.length > MAX_BATCH) throw new SinalError("bad_request", `a batch holds at most ${MAX_BATCH} publications`);
     const valid = items.map((item, i) => this.validate(tenant, item, items.length > 1 ? `[${i}].` : ""));
     const results: Position[] = [];
     for (const item of valid) results.push(await this.publishOne(tenant, item));
+    const channels = [...new Set(valid.map((v) => v.channel.name))];
+    this.audit.record(tenant, "rest_publish", principal.actor, { count: valid.length, channels: channels.slice(0, 20) });
     return results;
   }
 

@@ -5,6 +5,7 @@ import { SinalError } from "../errors.ts";
 import { notificationView, type NotificationService } from "../notifications/notification-service.ts";
 import type { NotificationStore } from "../store/notification-store.ts";
 import { validator } from "../validate.ts";
+import type { AuditLog } from "../audit/audit-log.ts";
 import { readJsonBody } from "./json-body.ts";
 import type { RestAuth } from "./rest-auth.ts";
 
@@ -28,21 +29,25 @@ const checkRead = validator(
 const checkPreferences = validator(Type.Object({ muted_categories: Type.Array(Category, { maxItems: 100 }) }));
 
 /** `POST /v1/notifications` for backends; `/v1/me/...` for a user with their own token. */
-export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, maxBodyBytes: number) {
+export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, audit: AuditLog, maxBodyBytes: number) {
   return new Elysia({ name: "notification-routes" })
     .post(
       "/v1/notifications",
       async ({ request }) => {
-        const { tenant } = await auth.authenticate(request);
+        const { tenant, actor } = await auth.authenticate(request);
         const body = checkSend(await readJsonBody(request, maxBodyBytes));
         const targets = [body.user, body.users, body.channel].filter((t) => t !== undefined).length;
         if (targets !== 1) throw new SinalError("bad_request", "give exactly one of user, users or channel");
         const input = { category: body.category, title: body.title, message: body.message, data: body.data, action: body.action };
         if (body.channel !== undefined) {
           const channel = parseChannel(tenant, body.channel);
-          return { channel: channel.name, ...(await service.sendToChannel(channel, input)) };
+          const position = await service.sendToChannel(channel, input);
+          audit.record(tenant, "notification", actor, { category: input.category, channel: channel.name });
+          return { channel: channel.name, ...position };
         }
-        return { notifications: await service.sendToUsers(tenant, body.users ?? [body.user!], input) };
+        const sent = await service.sendToUsers(tenant, body.users ?? [body.user!], input);
+        audit.record(tenant, "notification", actor, { category: input.category, users: sent.length });
+        return { notifications: sent };
       },
       { parse: "none" },
     )

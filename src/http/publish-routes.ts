@@ -28,7 +28,7 @@ export function publishRoutes(auth: RestAuth, service: PublishService, logger: L
         const principal = await auth.authenticate(request);
         const parsed = await readJsonBody(request, maxBodyBytes);
         const isBatch = Array.isArray(parsed);
-        const results = await service.publishMany(principal.tenant, isBatch ? parsed : [parsed]);
+        const results = await service.publishMany(principal, isBatch ? parsed : [parsed]);
         logger.debug({ tenant: principal.tenant, actor: principal.actor, count: results.length }, "rest publish");
         return isBatch ? results : results[0];
       },
@@ -41,7 +41,7 @@ export function publishRoutes(auth: RestAuth, service: PublishService, logger: L
         const body = checkSync(await readJsonBody(request, maxBodyBytes));
         const { module, action, record } = body;
         const item = { channel: `sync:${module}`, event: "data_sync", data: { module, action, record }, idempotency_key: body.idempotency_key };
-        const [result] = await service.publishMany(principal.tenant, [item]);
+        const [result] = await service.publishMany(principal, [item]);
         return result;
       },
       { parse: "none" },
@@ -50,7 +50,7 @@ export function publishRoutes(auth: RestAuth, service: PublishService, logger: L
       "/emit-event",
       async ({ request }) => {
         const principal = await auth.authenticate(request);
-        const [result] = await service.publishMany(principal.tenant, [emitEventItem(await readJsonBody(request, maxBodyBytes))]);
+        const [result] = await service.publishMany(principal, [emitEventItem(await readJsonBody(request, maxBodyBytes))]);
         return result;
       },
       { parse: "none" },

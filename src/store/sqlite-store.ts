@@ -7,6 +7,7 @@ import { sqliteMigrations } from "./migrations.macro.ts" with { type: "macro" };
 import { apiKeys, idempotency } from "./schema.sqlite.ts";
 import { SqliteChatStore } from "./sqlite-chat-store.ts";
 import { SqliteNotificationStore } from "./sqlite-notification-store.ts";
+import { SqliteAuditStore } from "./sqlite-audit-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
@@ -34,6 +35,7 @@ class SqliteStore implements Store {
   private closed = false;
   readonly chat: SqliteChatStore;
   readonly notifications: SqliteNotificationStore;
+  readonly audit: SqliteAuditStore;
 
   constructor(
     private readonly sqlite: Database,
@@ -41,6 +43,7 @@ class SqliteStore implements Store {
   ) {
     this.chat = new SqliteChatStore(db);
     this.notifications = new SqliteNotificationStore(db);
+    this.audit = new SqliteAuditStore(db);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {

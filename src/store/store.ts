@@ -15,8 +15,10 @@ export interface StoredApiKey {
 
 import type { ChatStore } from "./chat-store.ts";
 import type { NotificationStore } from "./notification-store.ts";
+import type { AuditStore } from "./audit-store.ts";
 
 export interface Store {
+  readonly audit: AuditStore;
   readonly chat: ChatStore;
   readonly notifications: NotificationStore;
 
