@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createApp } from "../src/app.ts";
+import { mintToken } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
@@ -224,11 +225,12 @@ describe("tenant isolation", () => {
   });
 });
 
-test("after a restart on the same sqlite file, rooms, messages and receipts are all there", async () => {
+test("after a restart on the same sqlite file, rooms, messages, receipts and notifications are all there", async () => {
   const first = await startServer();
   const k = await first.apiKey("acme");
   const m = (await (await post(first, "/v1/rooms/keep/messages", { sender: "a", content: "persisted", client_msg_id: "k1" }, k)).json()) as any;
   await fetch(`${first.http}/v1/rooms/keep`, { method: "PUT", headers: { authorization: `Bearer ${k}` }, body: JSON.stringify({ status: "closed", assigned_agent: "ag" }) });
+  await post(first, "/v1/notifications", { user: "offline-user", category: "c", title: "kept for later", message: "m" }, k);
   const reader = await Client.open(first, { user: "b", subChannels: ["room:*"] });
   expect(await reader.request({ type: "read", room: "keep", message_id: m.id })).toMatchObject({ ok: true });
   reader.close();
@@ -249,6 +251,11 @@ test("after a restart on the same sqlite file, rooms, messages and receipts are 
     expect(((await (await fetch(`${base}/v1/rooms/keep/unread?user=b`, { headers: h })).json()) as any).unread).toBe(0);
     const resend = await fetch(`${base}/v1/rooms/keep/messages`, { method: "POST", headers: h, body: JSON.stringify({ sender: "a", content: "x", client_msg_id: "k1" }) });
     expect(await resend.json()).toEqual(m);
+    // The notification that was pending before the restart is pushed at the user's first connect after it.
+    const token = await mintToken(SECRET, { tenant: "acme", user: "offline-user", ttlSec: 60 });
+    const { client } = await Client.connect(`ws://127.0.0.1:${again.app.server!.port}/ws?token=${token}`);
+    expect(await client.next()).toMatchObject({ channel: "user:offline-user", event: "notification", data: { title: "kept for later" } });
+    client.close();
   } finally {
     await again.stop();
     await store.close();
