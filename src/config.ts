@@ -37,7 +37,11 @@ export interface Config {
   host: string;
   /** HS256 secret, or a PEM public key (RS256/ES256). */
   jwt: { kind: "secret"; secret: string; dev: boolean } | { kind: "public-key"; pem: string };
-  database: { kind: "sqlite"; path: string };
+  /**
+   * `synchronous`: FULL (default) fsyncs every commit, so an acknowledged message survives a power
+   * loss; NORMAL survives a process crash only and commits faster.
+   */
+  database: { kind: "sqlite"; path: string; synchronous: "full" | "normal" };
   /** Keys from SINAL_API_KEYS, accepted besides stored ones. */
   envApiKeys: { tenant: string; key: string }[];
   /** null: same-origin only; ["*"]: any origin; else the exact origins allowed. */
@@ -78,12 +82,14 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
   return value;
 }
 
-function parseDatabase(raw: string | undefined): Config["database"] {
+function parseDatabase(raw: string | undefined, synchronous: string | undefined): Config["database"] {
+  const sync = synchronous === undefined || synchronous === "" ? "full" : synchronous.toLowerCase();
+  if (sync !== "full" && sync !== "normal") throw new ConfigError("SQLITE_SYNCHRONOUS", `expected full or normal, got "${synchronous}"`);
   const url = raw && raw !== "" ? raw : "sqlite:./data/sinal.db";
   if (url.startsWith("sqlite:")) {
     const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
     if (path === "") throw new ConfigError("DATABASE_URL", "sqlite: needs a file path, e.g. sqlite:./data/sinal.db");
-    return { kind: "sqlite", path };
+    return { kind: "sqlite", path, synchronous: sync };
   }
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
     throw new ConfigError("DATABASE_URL", "the PostgreSQL store is not in this version yet; use sqlite:<path>");
@@ -157,7 +163,7 @@ export function loadConfig(env: Env = process.env): Config {
     port: int(env, "PORT", 3000, 0, 65535),
     host,
     jwt: parseJwt(env),
-    database: parseDatabase(env.DATABASE_URL),
+    database: parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS),
     envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
     allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
     logLevel: parseLogLevel(env.LOG_LEVEL),

@@ -18,7 +18,7 @@ describe("loadConfig", () => {
     const config = loadConfig({ JWT_SECRET: SECRET });
     expect(config.port).toBe(3000);
     expect(config.host).toBe("0.0.0.0");
-    expect(config.database).toEqual({ kind: "sqlite", path: "./data/sinal.db" });
+    expect(config.database).toEqual({ kind: "sqlite", path: "./data/sinal.db", synchronous: "full" });
     expect(config.limits.maxFrameBytes).toBe(65536);
     expect(config.limits.ratePerSec).toBe(50);
     expect(config.limits.rateBurst).toBe(100);
@@ -51,6 +51,7 @@ describe("loadConfig", () => {
     expect(failure({ LOG_LEVEL: "loud" })).toStartWith("LOG_LEVEL:");
     expect(failure({ REDIS_URL: "redis://127.0.0.1:6379" })).toStartWith("REDIS_URL:");
     expect(failure({ IDLE_TIMEOUT_S: "20", PING_INTERVAL_MS: "25000" })).toStartWith("IDLE_TIMEOUT_S:");
+    expect(failure({ SQLITE_SYNCHRONOUS: "off" })).toStartWith("SQLITE_SYNCHRONOUS:");
     expect(failure({ DATABASE_URL: "mysql://root:hunter2@db" })).not.toContain("hunter2");
   });
 

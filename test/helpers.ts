@@ -45,7 +45,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
     },
   });
   const logger = createLogger(config.logLevel, sink);
-  const store = openSqliteStore(config.database.path);
+  const store = openSqliteStore(config.database.path, config.database.synchronous);
   const sinal = createApp({ config, store, logger });
   sinal.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
   const port = sinal.app.server!.port!;

@@ -34,7 +34,7 @@ function parseArgs<T extends ParseArgsConfig>(config: T) {
 }
 
 export function migrateCommand(config: Config): void {
-  const store = openSqliteStore(config.database.path);
+  const store = openSqliteStore(config.database.path, config.database.synchronous);
   void store.close();
   out(`database ${config.database.path} is up to date`);
 }
@@ -42,7 +42,7 @@ export function migrateCommand(config: Config): void {
 export async function keysCommand(config: Config, args: string[]): Promise<void> {
   const [action, ...rest] = args;
   const { values } = parseArgs({ args: rest, options: { tenant: { type: "string" }, id: { type: "string" } }, strict: true });
-  const store = openSqliteStore(config.database.path);
+  const store = openSqliteStore(config.database.path, config.database.synchronous);
   try {
     if (action === "create") {
       const tenant = requireTenant(values.tenant);

@@ -7,7 +7,7 @@ import { openSqliteStore } from "../store/sqlite-store.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const store = openSqliteStore(config.database.path);
+  const store = openSqliteStore(config.database.path, config.database.synchronous);
   const sinal = createApp({ config, store, logger });
 
   if (config.jwt.kind === "secret" && config.jwt.dev) await announceDevMode(config.jwt.secret, sinal.apiKeys, logger);

@@ -20,11 +20,11 @@ function migrate(db: Db): void {
 }
 
 /** Opens (creating if needed) the sqlite file in WAL mode and brings its schema up to date. */
-export function openSqliteStore(path: string): Store {
+export function openSqliteStore(path: string, synchronous: "full" | "normal" = "full"): Store {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const sqlite = new Database(path, { create: true, strict: true });
   sqlite.run("PRAGMA journal_mode = WAL");
-  sqlite.run("PRAGMA synchronous = NORMAL");
+  sqlite.run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
   sqlite.run("PRAGMA busy_timeout = 5000");
   const db: Db = drizzle({ client: sqlite });
   migrate(db);
