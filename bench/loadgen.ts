@@ -35,9 +35,16 @@ interface FanoutConfig extends CommonConfig {
   /** Max-throughput phase: seconds and the bound on publications not yet delivered to everyone. */
   maxSec: number;
   window: number;
+  /** In the max phase, latency is recorded for every k-th subscriber only (it costs the load generator). */
+  maxLatencyEvery: number;
   /** Fixed offered load: publications per second and seconds. */
   fixedRate: number;
   fixedSec: number;
+  /** A phase disturbed by other processes (more than quietPct % of a core) is run again, at most `attempts` times in all. */
+  quietPct: number;
+  attempts: number;
+  /** Before each attempt, wait at most this long for the machine to be quiet. */
+  quietWaitSec: number;
 }
 
 interface IdleConfig extends CommonConfig {
@@ -108,6 +115,8 @@ type Role = "sub" | "pub" | "idle";
 class Conn implements FrameSink {
   ready = false;
   failed: string | null = null;
+  /** Position among the connections of its kind (latency sampling picks by it). */
+  index = 0;
   readonly ws: RawWebSocket;
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
@@ -241,6 +250,8 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
   let published = 0;
   let mode: "idle" | "max" | "fixed" = "idle";
   let recordLatency = false;
+  /** Latency is recorded for subscribers whose index is a multiple of this (1: all). */
+  let latencyEvery = 1;
 
   let publisher: Conn | null = null;
   let seq = 0;
@@ -265,9 +276,17 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
     published += k;
   };
 
+  let markAt = 0;
   const hot: HotPath = {
     onFrame(conn, buf, start, end, now) {
-      const k = buf.indexOf(MARK, start);
+      // The timestamp sits at the same offset in every publication of a target: check there
+      // first (4 byte compares), search only when it is not there (a 16-byte scan costs more
+      // than the rest of the frame's handling).
+      let k = start + markAt;
+      if (!(buf[k] === 34 && buf[k + 1] === 116 && buf[k + 2] === 34 && buf[k + 3] === 58 && k + 4 < end)) {
+        k = buf.indexOf(MARK, start);
+        if (k >= 0 && k < end) markAt = k - start;
+      }
       if (k < 0 || k >= end) {
         const answer = target.keepAliveReply(buf, start, end);
         if (answer !== null) conn.ws.sendText(answer);
@@ -276,7 +295,7 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
       }
       received++;
       receivedBytes += end - start;
-      if (recordLatency) {
+      if (recordLatency && conn.index % latencyEvery === 0) {
         const sentAt = parseNumber(buf, k + 4, end);
         const us = Math.round((now - sentAt) * 1000);
         histogram.recordValue(us > 0 ? us : 1);
@@ -292,7 +311,9 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
   const t0 = performance.now();
   log(`${cfg.target}: opening ${N} subscribers`);
   const { conns: subs, errors } = await openMany(N, cfg.concurrency, async (i) => {
-    return new Conn(target, "sub", await target.path(`s${i}`, "sub"), cfg.host, cfg.port, hot);
+    const conn = new Conn(target, "sub", await target.path(`s${i}`, "sub"), cfg.host, cfg.port, hot);
+    conn.index = i;
+    return conn;
   });
   if (subs.length !== N) throw new Error(`${errors.length} of ${N} subscribers failed; first: ${errors[0]}`);
   const pub = new Conn(target, "pub", await target.path("publisher", "pub"), cfg.host, cfg.port, {
@@ -318,7 +339,7 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
     return received >= published * N;
   };
 
-  async function phase(name: string, kind: "max" | "fixed", seconds: number, record: boolean) {
+  async function phase(name: string, kind: "max" | "fixed", seconds: number, record: boolean, sampleEvery = 1) {
     const counters0: ServerCounters = await target.counters(cfg.host, cfg.port);
     const serverCpu0 = processCpuSec(cfg.serverPid);
     const busy0 = machineBusySec();
@@ -328,6 +349,7 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
     const bytes0 = receivedBytes;
     histogram.reset();
     recordLatency = record;
+    latencyEvery = sampleEvery;
     const start = performance.now();
     const stopAt = start + seconds * 1000;
     let stalled = false;
@@ -407,6 +429,7 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
       // CPU used by everything else on the machine (other processes, kernel threads), % of one core
       other_cpu_pct: Math.round(((busy - serverCpu - (cpu.user + cpu.system) / 1e6) / elapsed) * 1000) / 10,
       latency: record ? summarize(histogram) : undefined,
+      latency_sampled_subscribers: record ? Math.ceil(N / sampleEvery) : 0,
       other_frames: otherFrames,
       closed_during_run: closedDuringRun,
       close_reasons: closeReasons.slice(0, 5),
@@ -419,10 +442,40 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
     return result;
   }
 
+  /** CPU used over `ms` by everything but the server and this process, in % of one core. */
+  async function otherLoadPct(ms: number): Promise<number> {
+    const b0 = machineBusySec();
+    const s0 = processCpuSec(cfg.serverPid);
+    const c0 = process.cpuUsage();
+    await sleep(ms);
+    const c = process.cpuUsage(c0);
+    const other = machineBusySec() - b0 - (processCpuSec(cfg.serverPid) - s0) - (c.user + c.system) / 1e6;
+    return (other / (ms / 1000)) * 100;
+  }
+
+  /**
+   * Other sessions may build or test on this machine: a phase during which other processes used
+   * more than `quietPct` of a core is repeated (after waiting for quiet), and the least disturbed
+   * attempt is reported, with its number.
+   */
+  async function measured(name: string, kind: "max" | "fixed", seconds: number, sampleEvery: number) {
+    let best: Awaited<ReturnType<typeof phase>> | null = null;
+    for (let attempt = 1; attempt <= cfg.attempts; attempt++) {
+      const quietUntil = performance.now() + cfg.quietWaitSec * 1000;
+      let load = await otherLoadPct(500);
+      while (load > cfg.quietPct && performance.now() < quietUntil) load = await otherLoadPct(1000);
+      const result = { ...(await phase(name, kind, seconds, true, sampleEvery)), attempt };
+      if (best === null || result.other_cpu_pct < best.other_cpu_pct) best = result;
+      if (result.other_cpu_pct <= cfg.quietPct) break;
+      if (attempt < cfg.attempts) log(`${cfg.target} ${name}: other processes used ${result.other_cpu_pct}% of a core; repeating the phase`);
+    }
+    return best!;
+  }
+
   if (cfg.warmupSec > 0) await phase("warmup", "max", cfg.warmupSec, false);
-  emit(await phase("max", "max", cfg.maxSec, true));
+  emit(await measured("max", "max", cfg.maxSec, cfg.maxLatencyEvery));
   await sleep(300);
-  emit(await phase("fixed", "fixed", cfg.fixedSec, true));
+  emit(await measured("fixed", "fixed", cfg.fixedSec, 1));
 
   pub.ws.close();
   for (const s of subs) s.ws.terminate();

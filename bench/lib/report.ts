@@ -35,6 +35,9 @@ export interface FanoutPhase {
   other_cpu_pct: number;
   other_cpu_before_pct: number;
   latency?: Latency;
+  latency_sampled_subscribers: number;
+  attempt: number;
+  round?: number;
   closed_during_run: number;
   close_reasons: string[];
 }
@@ -49,6 +52,7 @@ export interface MemoryResult {
   server_connections: number | null;
   rss_before_kb: number;
   rss_after_kb: number;
+  rss_samples_kb: number[];
   mb_per_1000: number;
 }
 
@@ -75,120 +79,226 @@ const fmt = (n: number | undefined, digits = 2) => (n === undefined || !Number.i
 const ratio = (a: number | undefined, b: number | undefined) =>
   a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? "n/a" : `${(a / b).toFixed(2)}×`;
 
+export function median(values: number[]): number {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+/** The rounds of one server and phase kind, summarized by medians. */
+export interface Summary {
+  target: TargetName;
+  rounds: FanoutPhase[];
+  deliveriesPerSec: number;
+  minDeliveriesPerSec: number;
+  maxDeliveriesPerSec: number;
+  frameBytes: number;
+  serverCpu: number;
+  /** Server CPU time per delivery (ns): its cost independent of how fast the load generator reads. */
+  serverNsPerDelivery: number;
+  loadgenCpu: number;
+  otherCpu: number;
+  received: number;
+  serverDeliveries: number;
+  allDrained: boolean;
+  p50: number;
+  p99: number;
+  p999: number;
+  maxLatency: number;
+  p99s: number[];
+}
+
+export const nsPerDelivery = (p: FanoutPhase) => (p.deliveries_per_sec > 0 ? (p.server_cpu_pct / 100) * 1e9 / p.deliveries_per_sec : Number.NaN);
+
+export function summarize(phases: FanoutPhase[], target: TargetName, kind: "max" | "fixed"): Summary | null {
+  const rounds = phases.filter((p) => p.target === target && p.phase === kind);
+  if (rounds.length === 0) return null;
+  const pick = (f: (p: FanoutPhase) => number | undefined) => rounds.map((p) => f(p) ?? Number.NaN);
+  const dps = pick((p) => p.deliveries_per_sec);
+  return {
+    target,
+    rounds,
+    deliveriesPerSec: median(dps),
+    minDeliveriesPerSec: Math.min(...dps),
+    maxDeliveriesPerSec: Math.max(...dps),
+    frameBytes: Math.round(median(pick((p) => p.frame_bytes))),
+    serverCpu: median(pick((p) => p.server_cpu_pct)),
+    serverNsPerDelivery: median(pick((p) => nsPerDelivery(p))),
+    loadgenCpu: median(pick((p) => p.loadgen_cpu_pct)),
+    otherCpu: median(pick((p) => p.other_cpu_pct)),
+    received: rounds.reduce((n, p) => n + p.received, 0),
+    serverDeliveries: rounds.reduce((n, p) => n + p.server_deliveries, 0),
+    allDrained: rounds.every((p) => p.drained),
+    p50: median(pick((p) => p.latency?.p50_ms)),
+    p99: median(pick((p) => p.latency?.p99_ms)),
+    p999: median(pick((p) => p.latency?.p999_ms)),
+    maxLatency: Math.max(...pick((p) => p.latency?.max_ms)),
+    p99s: pick((p) => p.latency?.p99_ms),
+  };
+}
+
 /** Who limited a max-throughput phase, judged from CPU use (each process is pinned to one core). */
-export function boundBy(p: FanoutPhase): string {
-  if (p.server_cpu_pct >= 90) return "server";
-  if (p.loadgen_cpu_pct >= 90) return "**load generator**";
-  if (p.other_cpu_pct >= 30) return "**other processes**";
+export function boundBy(x: { serverCpu: number; loadgenCpu: number; otherCpu: number }): string {
+  const server = x.serverCpu >= 90;
+  const loadgen = x.loadgenCpu >= 90;
+  if (server && loadgen) return "server (load gen. also ≥ 90%)";
+  if (server) return "server";
+  if (loadgen) return "**load generator**";
+  if (x.otherCpu >= 30) return "**other processes**";
   return "neither (window/latency)";
 }
 
-function counted(p: FanoutPhase): string {
-  const same = p.received === p.server_deliveries;
-  return `${fmtInt(p.received)} / ${fmtInt(p.server_deliveries)}${same ? "" : " **(differ)**"}`;
+function counted(x: Summary): string {
+  const same = x.received === x.serverDeliveries;
+  return `${fmtInt(x.received)} / ${fmtInt(x.serverDeliveries)}${same ? "" : " **(differ)**"}`;
 }
 
 export function renderReport(r: Report): string {
   const m = r.machine;
   const s = r.settings as Record<string, number>;
-  const phase = (t: TargetName, kind: "max" | "fixed") => r.fanout.find((p) => p.target === t && p.phase === kind);
-  const mem = (t: TargetName) => r.memory.find((x) => x.target === t);
   const targets = [...new Set([...r.fanout.map((p) => p.target), ...r.memory.map((x) => x.target)])];
+  const sum = (t: TargetName, kind: "max" | "fixed") => summarize(r.fanout, t, kind);
+  const mem = (t: TargetName) => r.memory.find((x) => x.target === t);
+  const rounds = Math.max(0, ...r.fanout.map((p) => p.round ?? 1));
   const out: string[] = [];
 
   out.push(`## sinal benchmark, ${r.started_at.slice(0, 19).replace("T", " ")} UTC`);
   out.push("");
   out.push(
     `Machine: ${m.nproc} cores (${m.cpu_model}), ${m.memory_gb} GB, Linux ${m.kernel}; bun ${m.bun}, node ${m.node}, ws ${m.ws}, socket.io ${m.socket_io}. ` +
-      `Server pinned to core 0, load generator to core 1; everything on 127.0.0.1.`,
+      `Server pinned to core 0, load generator to core 1; everything on 127.0.0.1. ` +
+      `Fan-out figures are medians of ${rounds} rounds (fresh server each round; servers interleaved).`,
   );
   out.push("");
 
   out.push(
-    `### Fan-out, max throughput: 1 publisher → ${fmtInt(s.subscribers ?? 0)} subscribers of one channel, ${s.payloadBytes}-byte payload, ` +
-      `${s.maxSec} s, at most ${s.window} publications in flight`,
+    `### Fan-out, max throughput: 1 publisher → ${fmtInt(s.subscribers ?? 0)} subscribers of one channel (\`${(r.settings as Record<string, string>).channel}\`), ${s.payloadBytes}-byte payload, ` +
+      `${s.maxSec} s per round, at most ${s.window} publications in flight`,
   );
   out.push("");
-  out.push("| server | deliveries/s | sinal ÷ this | frame bytes | server CPU | load-gen CPU | other CPU | limited by | received / server counted | p50 / p99 ms (saturated) |");
-  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
-  const sinalMax = phase("sinal", "max");
-  for (const t of targets) {
-    const p = phase(t, "max");
-    if (!p) {
-      out.push(`| ${LABELS[t]} | failed | | | | | | | | |`);
-      continue;
-    }
-    out.push(
-      `| ${LABELS[t]} | ${fmtM(p.deliveries_per_sec)} | ${t === "sinal" ? "" : ratio(sinalMax?.deliveries_per_sec, p.deliveries_per_sec)} | ${p.frame_bytes} | ` +
-        `${p.server_cpu_pct}% | ${p.loadgen_cpu_pct}% | ${p.other_cpu_pct}% | ${boundBy(p)} | ${counted(p)}${p.stalled ? " (stalled)" : ""} | ` +
-        `${fmt(p.latency?.p50_ms, 1)} / ${fmt(p.latency?.p99_ms, 1)} |`,
-    );
-  }
-  out.push("");
-
-  const fixed = r.fanout.find((p) => p.phase === "fixed");
-  const offered = fixed ? (fixed.offered_rate ?? 0) * fixed.subscribers : 0;
   out.push(
-    `### Fan-out, fixed offered load: ${fixed?.offered_rate ?? "?"} publications/s × ${fmtInt(fixed?.subscribers ?? 0)} subscribers = ${fmtInt(offered)} deliveries/s, ${s.fixedSec} s`,
+    "| server | deliveries/s | range over rounds | sinal ÷ this | frame bytes | server CPU | server ns CPU per delivery | load-gen CPU | other CPU | limited by | received / server counted | p50 / p99 ms (saturated) |",
   );
-  out.push("");
-  out.push("| server | achieved deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | sinal p99 ÷ this | server CPU | load-gen CPU | other CPU | received / server counted |");
-  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-  const sinalFixed = phase("sinal", "fixed");
+  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
+  const sinalMax = sum("sinal", "max");
   for (const t of targets) {
-    const p = phase(t, "fixed");
-    if (!p || !p.latency) {
-      out.push(`| ${LABELS[t]} | failed | | | | | | | | | |`);
-      continue;
-    }
-    const l = p.latency;
-    out.push(
-      `| ${LABELS[t]} | ${fmtInt(p.deliveries_per_sec)}${p.drained ? "" : " (backlog)"} | ${fmt(l.p50_ms)} | ${fmt(l.p99_ms)} | ${fmt(l.p999_ms)} | ${fmt(l.max_ms)} | ` +
-        `${t === "sinal" ? "" : ratio(sinalFixed?.latency?.p99_ms, l.p99_ms)} | ${p.server_cpu_pct}% | ${p.loadgen_cpu_pct}% | ${p.other_cpu_pct}% | ${counted(p)} |`,
-    );
-  }
-  out.push("");
-
-  out.push(`### Idle memory: ${fmtInt(s.idleConnections ?? 0)} connections (opened by ${s.idleProcesses} load-generator processes), server VmRSS`);
-  out.push("");
-  out.push("| server | connected (failed) | server saw | RSS before MB | RSS after MB | MB per 1,000 connections | sinal ÷ this |");
-  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-  const sinalMem = mem("sinal");
-  for (const t of targets) {
-    const x = mem(t);
+    const x = sum(t, "max");
     if (!x) {
-      out.push(`| ${LABELS[t]} | failed | | | | | |`);
+      out.push(`| ${LABELS[t]} | failed | | | | | | | | | | |`);
       continue;
     }
     out.push(
-      `| ${LABELS[t]} | ${fmtInt(x.connected)} (${x.failed}) | ${x.server_connections === null ? "?" : fmtInt(x.server_connections)} | ` +
-        `${fmt(x.rss_before_kb / 1024, 1)} | ${fmt(x.rss_after_kb / 1024, 1)} | ${fmt(x.mb_per_1000)} | ${t === "sinal" ? "" : ratio(sinalMem?.mb_per_1000, x.mb_per_1000)} |`,
+      `| ${LABELS[t]} | ${fmtM(x.deliveriesPerSec)} | ${fmtM(x.minDeliveriesPerSec)}–${fmtM(x.maxDeliveriesPerSec)} | ` +
+        `${t === "sinal" ? "" : ratio(sinalMax?.deliveriesPerSec, x.deliveriesPerSec)} | ${x.frameBytes} | ` +
+        `${fmt(x.serverCpu, 0)}% | ${fmt(x.serverNsPerDelivery, 0)} | ${fmt(x.loadgenCpu, 0)}% | ${fmt(x.otherCpu, 0)}% | ${boundBy(x)} | ${counted(x)} | ${fmt(x.p50, 1)} / ${fmt(x.p99, 1)} |`,
     );
   }
   out.push("");
+  out.push(
+    `Saturated latencies (every ${s.maxLatencyEvery}th subscriber sampled) mostly measure the queue of ${s.window} publications in flight; ` +
+      `the fixed-load table below is the latency figure.`,
+  );
+  out.push("");
+
+  const anyFixed = r.fanout.find((p) => p.phase === "fixed");
+  const offered = anyFixed ? (anyFixed.offered_rate ?? 0) * anyFixed.subscribers : 0;
+  out.push(
+    `### Fan-out, fixed offered load: ${anyFixed?.offered_rate ?? "?"} publications/s × ${fmtInt(anyFixed?.subscribers ?? 0)} subscribers = ` +
+      `${fmtInt(offered)} deliveries/s, ${s.fixedSec} s per round, publish-to-receive latency of every delivery`,
+  );
+  out.push("");
+  out.push("| server | achieved deliveries/s | p50 ms | p99 ms | p99 per round | p99.9 ms | max ms | sinal p99 ÷ this | server CPU | load-gen CPU | other CPU | received / server counted |");
+  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  const sinalFixed = sum("sinal", "fixed");
+  for (const t of targets) {
+    const x = sum(t, "fixed");
+    if (!x) {
+      out.push(`| ${LABELS[t]} | failed | | | | | | | | | | |`);
+      continue;
+    }
+    out.push(
+      `| ${LABELS[t]} | ${fmtInt(x.deliveriesPerSec)}${x.allDrained ? "" : " (fell behind)"} | ${fmt(x.p50)} | ${fmt(x.p99)} | ${x.p99s.map((v) => fmt(v, 1)).join(", ")} | ` +
+        `${fmt(x.p999)} | ${fmt(x.maxLatency)} | ${t === "sinal" ? "" : ratio(sinalFixed?.p99, x.p99)} | ` +
+        `${fmt(x.serverCpu, 0)}% | ${fmt(x.loadgenCpu, 0)}% | ${fmt(x.otherCpu, 0)}% | ${counted(x)} |`,
+    );
+  }
+  out.push("");
+
+  const sinalMem = mem("sinal");
+  if (r.memory.length > 0 || r.failures.some((f) => f.phase === "memory")) {
+    out.push(`### Idle memory: ${fmtInt(s.idleConnections ?? 0)} connections (opened by ${s.idleProcesses} load-generator processes), server VmRSS`);
+    out.push("");
+    out.push("| server | connected (failed) | server saw | RSS before MB | RSS after MB | MB per 1,000 connections | sinal ÷ this |");
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const t of targets) {
+      const x = mem(t);
+      if (!x) {
+        out.push(`| ${LABELS[t]} | failed | | | | | |`);
+        continue;
+      }
+      out.push(
+        `| ${LABELS[t]} | ${fmtInt(x.connected)} (${x.failed}) | ${x.server_connections === null ? "?" : fmtInt(x.server_connections)} | ` +
+          `${fmt(x.rss_before_kb / 1024, 1)} | ${fmt(x.rss_after_kb / 1024, 1)} | ${fmt(x.mb_per_1000)} | ${t === "sinal" ? "" : ratio(sinalMem?.mb_per_1000, x.mb_per_1000)} |`,
+      );
+    }
+    out.push("");
+  }
 
   out.push("### Targets (sinal against bare Bun)");
   out.push("");
   out.push("| target | measured | met |");
   out.push("| --- | --- | --- |");
-  const bunMax = phase("bun", "max");
-  const bunFixed = phase("bun", "fixed");
-  const tput = sinalMax && bunMax ? sinalMax.deliveries_per_sec / bunMax.deliveries_per_sec : Number.NaN;
-  const lat = sinalFixed?.latency && bunFixed?.latency ? sinalFixed.latency.p99_ms / bunFixed.latency.p99_ms : Number.NaN;
+  const bunMax = sum("bun", "max");
+  const bunFixed = sum("bun", "fixed");
+  const perRound = (kind: "max" | "fixed", f: (p: FanoutPhase) => number | undefined) =>
+    r.fanout
+      .filter((p) => p.target === "sinal" && p.phase === kind)
+      .map((p) => {
+        const other = r.fanout.find((q) => q.target === "bun" && q.phase === kind && q.round === p.round);
+        return other ? (f(p) ?? Number.NaN) / (f(other) ?? Number.NaN) : Number.NaN;
+      });
+  const tput = sinalMax && bunMax ? sinalMax.deliveriesPerSec / bunMax.deliveriesPerSec : Number.NaN;
+  const tputRounds = perRound("max", (p) => p.deliveries_per_sec);
+  const cost = sinalMax && bunMax ? sinalMax.serverNsPerDelivery / bunMax.serverNsPerDelivery : Number.NaN;
+  const lat = sinalFixed && bunFixed ? sinalFixed.p99 / bunFixed.p99 : Number.NaN;
+  const latRounds = perRound("fixed", (p) => p.latency?.p99_ms);
   const yes = (ok: boolean, known: boolean) => (!known ? "not measured" : ok ? "yes" : "**no**");
-  out.push(`| deliveries/s ≥ 80% of bare Bun | ${Number.isFinite(tput) ? `${(tput * 100).toFixed(0)}%` : "n/a"} | ${yes(tput >= 0.8, Number.isFinite(tput))} |`);
+  const list = (v: number[], pct: boolean) => v.map((x) => (pct ? `${(x * 100).toFixed(0)}%` : `${x.toFixed(2)}×`)).join(", ");
   out.push(
-    `| p99 at ${fmtInt(offered)} deliveries/s ≤ 1.5× bare Bun | ${Number.isFinite(lat) ? `${fmt(sinalFixed?.latency?.p99_ms)} ms vs ${fmt(bunFixed?.latency?.p99_ms)} ms = ${lat.toFixed(2)}×` : "n/a"} | ${yes(lat <= 1.5, Number.isFinite(lat))} |`,
+    `| deliveries/s ≥ 80% of bare Bun | ${Number.isFinite(tput) ? `${(tput * 100).toFixed(0)}% of medians (per round: ${list(tputRounds, true)})` : "n/a"} | ${yes(tput >= 0.8, Number.isFinite(tput))} |`,
+  );
+  out.push(
+    `| p99 at ${fmtInt(offered)} deliveries/s ≤ 1.5× bare Bun | ${Number.isFinite(lat) ? `${fmt(sinalFixed?.p99)} ms vs ${fmt(bunFixed?.p99)} ms = ${lat.toFixed(2)}× (per round: ${list(latRounds, false)})` : "n/a"} | ${yes(lat <= 1.5, Number.isFinite(lat))} |`,
+  );
+  out.push(
+    `| (supporting) server CPU per delivery at max throughput | ${Number.isFinite(cost) ? `${fmt(sinalMax?.serverNsPerDelivery, 0)} ns vs ${fmt(bunMax?.serverNsPerDelivery, 0)} ns = ${cost.toFixed(2)}× bare Bun` : "n/a"} | |`,
   );
   const mb = sinalMem?.mb_per_1000;
   out.push(`| idle memory < 3 MB per 1,000 authenticated connections | ${mb === undefined ? "n/a" : `${fmt(mb)} MB`} | ${yes((mb ?? Infinity) < 3, mb !== undefined && Number.isFinite(mb))} |`);
   out.push("");
 
+  out.push("<details><summary>Every round</summary>");
+  out.push("");
+  out.push("| round | server | phase | deliveries/s | p50 ms | p99 ms | server CPU | server ns/delivery | load-gen CPU | other CPU | attempt |");
+  out.push("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const p of r.fanout) {
+    out.push(
+      `| ${p.round ?? 1} | ${p.target} | ${p.phase} | ${fmtInt(p.deliveries_per_sec)} | ${fmt(p.latency?.p50_ms)} | ${fmt(p.latency?.p99_ms)} | ` +
+        `${p.server_cpu_pct}% | ${fmt(nsPerDelivery(p), 0)} | ${p.loadgen_cpu_pct}% | ${p.other_cpu_pct}% | ${p.attempt} |`,
+    );
+  }
+  out.push("");
+  out.push("</details>");
+  out.push("");
+
   const notes: string[] = [];
   for (const p of r.fanout) {
-    if (p.closed_during_run > 0) notes.push(`${p.target} ${p.phase}: ${p.closed_during_run} connections closed during the run (${p.close_reasons.join("; ")})`);
-    if (p.other_cpu_pct >= 20) notes.push(`${p.target} ${p.phase}: other processes used ${p.other_cpu_pct}% of a core during the phase; its figures are skewed`);
-    if (!p.drained) notes.push(`${p.target} ${p.phase}: not every delivery arrived within 5 s after the publisher stopped (the server could not keep up)`);
+    const tag = `${p.target} ${p.phase} round ${p.round ?? 1}`;
+    if (p.closed_during_run > 0) notes.push(`${tag}: ${p.closed_during_run} connections closed during the run (${p.close_reasons.join("; ")})`);
+    if (p.other_cpu_pct >= 15) notes.push(`${tag}: other processes used ${p.other_cpu_pct}% of a core during the phase (after ${p.attempt} attempts); its figures are skewed`);
+    if (!p.drained) notes.push(`${tag}: not every delivery arrived within 5 s after the publisher stopped (the server could not keep up)`);
+    if (p.stalled) notes.push(`${tag}: deliveries stopped for 0.5 s; the phase ended early`);
   }
   for (const x of r.memory) if (x.failed > 0) notes.push(`${x.target} idle: ${x.failed} connections failed (${x.errors.join("; ")})`);
   for (const f of r.failures) notes.push(`${f.target} ${f.phase} FAILED: ${f.message}`);

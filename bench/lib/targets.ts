@@ -8,7 +8,13 @@ import { SignJWT } from "jose";
 export type TargetName = "sinal" | "bun" | "ws" | "socketio";
 export const TARGETS: TargetName[] = ["sinal", "bun", "ws", "socketio"];
 
-export const CHANNEL = "room:bench";
+/**
+ * The channel of the fan-out. A feed channel (the scraper's `roulette:<id>` kind: one publisher,
+ * many readers) by default, not `room:<id>`: sinal's chat rooms announce every join with a
+ * `user_joined` publication, which the reference servers do not do. BENCH_CHANNEL overrides it.
+ */
+export const CHANNEL = process.env.BENCH_CHANNEL ?? "roulette:bench";
+const PATTERN = `${CHANNEL.split(":")[0]}:*`;
 export const TENANT = "bench";
 
 export interface ServerCounters {
@@ -47,8 +53,8 @@ export function sinalTarget(secret: string): Target {
   const key = new TextEncoder().encode(secret);
   return {
     async path(user, role) {
-      const claims: Record<string, unknown> = { tid: TENANT, sub_channels: ["room:*"] };
-      if (role === "pub") claims.pub_channels = ["room:*"];
+      const claims: Record<string, unknown> = { tid: TENANT, sub_channels: [PATTERN] };
+      if (role === "pub") claims.pub_channels = [PATTERN];
       const jwt = await new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setSubject(user).setIssuedAt().setExpirationTime("2h").sign(key);
       return `/ws?token=${jwt}`;
     },
