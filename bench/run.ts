@@ -47,7 +47,7 @@ const settings = {
   fixedSec: envInt("BENCH_FIXED_SEC", 5),
   idleConnections: envInt("BENCH_IDLE_CONNECTIONS", 10_000),
   idleProcesses: envInt("BENCH_IDLE_PROCESSES", 2),
-  idleSettleSec: envInt("BENCH_IDLE_SETTLE_SEC", 3),
+  idleSettleSec: envInt("BENCH_IDLE_SETTLE_SEC", 5),
   /** Latency in the max phase is recorded for every k-th subscriber (recording costs the load generator). */
   maxLatencyEvery: envInt("BENCH_MAX_LATENCY_EVERY", 10),
   /**
@@ -174,6 +174,12 @@ async function waitQuiet(): Promise<number> {
   }
   if (load > settings.quietPct) log(`machine still busy (${load.toFixed(0)}%) after ${settings.quietWaitSec} s; going on, figures may be skewed`);
   return Math.round(load);
+}
+
+function processCpuSec(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function rssKb(pid: number): number {
@@ -375,10 +381,14 @@ async function runMemory(target: TargetName, dbDir: string): Promise<MemoryResul
     const openSeconds = Math.max(...readies.map((r) => Number(r.seconds)));
     // RSS once a second while the connections sit idle; the last sample is the figure
     const samples: number[] = [];
+    const cpu0 = processCpuSec(server.pid);
+    const t0 = performance.now();
     for (let i = 0; i < Math.max(1, settings.idleSettleSec); i++) {
       await sleep(1000);
       samples.push(rssKb(server.pid));
     }
+    // CPU the server spends while every connection is idle (timers, sweeps, pings)
+    const idleCpuPct = Math.round(((processCpuSec(server.pid) - cpu0) / ((performance.now() - t0) / 1000)) * 1000) / 10;
     const rssAfter = samples[samples.length - 1]!;
     let serverConnections: number | null = null;
     try {
@@ -398,9 +408,10 @@ async function runMemory(target: TargetName, dbDir: string): Promise<MemoryResul
       rss_before_kb: rssBefore,
       rss_after_kb: rssAfter,
       rss_samples_kb: samples,
+      idle_cpu_pct: idleCpuPct,
       mb_per_1000: connected > 0 ? Math.round((deltaKb / 1024 / (connected / 1000)) * 100) / 100 : Number.NaN,
     };
-    log(`${target} idle: ${connected} connected (${failed} failed), RSS ${rssBefore} → ${rssAfter} kB = ${result.mb_per_1000} MB per 1,000`);
+    log(`${target} idle: ${connected} connected (${failed} failed) in ${openSeconds} s, RSS ${rssBefore} → ${rssAfter} kB = ${result.mb_per_1000} MB per 1,000, server CPU while idle ${idleCpuPct}%`);
     return result;
   } finally {
     for (const p of procs) await stop(p, 5000);

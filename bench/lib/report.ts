@@ -53,6 +53,7 @@ export interface MemoryResult {
   rss_before_kb: number;
   rss_after_kb: number;
   rss_samples_kb: number[];
+  idle_cpu_pct: number;
   mb_per_1000: number;
 }
 
@@ -73,6 +74,8 @@ export const LABELS: Record<TargetName, string> = {
   socketio: "Socket.IO",
 };
 
+/** "Other CPU" is machine busy time minus the two processes; tick sampling can make it slightly negative. */
+const fmtOther = (n: number) => `${Number.isFinite(n) ? Math.max(0, Math.round(n)) : "n/a"}%`;
 const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a");
 const fmtM = (n: number) => (Number.isFinite(n) ? `${(n / 1e6).toFixed(2)}M` : "n/a");
 const fmt = (n: number | undefined, digits = 2) => (n === undefined || !Number.isFinite(n) ? "n/a" : n.toFixed(digits));
@@ -191,7 +194,7 @@ export function renderReport(r: Report): string {
     out.push(
       `| ${LABELS[t]} | ${fmtM(x.deliveriesPerSec)} | ${fmtM(x.minDeliveriesPerSec)}–${fmtM(x.maxDeliveriesPerSec)} | ` +
         `${t === "sinal" ? "" : ratio(sinalMax?.deliveriesPerSec, x.deliveriesPerSec)} | ${x.frameBytes} | ` +
-        `${fmt(x.serverCpu, 0)}% | ${fmt(x.serverNsPerDelivery, 0)} | ${fmt(x.loadgenCpu, 0)}% | ${fmt(x.otherCpu, 0)}% | ${boundBy(x)} | ${counted(x)} | ${fmt(x.p50, 1)} / ${fmt(x.p99, 1)} |`,
+        `${fmt(x.serverCpu, 0)}% | ${fmt(x.serverNsPerDelivery, 0)} | ${fmt(x.loadgenCpu, 0)}% | ${fmtOther(x.otherCpu)} | ${boundBy(x)} | ${counted(x)} | ${fmt(x.p50, 1)} / ${fmt(x.p99, 1)} |`,
     );
   }
   out.push("");
@@ -220,7 +223,7 @@ export function renderReport(r: Report): string {
     out.push(
       `| ${LABELS[t]} | ${fmtInt(x.deliveriesPerSec)}${x.allDrained ? "" : " (fell behind)"} | ${fmt(x.p50)} | ${fmt(x.p99)} | ${x.p99s.map((v) => fmt(v, 1)).join(", ")} | ` +
         `${fmt(x.p999)} | ${fmt(x.maxLatency)} | ${t === "sinal" ? "" : ratio(sinalFixed?.p99, x.p99)} | ` +
-        `${fmt(x.serverCpu, 0)}% | ${fmt(x.loadgenCpu, 0)}% | ${fmt(x.otherCpu, 0)}% | ${counted(x)} |`,
+        `${fmt(x.serverCpu, 0)}% | ${fmt(x.loadgenCpu, 0)}% | ${fmtOther(x.otherCpu)} | ${counted(x)} |`,
     );
   }
   out.push("");
@@ -229,17 +232,17 @@ export function renderReport(r: Report): string {
   if (r.memory.length > 0 || r.failures.some((f) => f.phase === "memory")) {
     out.push(`### Idle memory: ${fmtInt(s.idleConnections ?? 0)} connections (opened by ${s.idleProcesses} load-generator processes), server VmRSS`);
     out.push("");
-    out.push("| server | connected (failed) | server saw | RSS before MB | RSS after MB | MB per 1,000 connections | sinal ÷ this |");
-    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    out.push("| server | connected (failed) | server saw | seconds to open | RSS before MB | RSS after MB | MB per 1,000 connections | sinal ÷ this | server CPU while idle |");
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const t of targets) {
       const x = mem(t);
       if (!x) {
-        out.push(`| ${LABELS[t]} | failed | | | | | |`);
+        out.push(`| ${LABELS[t]} | failed | | | | | | | |`);
         continue;
       }
       out.push(
-        `| ${LABELS[t]} | ${fmtInt(x.connected)} (${x.failed}) | ${x.server_connections === null ? "?" : fmtInt(x.server_connections)} | ` +
-          `${fmt(x.rss_before_kb / 1024, 1)} | ${fmt(x.rss_after_kb / 1024, 1)} | ${fmt(x.mb_per_1000)} | ${t === "sinal" ? "" : ratio(sinalMem?.mb_per_1000, x.mb_per_1000)} |`,
+        `| ${LABELS[t]} | ${fmtInt(x.connected)} (${x.failed}) | ${x.server_connections === null ? "?" : fmtInt(x.server_connections)} | ${fmt(x.open_seconds, 1)} | ` +
+          `${fmt(x.rss_before_kb / 1024, 1)} | ${fmt(x.rss_after_kb / 1024, 1)} | ${fmt(x.mb_per_1000)} | ${t === "sinal" ? "" : ratio(sinalMem?.mb_per_1000, x.mb_per_1000)} | ${fmt(x.idle_cpu_pct, 1)}% |`,
       );
     }
     out.push("");
@@ -285,7 +288,7 @@ export function renderReport(r: Report): string {
   for (const p of r.fanout) {
     out.push(
       `| ${p.round ?? 1} | ${p.target} | ${p.phase} | ${fmtInt(p.deliveries_per_sec)} | ${fmt(p.latency?.p50_ms)} | ${fmt(p.latency?.p99_ms)} | ` +
-        `${p.server_cpu_pct}% | ${fmt(nsPerDelivery(p), 0)} | ${p.loadgen_cpu_pct}% | ${p.other_cpu_pct}% | ${p.attempt} |`,
+        `${p.server_cpu_pct}% | ${fmt(nsPerDelivery(p), 0)} | ${p.loadgen_cpu_pct}% | ${fmtOther(p.other_cpu_pct)} | ${p.attempt} |`,
     );
   }
   out.push("");
