@@ -16,6 +16,12 @@ export interface Position {
 export interface Sequencer {
   next(topic: string): Position;
   position(topic: string): Position;
+  /**
+   * Starts a fresh history for one topic: a new epoch that no client has seen, at offset 0.
+   * Used when publications of the topic were lost (a feed's change-stream position was lost),
+   * so clients that come back with `since` get `recovered:false`. Other topics are untouched.
+   */
+  reset(topic: string): Position;
 }
 
 /**
@@ -24,21 +30,34 @@ export interface Sequencer {
  */
 export class MemorySequencer implements Sequencer {
   private readonly offsets = new Map<string, number>();
-  readonly epoch = Math.random().toString(36).slice(2, 10);
+  /** Topics whose history was reset: their own epoch instead of the process-wide one. */
+  private readonly epochs = new Map<string, string>();
+  readonly epoch = randomEpoch();
 
   next(topic: string): Position {
     const offset = (this.offsets.get(topic) ?? 0) + 1;
     this.offsets.set(topic, offset);
-    return { epoch: this.epoch, offset };
+    return { epoch: this.epochs.get(topic) ?? this.epoch, offset };
   }
 
   position(topic: string): Position {
-    return { epoch: this.epoch, offset: this.offsets.get(topic) ?? 0 };
+    return { epoch: this.epochs.get(topic) ?? this.epoch, offset: this.offsets.get(topic) ?? 0 };
+  }
+
+  reset(topic: string): Position {
+    const epoch = randomEpoch();
+    this.epochs.set(topic, epoch);
+    this.offsets.delete(topic);
+    return { epoch, offset: 0 };
   }
 }
 
+function randomEpoch(): string {
+  return Math.random().toString(36).slice(2, 10).padEnd(8, "0");
+}
+
 /**
- * The one path every publication takes (WebSocket publish, REST publish, and later chat and
+ * The one path every publication takes (WebSocket publish, REST publish, chat, the MongoDB
  * feeds): assign offset and epoch, serialize once, fan out, count.
  */
 export class Publisher {
@@ -48,6 +67,11 @@ export class Publisher {
     private readonly metrics: Metrics,
   ) {}
 
+  /**
+   * Assigns the offset and fans out synchronously, before the returned promise settles: a caller
+   * that updates its own state in the same step (the feeds' snapshot cache) stays consistent
+   * with the positions that subscribe replies report.
+   */
   async publish(channel: Channel, event: string, data: unknown): Promise<Position> {
     const position = this.sequencer.next(channel.topic);
     const frame = JSON.stringify({
@@ -76,5 +100,10 @@ export class Publisher {
 
   position(channel: Channel): Position {
     return this.sequencer.position(channel.topic);
+  }
+
+  /** A new epoch at offset 0 for this channel only (see Sequencer.reset). */
+  resetEpoch(channel: Channel): Position {
+    return this.sequencer.reset(channel.topic);
   }
 }

@@ -128,3 +128,15 @@ export const auditLog = sqliteTable(
   },
   (t) => [index("audit_tenant_idx").on(t.tenant, t.id), index("audit_at_idx").on(t.at)],
 );
+
+/**
+ * Where each MongoDB feed stands: the resume token after its last published change. `source`
+ * is the watched `db.collection`, so a feed pointed elsewhere does not resume a foreign stream.
+ */
+export const feedPositions = sqliteTable("feed_positions", {
+  feed: text("feed").primaryKey(),
+  source: text("source").notNull(),
+  /** The resume token as canonical Extended JSON. */
+  token: text("token").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});

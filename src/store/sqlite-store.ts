@@ -8,6 +8,7 @@ import { apiKeys, idempotency } from "./schema.sqlite.ts";
 import { SqliteChatStore } from "./sqlite-chat-store.ts";
 import { SqliteNotificationStore } from "./sqlite-notification-store.ts";
 import { SqliteAuditStore } from "./sqlite-audit-store.ts";
+import { SqliteFeedStore } from "./sqlite-feed-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
@@ -36,6 +37,7 @@ class SqliteStore implements Store {
   readonly chat: SqliteChatStore;
   readonly notifications: SqliteNotificationStore;
   readonly audit: SqliteAuditStore;
+  readonly feeds: SqliteFeedStore;
 
   constructor(
     private readonly sqlite: Database,
@@ -44,6 +46,7 @@ class SqliteStore implements Store {
     this.chat = new SqliteChatStore(db);
     this.notifications = new SqliteNotificationStore(db);
     this.audit = new SqliteAuditStore(db);
+    this.feeds = new SqliteFeedStore(db);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {
