@@ -30,8 +30,8 @@ interface ValidItem {
  * request before anything is published, then idempotent publication through the Publisher.
  */
 export class PublishService {
-  /** Idempotent publishes under way, so two concurrent requests with one key publish once. */
-  private readonly inFlight = new Map<string, Promise<Position>>();
+  /** Keys being published by a request, so two concurrent requests with one key publish once. */
+  private readonly inFlight = new Map<string, Promise<void>>();
 
   constructor(
     private readonly publisher: Publisher,
@@ -42,15 +42,16 @@ export class PublishService {
 
   /**
    * Validates every item first (a bad item publishes nothing), then publishes them in order and
-   * records who published what in the audit log.
+   * records who published what in the audit log. Idempotency keys of the whole request are looked
+   * up in one query and stored in one transaction after their items were published.
    */
   async publishMany(principal: { tenant: string; actor: string }, items: unknown[]): Promise<Position[]> {
     const { tenant } = principal;
     if (items.length === 0) throw new SinalError("bad_request", "a batch holds at least one publication");
     if (items.length > MAX_BATCH) throw new SinalError("bad_request", `a batch holds at most ${MAX_BATCH} publications`);
     const valid = items.map((item, i) => this.validate(tenant, item, items.length > 1 ? `[${i}].` : ""));
-    const results: Position[] = [];
-    for (const item of valid) results.push(await this.publishOne(tenant, item));
+    const keys = [...new Set(valid.flatMap((v) => (v.idempotencyKey === undefined ? [] : [v.idempotencyKey])))];
+    const results = keys.length === 0 ? await this.publishAll(valid) : await this.publishIdempotent(tenant, valid, keys);
     const channels = [...new Set(valid.map((v) => v.channel.name))];
     this.audit.record(tenant, "rest_publish", principal.actor, { count: valid.length, channels: channels.slice(0, 20) });
     return results;
@@ -73,24 +74,48 @@ export class PublishService {
     return { channel, event: item.event, data: item.data, idempotencyKey: item.idempotency_key };
   }
 
-  private async publishOne(tenant: string, item: ValidItem): Promise<Position> {
-    const key = item.idempotencyKey;
-    if (key === undefined) return this.publisher.publish(item.channel, item.event, item.data);
-    const flightKey = `${tenant}\u0000${key}`;
-    const pending = this.inFlight.get(flightKey);
-    if (pending) return pending;
-    const work = (async () => {
-      const stored = await this.store.getIdempotent(tenant, key);
-      if (stored !== null) return JSON.parse(stored) as Position;
-      const position = await this.publisher.publish(item.channel, item.event, item.data);
-      await this.store.putIdempotent(tenant, key, JSON.stringify(position), Date.now());
-      return position;
-    })();
-    this.inFlight.set(flightKey, work);
+  private async publishAll(valid: readonly ValidItem[]): Promise<Position[]> {
+    const results: Position[] = [];
+    for (const item of valid) results.push(await this.publisher.publish(item.channel, item.event, item.data));
+    return results;
+  }
+
+  private async publishIdempotent(tenant: string, valid: readonly ValidItem[], keys: readonly string[]): Promise<Position[]> {
+    const flightKeys = keys.map((key) => `${tenant}\u0000${key}`);
+    // Wait for other requests that are publishing one of these keys; their answers are then stored.
+    for (;;) {
+      const busy = flightKeys.flatMap((k) => this.inFlight.get(k) ?? []);
+      if (busy.length === 0) break;
+      await Promise.allSettled(busy);
+    }
+    // Claimed with no await since the check above, so no other request can claim these keys too.
+    let release!: () => void;
+    const done = new Promise<void>((resolve) => (release = resolve));
+    for (const k of flightKeys) this.inFlight.set(k, done);
     try {
-      return await work;
+      const answers = new Map<string, Position>();
+      for (const [key, response] of await this.store.getIdempotent(tenant, keys)) answers.set(key, JSON.parse(response) as Position);
+      const fresh: { key: string; response: string }[] = [];
+      const results: Position[] = [];
+      for (const item of valid) {
+        const key = item.idempotencyKey;
+        const known = key === undefined ? undefined : answers.get(key);
+        if (known !== undefined) {
+          results.push(known);
+          continue;
+        }
+        const position = await this.publisher.publish(item.channel, item.event, item.data);
+        if (key !== undefined) {
+          answers.set(key, position);
+          fresh.push({ key, response: JSON.stringify(position) });
+        }
+        results.push(position);
+      }
+      await this.store.putIdempotent(tenant, fresh, Date.now());
+      return results;
     } finally {
-      this.inFlight.delete(flightKey);
+      for (const k of flightKeys) this.inFlight.delete(k);
+      release();
     }
   }
 }
@@ -98,11 +123,13 @@ export class PublishService {
 /** The scraper's old `/emit-event` shape mapped onto a publish item (PROTOCOL.md). */
 export function emitEventItem(body: unknown): PublishItem {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new SinalError("bad_request", "body must be a JSON object");
-  const { event, data, channel } = body as Record<string, unknown>;
+  const { event, data, channel, idempotency_key } = body as Record<string, unknown>;
   if (typeof event !== "string") throw new SinalError("bad_request", "event: required string");
+  if (idempotency_key !== undefined && typeof idempotency_key !== "string") throw new SinalError("bad_request", "idempotency_key must be a string");
+  const key = idempotency_key === undefined ? {} : { idempotency_key };
   if (channel !== undefined) {
     if (typeof channel !== "string") throw new SinalError("bad_request", "channel must be a string");
-    return { channel, event, data };
+    return { channel, event, data, ...key };
   }
   const rouletteId = (data as Record<string, unknown> | null | undefined)?.roulette_id;
   const kind = event === "roulette_update" ? "roulette" : event === "strategy_update" ? "strategy" : null;
@@ -110,5 +137,5 @@ export function emitEventItem(body: unknown): PublishItem {
   if (typeof rouletteId !== "string" && typeof rouletteId !== "number") {
     throw new SinalError("bad_request", `data.roulette_id is required to route ${event}`);
   }
-  return { channel: `${kind}:${rouletteId}`, event, data };
+  return { channel: `${kind}:${rouletteId}`, event, data, ...key };
 }

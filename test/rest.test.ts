@@ -680,3 +680,41 @@ describe("MAX_BODY_BYTES", () => {
     }
   });
 });
+
+describe("idempotency across a whole batch", () => {
+  test("POST /emit-event honours idempotency_key", async () => {
+    const server = await startServer();
+    try {
+      const key = await server.apiKey("acme");
+      const watcher = await Client.open(server, { subChannels: ["roulette:*"] });
+      await watcher.request({ type: "subscribe", channel: "roulette:7" });
+      const body = { event: "roulette_update", data: { roulette_id: 7, number: 3 }, idempotency_key: "spin-1" };
+      const first = await (await post(server, "/emit-event", body, key)).json();
+      const second = await (await post(server, "/emit-event", body, key)).json();
+      expect(second).toEqual(first);
+      expect(await watcher.next()).toMatchObject({ event: "roulette_update", offset: 1 });
+      expect(await watcher.silentFor(100)).toBe(true);
+      watcher.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a keyed batch of 1000 answers like the unkeyed path, and its replay publishes nothing", async () => {
+    const server = await startServer();
+    try {
+      const key = await server.apiKey("acme");
+      const items = Array.from({ length: 1000 }, (_, i) => ({ channel: `dept:b${i % 10}`, event: "e", data: i, idempotency_key: `k${i}` }));
+      const first = (await (await post(server, "/v1/publish", items, key)).json()) as { offset: number }[];
+      expect(first.map((r) => r.offset)).toEqual(items.map((_, i) => Math.floor(i / 10) + 1));
+      const watcher = await Client.open(server, { subChannels: ["dept:*"] });
+      await watcher.request({ type: "subscribe", channel: "dept:b0" });
+      const replay = await (await post(server, "/v1/publish", items, key)).json();
+      expect(replay).toEqual(first);
+      expect(await watcher.silentFor(100)).toBe(true);
+      watcher.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { and, eq, lt, sql } from "drizzle-orm";
+import { and, eq, inArray, lt, sql } from "drizzle-orm";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -66,17 +66,26 @@ class SqliteStore implements Store {
     return updated.length > 0;
   }
 
-  async getIdempotent(tenant: string, key: string): Promise<string | null> {
-    const row = this.db
-      .select({ response: idempotency.response })
-      .from(idempotency)
-      .where(and(eq(idempotency.tenant, tenant), eq(idempotency.key, key)))
-      .get();
-    return row?.response ?? null;
+  async getIdempotent(tenant: string, keys: readonly string[]): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    // Chunks keep each statement under SQLite's bound-variable limit.
+    for (let i = 0; i < keys.length; i += 500) {
+      const rows = this.db
+        .select({ key: idempotency.key, response: idempotency.response })
+        .from(idempotency)
+        .where(and(eq(idempotency.tenant, tenant), inArray(idempotency.key, keys.slice(i, i + 500))))
+        .all();
+      for (const row of rows) found.set(row.key, row.response);
+    }
+    return found;
   }
 
-  async putIdempotent(tenant: string, key: string, response: string, at: number): Promise<void> {
-    this.db.insert(idempotency).values({ tenant, key, response, createdAt: at }).onConflictDoNothing().run();
+  async putIdempotent(tenant: string, entries: readonly { key: string; response: string }[], at: number): Promise<void> {
+    if (entries.length === 0) return;
+    const rows = entries.map(({ key, response }) => ({ tenant, key, response, createdAt: at }));
+    this.db.transaction((tx) => {
+      for (let i = 0; i < rows.length; i += 200) tx.insert(idempotency).values(rows.slice(i, i + 200)).onConflictDoNothing().run();
+    });
   }
 
   async pruneIdempotency(before: number): Promise<number> {

@@ -30,10 +30,10 @@ export interface Store {
   /** Marks a key revoked; false when no such key exists. */
   revokeApiKey(id: string, at: number): Promise<boolean>;
 
-  /** The stored first answer for (tenant, key), or null when none was kept. */
-  getIdempotent(tenant: string, key: string): Promise<string | null>;
-  /** Keeps the first answer; a second put for the same (tenant, key) keeps the first. */
-  putIdempotent(tenant: string, key: string, response: string, at: number): Promise<void>;
+  /** The stored first answers of those of `keys` that have one (one query for a whole batch). */
+  getIdempotent(tenant: string, keys: readonly string[]): Promise<Map<string, string>>;
+  /** Keeps the first answers, in one transaction; a key already stored keeps its first answer. */
+  putIdempotent(tenant: string, entries: readonly { key: string; response: string }[], at: number): Promise<void>;
   /** Deletes answers created before `before` (ms); returns how many went. */
   pruneIdempotency(before: number): Promise<number>;
 

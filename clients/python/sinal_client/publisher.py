@@ -261,9 +261,8 @@ class Publisher:
         Without ``channel`` the server routes ``roulette_update`` to
         ``roulette:<data["roulette_id"]>`` and ``strategy_update`` to
         ``strategy:<data["roulette_id"]>``; any other event needs ``channel`` (else 400).
-        An ``idempotency_key`` is sent as with :meth:`publish`, but the server's ``/emit-event``
-        does not honour it yet (it publishes a repeated key again), so a retry after a lost
-        answer may deliver the event twice there. New code should use :meth:`publish`.
+        An ``idempotency_key`` is generated and honoured as with :meth:`publish`, so a retry after a
+        lost answer delivers the event once.
 
         Example::
 

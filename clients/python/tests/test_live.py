@@ -198,7 +198,6 @@ def test_the_same_idempotency_key_publishes_once(publisher: Publisher, subscribe
     assert frames[0]["offset"] == first["offset"]
 
 
-@pytest.mark.xfail(reason="server: POST /emit-event ignores idempotency_key (src/publish-service.ts emitEventItem)")
 def test_emit_event_with_a_repeated_key_publishes_once(publisher: Publisher, subscriber: Subscriber):
     rid = os.urandom(5).hex()
     channel = f"roulette:{rid}"
