@@ -36,15 +36,18 @@ function envInt(name: string, fallback: number): number {
 
 const settings = {
   channel: CHANNEL,
+  sinalExtraEnv: process.env.BENCH_SINAL_ENV ?? "",
   targets: (process.env.BENCH_TARGETS ?? TARGETS.join(",")).split(",").map((t) => t.trim()) as TargetName[],
   subscribers: envInt("BENCH_SUBSCRIBERS", 1000),
   payloadBytes: envInt("BENCH_PAYLOAD_BYTES", 100),
-  rounds: Math.max(1, envInt("BENCH_ROUNDS", 3)),
+  /** Rounds for sinal and bare Bun (the pair the targets compare), and for the Node references. */
+  rounds: Math.max(1, envInt("BENCH_ROUNDS", 5)),
+  referenceRounds: Math.max(1, envInt("BENCH_REF_ROUNDS", 3)),
   warmupSec: envInt("BENCH_WARMUP_SEC", 2),
-  maxSec: envInt("BENCH_MAX_SEC", 5),
+  maxSec: envInt("BENCH_MAX_SEC", 4),
   window: envInt("BENCH_WINDOW", 256),
   fixedDeliveriesPerSec: envInt("BENCH_FIXED_DELIVERIES_PER_SEC", 100_000),
-  fixedSec: envInt("BENCH_FIXED_SEC", 5),
+  fixedSec: envInt("BENCH_FIXED_SEC", 4),
   idleConnections: envInt("BENCH_IDLE_CONNECTIONS", 10_000),
   idleProcesses: envInt("BENCH_IDLE_PROCESSES", 2),
   idleSettleSec: envInt("BENCH_IDLE_SETTLE_SEC", 5),
@@ -227,6 +230,13 @@ function serverCommand(target: TargetName, port: number, dbDir: string): { cmd: 
           RATE_LIMIT_PER_SEC: "1000000",
           RATE_LIMIT_BURST: "1000000",
           SINAL_API_KEYS: `bench:${apiKey}`,
+          // experiments: extra settings for sinal, e.g. BENCH_SINAL_ENV="SWEEP_INTERVAL_MS=1000"
+          ...Object.fromEntries(
+            (process.env.BENCH_SINAL_ENV ?? "")
+              .split(",")
+              .filter((kv) => kv.includes("="))
+              .map((kv) => [kv.slice(0, kv.indexOf("=")).trim(), kv.slice(kv.indexOf("=") + 1).trim()]),
+          ),
         },
         ready: "/health",
       };
@@ -450,14 +460,17 @@ async function main(): Promise<void> {
     memory: [],
     failures: [],
   };
-  log(`targets ${settings.targets.join(", ")}; ${settings.rounds} rounds of fan-out; results in ${outDir}`);
+  log(`targets ${settings.targets.join(", ")}; ${settings.rounds} rounds of fan-out (${settings.referenceRounds} for ws and socketio); results in ${outDir}`);
   // Rounds interleave the servers (and alternate their order) so that a slow spell of this shared
   // machine does not land on one server only; the report gives medians over the rounds.
-  for (let round = 1; round <= settings.rounds; round++) {
-    const order = round % 2 === 1 ? settings.targets : [...settings.targets].reverse();
+  const totalRounds = Math.max(settings.rounds, settings.referenceRounds);
+  for (let round = 1; round <= totalRounds; round++) {
+    const order = (round % 2 === 1 ? settings.targets : [...settings.targets].reverse()).filter((t) =>
+      t === "sinal" || t === "bun" ? round <= settings.rounds : round <= settings.referenceRounds,
+    );
     for (const target of order) {
       try {
-        log(`round ${round}/${settings.rounds}, ${target}: fan-out to ${settings.subscribers}`);
+        log(`round ${round}/${totalRounds}, ${target}: fan-out to ${settings.subscribers}`);
         for (const p of await runFanout(target, dbDir)) report.fanout.push({ ...p, round });
       } catch (err) {
         log(`${target}: fan-out FAILED: ${(err as Error).message}`);

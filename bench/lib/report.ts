@@ -163,7 +163,7 @@ export function renderReport(r: Report): string {
   const targets = [...new Set([...r.fanout.map((p) => p.target), ...r.memory.map((x) => x.target)])];
   const sum = (t: TargetName, kind: "max" | "fixed") => summarize(r.fanout, t, kind);
   const mem = (t: TargetName) => r.memory.find((x) => x.target === t);
-  const rounds = Math.max(0, ...r.fanout.map((p) => p.round ?? 1));
+  const roundsOf = (t: TargetName) => new Set(r.fanout.filter((p) => p.target === t).map((p) => p.round ?? 1)).size;
   const out: string[] = [];
 
   out.push(`## sinal benchmark, ${r.started_at.slice(0, 19).replace("T", " ")} UTC`);
@@ -171,7 +171,7 @@ export function renderReport(r: Report): string {
   out.push(
     `Machine: ${m.nproc} cores (${m.cpu_model}), ${m.memory_gb} GB, Linux ${m.kernel}; bun ${m.bun}, node ${m.node}, ws ${m.ws}, socket.io ${m.socket_io}. ` +
       `Server pinned to core 0, load generator to core 1; everything on 127.0.0.1. ` +
-      `Fan-out figures are medians of ${rounds} rounds (fresh server each round; servers interleaved).`,
+      `Fan-out figures are medians over rounds (${targets.map((t) => `${t} ${roundsOf(t)}`).join(", ")}; a fresh server each round; servers interleaved, order alternating).`,
   );
   out.push("");
 
