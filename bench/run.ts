@@ -454,6 +454,9 @@ async function main(): Promise<void> {
       node: await versionOf("node", ["--version"]),
       ws: JSON.parse(readFileSync(join(ROOT, "node_modules/ws/package.json"), "utf8")).version,
       socket_io: JSON.parse(readFileSync(join(ROOT, "node_modules/socket.io/package.json"), "utf8")).version,
+      commit: await versionOf("git", ["rev-parse", "--short", "HEAD"]),
+      // sinal is run from the working tree: say whether it differed from the commit
+      src_changes: (await versionOf("git", ["status", "--porcelain", "--", "src"])).split("\n").filter(Boolean).length,
     },
     settings,
     fanout: [],

@@ -170,6 +170,7 @@ export function renderReport(r: Report): string {
   out.push("");
   out.push(
     `Machine: ${m.nproc} cores (${m.cpu_model}), ${m.memory_gb} GB, Linux ${m.kernel}; bun ${m.bun}, node ${m.node}, ws ${m.ws}, socket.io ${m.socket_io}. ` +
+      `sinal at commit ${m.commit}${Number(m.src_changes) > 0 ? ` with ${m.src_changes} uncommitted change(s) in src/` : ""}. ` +
       `Server pinned to core 0, load generator to core 1; everything on 127.0.0.1. ` +
       `Fan-out figures are medians over rounds (${targets.map((t) => `${t} ${roundsOf(t)}`).join(", ")}; a fresh server each round; servers interleaved, order alternating).`,
   );
