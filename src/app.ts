@@ -140,6 +140,7 @@ export function createApp(deps: AppDeps) {
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
     .onStart(({ server }) => {
       broker.attach(server!);
+      notifications.load().catch((err) => logger.error({ err }, "loading pending notifications failed"));
       timers.push(setInterval(() => gateway.sweep(Date.now()), config.sweepIntervalMs));
       timers.push(setInterval(() => metrics.sample(Date.now()), 1000));
       const pruneIdempotency = () =>

@@ -25,6 +25,8 @@ export interface NotificationStore {
   markDelivered(tenant: string, user: string, ids: readonly number[], at: number): Promise<number[]>;
   /** Pending (not yet delivered) notifications of the user, oldest first. */
   pending(tenant: string, user: string, limit: number): Promise<StoredNotification[]>;
+  /** Every (tenant, user) with at least one pending notification. */
+  usersWithPending(): Promise<{ tenant: string; user: string }[]>;
   /** Newest first; `before` excludes ids >= before. */
   list(tenant: string, user: string, opts: { unreadOnly: boolean; before: number | null; limit: number }): Promise<StoredNotification[]>;
   /** Marks ids (or all when null) read; returns how many changed. */

@@ -36,6 +36,14 @@ export class SqliteNotificationStore implements NotificationStore {
       .map(toNotification);
   }
 
+  async usersWithPending(): Promise<{ tenant: string; user: string }[]> {
+    return this.db
+      .selectDistinct({ tenant: notifications.tenant, user: notifications.user })
+      .from(notifications)
+      .where(and(isNull(notifications.deliveredAt), isNull(notifications.readAt)))
+      .all();
+  }
+
   async list(tenant: string, user: string, opts: { unreadOnly: boolean; before: number | null; limit: number }): Promise<StoredNotification[]> {
     return this.db
       .select()
