@@ -18,6 +18,7 @@ interface UserState {
 export class MemoryPresence implements Presence, ConnectionListener {
   /** tenant -> user -> state */
   private readonly tenants = new Map<string, Map<string, UserState>>();
+  private lastIdleCheck = 0;
 
   constructor(
     private readonly publisher: Publisher,
@@ -77,6 +78,10 @@ export class MemoryPresence implements Presence, ConnectionListener {
   }
 
   sweep(now: number): void {
+    // Idle-away needs no finer grain than a quarter of the away time (and at most a second):
+    // this walks every connected user.
+    if (now - this.lastIdleCheck < Math.min(1000, this.awayAfterMs / 4)) return;
+    this.lastIdleCheck = now;
     for (const [tenant, users] of this.tenants) {
       for (const [user, state] of users) {
         if (state.published === "online" && now - state.lastActivity >= this.awayAfterMs) this.update(tenant, user, state, now);
