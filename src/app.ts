@@ -28,6 +28,7 @@ import { MemoryLocks } from "./locks/memory-locks.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { auditRoutes } from "./http/audit-routes.ts";
 import { MemoryPresence } from "./presence/memory-presence.ts";
+import { FeedService } from "./feeds/feed-service.ts";
 
 export interface AppDeps {
   config: Config;
@@ -59,6 +60,9 @@ export function createApp(deps: AppDeps) {
   const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs);
+  const feeds = config.mongo
+    ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
+    : null;
   // The gateway knows who is connected; notifications need that and the gateway needs them: late-bound.
   const notifications: NotificationService = new NotificationService(
     store.notifications,
@@ -78,7 +82,7 @@ export function createApp(deps: AppDeps) {
     features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
     listeners: [typing, occupancy, locks, presence, notifications, audit],
-    subscribeExtras: [presence.subscribeExtra()],
+    subscribeExtras: feeds ? [presence.subscribeExtra(), feeds.subscribeExtra()] : [presence.subscribeExtra()],
   });
   let draining = false;
   const timers: Timer[] = [];
@@ -137,10 +141,12 @@ export function createApp(deps: AppDeps) {
     .use(presenceRoutes(restAuth, presence, occupancy))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, limits.maxBodyBytes))
     .use(auditRoutes(restAuth, store.audit))
-    .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining }))
+    .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
     .onStart(({ server }) => {
       broker.attach(server!);
       notifications.load().catch((err) => logger.error({ err }, "loading pending notifications failed"));
+      // In the background: MongoDB being down never blocks start-up (/ready names the feed).
+      feeds?.start();
       timers.push(setInterval(() => gateway.sweep(Date.now()), config.sweepIntervalMs));
       timers.push(setInterval(() => metrics.sample(Date.now()), 1000));
       const pruneIdempotency = () =>
@@ -158,6 +164,8 @@ export function createApp(deps: AppDeps) {
     if (draining) return;
     draining = true;
     for (const timer of timers) clearInterval(timer);
+    // First: no feed publication during the drain, and each feed's position is saved.
+    await feeds?.stop();
     const server = app.server;
     // Half the drain budget for clients to see their 1001; the rest for the server and store.
     await gateway.shutdown(config.shutdownTimeoutMs / 2);
@@ -166,5 +174,5 @@ export function createApp(deps: AppDeps) {
     await audit.flush();
   }
 
-  return { app, apiKeys, publisher, gateway, metrics, audit, stop };
+  return { app, apiKeys, publisher, gateway, metrics, audit, feeds, stop };
 }

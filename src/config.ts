@@ -1,3 +1,5 @@
+import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
+
 /**
  * Configuration from the environment (PROTOCOL.md "Running"), validated once at start-up.
  * A bad value throws a ConfigError naming the variable; main.ts prints it and exits 1.
@@ -67,6 +69,8 @@ export interface Config {
   };
   locks: { ttlMs: number };
   audit: { retentionDays: number };
+  /** MongoDB change-stream feeds (src/feeds/); null when MONGODB_URI is unset. */
+  mongo: MongoConfig | null;
 }
 
 export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -151,7 +155,6 @@ function parseJwt(env: Env): Config["jwt"] {
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
-  if (env.MONGODB_URI) throw new ConfigError("MONGODB_URI", "the MongoDB feed is not in this version yet; unset it");
   const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
@@ -180,6 +183,7 @@ export function loadConfig(env: Env = process.env): Config {
     presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100) },
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
+    mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000)),
     limits: {
       maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
       ratePerSec,

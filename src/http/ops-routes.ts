@@ -12,6 +12,8 @@ export interface OpsDeps {
   gateway: Gateway;
   auth: RestAuth;
   isDraining: () => boolean;
+  /** Names of the MongoDB feeds that are not streaming (reported as `feed:<name>`). */
+  feedsDown?: () => string[];
 }
 
 /** Health, readiness, Prometheus metrics and the JSON stats of this node. */
@@ -23,6 +25,7 @@ export function opsRoutes(deps: OpsDeps) {
       if (deps.isDraining()) failing.push("draining");
       if (!(await deps.store.ping())) failing.push("store");
       if (!deps.broker.isReady()) failing.push("broker");
+      for (const feed of deps.feedsDown?.() ?? []) failing.push(`feed:${feed}`);
       if (failing.length > 0) {
         set.status = 503;
         return { status: "not_ready", failing };

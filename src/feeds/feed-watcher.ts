@@ -1,0 +1,310 @@
+import { BSON, type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
+import type { Channel } from "../channel.ts";
+import type { Logger } from "../log.ts";
+import type { Publisher } from "../publisher.ts";
+import type { FeedStore } from "../store/feed-store.ts";
+import type { FeedConfig } from "./feed-config.ts";
+import { documentKey, renderChannel, resolveDocument, toPlain, type Plain } from "./feed-document.ts";
+import { classifyFailure, FeedInvalidated, failureCode } from "./feed-errors.ts";
+import type { FeedMetrics } from "./feed-metrics.ts";
+import type { SnapshotCache } from "./snapshot-cache.ts";
+
+export type FeedState = "starting" | "up" | "down";
+
+export interface WatcherDeps {
+  feed: FeedConfig;
+  client: MongoClient;
+  publisher: Publisher;
+  positions: FeedStore;
+  cache: SnapshotCache;
+  metrics: FeedMetrics;
+  logger: Logger;
+  /** Cap of the retry backoff in ms. */
+  retryMaxMs: number;
+}
+
+/** How often the resume token of the last published change is written to the store. */
+const TOKEN_SAVE_MS = 200;
+/**
+ * A getMore that comes back empty sooner than this is followed by a pause up to it: MongoDB
+ * itself waits (awaitData, up to 1 s) so this never applies there, but an emulator that answers
+ * at once would otherwise be polled in a tight loop.
+ */
+const MIN_POLL_MS = 10;
+const RETRY_BASE_MS = 250;
+
+/** Capped exponential backoff with jitter: half the ceiling fixed, half random. */
+export function backoffMs(attempt: number, maxMs: number): number {
+  const ceiling = Math.min(maxMs, RETRY_BASE_MS * 2 ** Math.min(attempt, 20));
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}
+
+/**
+ * One feed: a change stream on one collection, published through the Publisher.
+ *
+ * Order of a session: open the stream (resuming after the saved token when there is one), read the
+ * snapshot if the cache holds none, then publish every change in stream order. The token is taken
+ * from the stream only after the change it follows was published, and saved every TOKEN_SAVE_MS
+ * and at stop: a restart resumes after the last published change, so nothing is lost or repeated.
+ * Failures: see feed-errors.ts (`down` retries and resumes in the same epoch; `lost` starts from
+ * now with a fresh snapshot and new epochs). The loop never throws and never ends before stop().
+ */
+export class FeedWatcher {
+  state: FeedState = "starting";
+  /** Code of the last failure, for logs and /ready. */
+  lastError: string | null = null;
+  private stopping = false;
+  private running: Promise<void> | null = null;
+  private stream: ChangeStream | null = null;
+  /** Resume token after the last published change; null: none yet (start from now). */
+  private token: ResumeToken | null = null;
+  private savedToken: string | null = null;
+  /** The cache holds a snapshot consistent with `token`. */
+  private loaded = false;
+  private saveTimer: Timer | null = null;
+  private wake: (() => void) | null = null;
+  private readonly source: string;
+
+  constructor(private readonly deps: WatcherDeps) {
+    this.source = `${deps.feed.db}.${deps.feed.collection}`;
+  }
+
+  get name(): string {
+    return this.deps.feed.name;
+  }
+
+  /** Starts the loop in the background; never blocks and never throws. */
+  start(): void {
+    this.deps.metrics.setUp(this.name, false);
+    this.running = this.run();
+    this.saveTimer = setInterval(() => void this.saveToken(), TOKEN_SAVE_MS);
+    // prevents the timer from keeping a stopping process alive
+    this.saveTimer.unref();
+  }
+
+  /** Stops publishing, closes the stream and saves the last token. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.saveTimer) clearInterval(this.saveTimer);
+    this.wake?.();
+    await this.stream?.close().catch(() => undefined);
+    await this.running;
+    await this.saveToken();
+  }
+
+  private async run(): Promise<void> {
+    await this.loadToken();
+    let attempt = 0;
+    while (!this.stopping) {
+      try {
+        await this.session(() => (attempt = 0));
+      } catch (err) {
+        if (this.stopping) break;
+        this.fail(err);
+        const delay = backoffMs(attempt++, this.deps.retryMaxMs);
+        this.deps.metrics.retried(this.name);
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  private async session(onUp: () => void): Promise<void> {
+    const { feed, client } = this.deps;
+    // Explicitly: after a failed first connect the driver keeps a closed topology that operations
+    // would reuse ("Topology is closed"); connect() replaces it, and is a no-op once connected.
+    await client.connect();
+    const collection = client.db(feed.db).collection(feed.collection);
+    const options: ChangeStreamOptions = { fullDocument: "updateLookup" };
+    if (this.token !== null) options.resumeAfter = this.token;
+    const stream = collection.watch([], options);
+    this.stream = stream;
+    try {
+      // Opens the cursor first: its starting point is fixed before the snapshot is read, so no
+      // change falls between the two (a change already in the snapshot is applied again, harmlessly:
+      // publications carry whole documents).
+      let change = await stream.tryNext();
+      if (!this.loaded) await this.loadSnapshot(collection);
+      this.setState("up");
+      onUp();
+      for (;;) {
+        if (change !== null) this.apply(change);
+        // Only now: the token covers the change just published (or the empty batch before it).
+        this.token = stream.resumeToken ?? this.token;
+        if (this.stopping) return;
+        const started = performance.now();
+        change = await stream.tryNext();
+        const waited = performance.now() - started;
+        if (change === null && waited < MIN_POLL_MS) await this.sleep(MIN_POLL_MS - waited);
+      }
+    } finally {
+      this.stream = null;
+      await stream.close().catch(() => undefined);
+    }
+  }
+
+  private fail(err: unknown): void {
+    const failure = classifyFailure(err);
+    this.lastError = failureCode(err);
+    this.setState("down");
+    const log = this.deps.logger;
+    if (failure.kind === "lost") {
+      log.warn({ err, code: this.lastError, reason: failure.reason }, "feed position lost: restarting from now with a fresh snapshot and a new epoch");
+      this.deps.metrics.lost(this.name, failure.reason);
+      this.token = null;
+      this.loaded = false;
+      this.savedToken = null;
+      this.deps.positions.clear(this.name).catch((e: unknown) => log.error({ err: e }, "could not clear the feed position"));
+      return;
+    }
+    log.warn({ code: this.lastError, message: (err as Error).message }, "MongoDB unreachable: retrying");
+    // Without a token (no change seen yet, no post-batch token from the server) a reconnect could
+    // not tell what it missed: read a fresh snapshot (which also gives new epochs) instead.
+    if (this.token === null) this.loaded = false;
+  }
+
+  private setState(state: FeedState): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.deps.metrics.setUp(this.name, state === "up");
+    if (state === "up") {
+      this.lastError = null;
+      this.deps.logger.info({ source: this.source }, "feed up");
+    }
+  }
+
+  /**
+   * Reads the whole collection, then in ONE synchronous step replaces the cache and gives every
+   * channel the feed has fed or now feeds a new epoch: no subscribe sees one without the other.
+   */
+  private async loadSnapshot(collection: Collection<Document>): Promise<void> {
+    const { feed, cache, publisher, metrics } = this.deps;
+    const entries = [];
+    for await (const doc of collection.find({})) {
+      const resolved = resolveDocument(feed, doc);
+      if (resolved.ok) entries.push(resolved);
+      else metrics.skip(feed.name, resolved.reason);
+    }
+    const channels = cache.replace(entries);
+    for (const channel of channels) publisher.resetEpoch(channel);
+    this.loaded = true;
+    this.deps.logger.info({ documents: entries.length, channels: channels.length }, "feed snapshot loaded");
+  }
+
+  private apply(change: ChangeStreamDocument): void {
+    switch (change.operationType) {
+      case "insert":
+      case "update":
+      case "replace":
+        return this.applyDocument(change.operationType, change.fullDocument, change);
+      case "delete":
+        return this.applyDelete(change.documentKey?._id, change);
+      case "invalidate":
+      case "drop":
+      case "rename":
+      case "dropDatabase":
+        throw new FeedInvalidated(this.name);
+      default:
+        // DDL events (create, createIndexes ...) change no document.
+        return;
+    }
+  }
+
+  private applyDocument(op: string, full: Document | null | undefined, change: ChangeStreamDocument): void {
+    const { feed, cache, metrics } = this.deps;
+    // updateLookup finds nothing when the document was deleted since: its delete event follows.
+    if (full === null || full === undefined || full._id === undefined) return;
+    const resolved = resolveDocument(feed, full);
+    if (!resolved.ok) {
+      metrics.skip(feed.name, resolved.reason);
+      // A document that lost its tenant or channel field leaves the channel it fed.
+      const id = toPlain(full._id);
+      const previous = cache.remove(documentKey(id));
+      if (previous !== undefined) this.publishDelete(previous, id, change);
+      return;
+    }
+    const previous = cache.channelOf(resolved.key);
+    if (previous !== undefined && previous.topic !== resolved.channel.topic) {
+      cache.remove(resolved.key);
+      this.publishDelete(previous, toPlain(full._id), change);
+    }
+    // Same synchronous step: cache entry and publication (see SnapshotCache).
+    cache.set(resolved.key, resolved.channel, resolved.data);
+    this.publish(resolved.channel, feed.event, resolved.data);
+    metrics.published(feed.name, op, clusterTimeMs(change));
+  }
+
+  private applyDelete(rawId: unknown, change: ChangeStreamDocument): void {
+    const { feed, cache, metrics } = this.deps;
+    const id = toPlain(rawId);
+    let channel = rawId === undefined ? undefined : cache.remove(documentKey(id));
+    // A fixed tenant and a template on _id alone need no memory of the document.
+    if (channel === undefined && rawId !== undefined && feed.tenant.kind === "fixed") {
+      channel = renderChannel(feed.channel, feed.tenant.tenant, { _id: id }) ?? undefined;
+    }
+    if (channel === undefined) {
+      metrics.skip(feed.name, "unknown_document");
+      return;
+    }
+    this.publishDelete(channel, id, change);
+  }
+
+  private publishDelete(channel: Channel, id: Plain, change: ChangeStreamDocument): void {
+    this.deps.cache.touch(channel);
+    this.publish(channel, this.deps.feed.deleteEvent, { _id: id, deleted: true });
+    this.deps.metrics.published(this.name, "delete", clusterTimeMs(change));
+  }
+
+  private publish(channel: Channel, event: string, data: unknown): void {
+    // Publisher.publish assigns the offset and fans out before it returns (see its comment).
+    this.deps.publisher.publish(channel, event, data).catch((err: unknown) => this.deps.logger.error({ err, channel: channel.name }, "feed publication failed"));
+  }
+
+  private async loadToken(): Promise<void> {
+    try {
+      const saved = await this.deps.positions.get(this.name);
+      if (saved === null) return;
+      if (saved.source !== this.source) {
+        this.deps.logger.warn({ saved: saved.source, source: this.source }, "ignoring a feed position saved for another collection");
+        return;
+      }
+      this.token = BSON.EJSON.parse(saved.token, { relaxed: false }) as ResumeToken;
+      this.savedToken = saved.token;
+    } catch (err) {
+      this.deps.logger.error({ err }, "could not read the feed position; starting from now");
+    }
+  }
+
+  private async saveToken(): Promise<void> {
+    if (this.token === null) return;
+    const token = BSON.EJSON.stringify(this.token as Document, { relaxed: false });
+    if (token === this.savedToken) return;
+    try {
+      await this.deps.positions.save({ feed: this.name, source: this.source, token, updatedAt: Date.now() });
+      this.savedToken = token;
+    } catch (err) {
+      this.deps.logger.error({ err }, "could not save the feed position");
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        if (self.wake === done) self.wake = null;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
+
+/** When the change happened: wallTime (ms) where the server sends it, else the cluster time (s). */
+function clusterTimeMs(change: ChangeStreamDocument): number | null {
+  const { wallTime, clusterTime } = change as { wallTime?: Date; clusterTime?: { t?: number; getHighBits?(): number } };
+  if (wallTime instanceof Date) return wallTime.getTime();
+  if (clusterTime === undefined) return null;
+  const seconds = clusterTime.t ?? clusterTime.getHighBits?.();
+  return typeof seconds === "number" ? seconds * 1000 : null;
+}

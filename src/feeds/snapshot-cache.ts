@@ -1,0 +1,79 @@
+import type { Channel } from "../channel.ts";
+import type { PlainDoc } from "./feed-document.ts";
+
+/**
+ * The current state of one feed's channels, answered in subscribe replies (`snapshot`).
+ *
+ * Guarantee: the watcher changes an entry in the same synchronous step as it publishes the change
+ * (Publisher.publish assigns the offset and fans out before it returns), so a subscribe reply's
+ * `offset` and `snapshot` always describe the same moment: the snapshot includes every
+ * publication up to that offset and none after it.
+ *
+ * A channel may be fed by several documents (`strategy:{roulette_id}`); its snapshot is the most
+ * recently changed one still present, or null when none is.
+ */
+export class SnapshotCache {
+  /** topic -> document key -> data, in order of last change (the last entry is the newest). */
+  private readonly byTopic = new Map<string, Map<string, PlainDoc>>();
+  /** document key -> the channel it currently feeds (for deletes, which carry only the _id). */
+  private readonly channelOfDoc = new Map<string, Channel>();
+  /** Every channel this feed has fed since the process started: the ones a lost position resets. */
+  private readonly known = new Map<string, Channel>();
+
+  /** The snapshot of a topic: undefined when this feed never fed it, null when it holds nothing now. */
+  get(topic: string): PlainDoc | null | undefined {
+    const docs = this.byTopic.get(topic);
+    if (docs === undefined) return this.known.has(topic) ? null : undefined;
+    let newest: PlainDoc | null = null;
+    for (const data of docs.values()) newest = data;
+    return newest;
+  }
+
+  channelOf(key: string): Channel | undefined {
+    return this.channelOfDoc.get(key);
+  }
+
+  /** Records a document's new state; it leaves any channel it fed before. */
+  set(key: string, channel: Channel, data: PlainDoc): void {
+    this.remove(key);
+    let docs = this.byTopic.get(channel.topic);
+    if (docs === undefined) {
+      docs = new Map();
+      this.byTopic.set(channel.topic, docs);
+    }
+    docs.set(key, data);
+    this.channelOfDoc.set(key, channel);
+    this.known.set(channel.topic, channel);
+  }
+
+  /** Forgets a document; returns the channel it fed, if any. */
+  remove(key: string): Channel | undefined {
+    const channel = this.channelOfDoc.get(key);
+    if (channel === undefined) return undefined;
+    this.channelOfDoc.delete(key);
+    const docs = this.byTopic.get(channel.topic);
+    docs?.delete(key);
+    if (docs?.size === 0) this.byTopic.delete(channel.topic);
+    return channel;
+  }
+
+  /** Marks a channel as fed by this feed (a delete of a document it never held). */
+  touch(channel: Channel): void {
+    this.known.set(channel.topic, channel);
+  }
+
+  /**
+   * Replaces the whole state with a fresh snapshot and returns every channel this feed has fed or
+   * now feeds: their history is no longer continuous, so the caller gives them a new epoch.
+   */
+  replace(entries: Iterable<{ key: string; channel: Channel; data: PlainDoc }>): Channel[] {
+    this.byTopic.clear();
+    this.channelOfDoc.clear();
+    for (const { key, channel, data } of entries) this.set(key, channel, data);
+    return [...this.known.values()];
+  }
+
+  get size(): number {
+    return this.channelOfDoc.size;
+  }
+}
