@@ -217,7 +217,8 @@ function serverCommand(target: TargetName, port: number, dbDir: string): { cmd: 
   switch (target) {
     case "sinal":
       return {
-        cmd: [BUN, "src/main.ts", "serve"],
+        // BENCH_SINAL_BUN_FLAGS: e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof" to profile sinal
+        cmd: [BUN, ...(process.env.BENCH_SINAL_BUN_FLAGS ?? "").split(" ").filter(Boolean), "src/main.ts", "serve"],
         env: {
           JWT_SECRET: secret,
           PORT: String(port),
