@@ -145,3 +145,16 @@ test("MongoDB unreachable: /ready answers 503 naming the feed, and the feed reco
   await server.stop();
   await proxy.close();
 });
+
+test("stopping while MongoDB is unreachable does not wait for the driver's timeouts", async () => {
+  const proxy = await new TcpProxy(emulator.port).listen();
+  proxy.passing = false;
+  // A server selection timeout far beyond the expected stop time.
+  const uri = `mongodb://127.0.0.1:${proxy.port}/?directConnection=true&serverSelectionTimeoutMS=20000`;
+  const server = await startServer(feedEnv(uri, [STRATEGIES]));
+  await waitFor("a connection attempt", () => proxy.accepted > 0);
+  const started = Date.now();
+  await server.stop();
+  expect(Date.now() - started).toBeLessThan(2_000);
+  await proxy.close();
+});

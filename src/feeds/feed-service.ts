@@ -62,10 +62,13 @@ export class FeedService {
     for (const feed of this.feeds) feed.watcher.start();
   }
 
-  /** Stops every watcher (each saves its position), then closes the client. */
+  /** Stops every watcher (each saves its position) and closes the client. */
   async stop(): Promise<void> {
-    await Promise.all(this.feeds.map((feed) => feed.watcher.stop()));
+    const stopped = Promise.all(this.feeds.map((feed) => feed.watcher.stop()));
+    // Closing the client at once aborts a connect or a getMore in flight, so a MongoDB that is
+    // down or slow cannot hold up the shutdown for its server selection timeout.
     await this.client.close().catch(() => undefined);
+    await stopped;
   }
 
   /** Names of the feeds whose stream is not open with a loaded snapshot. */

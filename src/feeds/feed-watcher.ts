@@ -1,9 +1,10 @@
-import { BSON, type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
+import { type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
 import type { Channel } from "../channel.ts";
 import type { Logger } from "../log.ts";
 import type { Publisher } from "../publisher.ts";
 import type { FeedStore } from "../store/feed-store.ts";
 import type { FeedConfig } from "./feed-config.ts";
+import { FeedPosition } from "./feed-position.ts";
 import { documentKey, renderChannel, resolveDocument, toPlain, type Plain } from "./feed-document.ts";
 import { classifyFailure, FeedInvalidated, failureCode } from "./feed-errors.ts";
 import type { FeedMetrics } from "./feed-metrics.ts";
@@ -58,7 +59,7 @@ export class FeedWatcher {
   private stream: ChangeStream | null = null;
   /** Resume token after the last published change; null: none yet (start from now). */
   private token: ResumeToken | null = null;
-  private savedToken: string | null = null;
+  private readonly position: FeedPosition;
   /** The cache holds a snapshot consistent with `token`. */
   private loaded = false;
   private saveTimer: Timer | null = null;
@@ -67,6 +68,7 @@ export class FeedWatcher {
 
   constructor(private readonly deps: WatcherDeps) {
     this.source = `${deps.feed.db}.${deps.feed.collection}`;
+    this.position = new FeedPosition(deps.positions, deps.feed.name, this.source, deps.logger);
   }
 
   get name(): string {
@@ -93,7 +95,7 @@ export class FeedWatcher {
   }
 
   private async run(): Promise<void> {
-    await this.loadToken();
+    this.token = await this.position.load();
     let attempt = 0;
     while (!this.stopping) {
       try {
@@ -152,8 +154,7 @@ export class FeedWatcher {
       this.deps.metrics.lost(this.name, failure.reason);
       this.token = null;
       this.loaded = false;
-      this.savedToken = null;
-      this.deps.positions.clear(this.name).catch((e: unknown) => log.error({ err: e }, "could not clear the feed position"));
+      this.position.clear();
       return;
     }
     log.warn({ code: this.lastError, message: (err as Error).message }, "MongoDB unreachable: retrying");
@@ -259,31 +260,8 @@ export class FeedWatcher {
     this.deps.publisher.publish(channel, event, data).catch((err: unknown) => this.deps.logger.error({ err, channel: channel.name }, "feed publication failed"));
   }
 
-  private async loadToken(): Promise<void> {
-    try {
-      const saved = await this.deps.positions.get(this.name);
-      if (saved === null) return;
-      if (saved.source !== this.source) {
-        this.deps.logger.warn({ saved: saved.source, source: this.source }, "ignoring a feed position saved for another collection");
-        return;
-      }
-      this.token = BSON.EJSON.parse(saved.token, { relaxed: false }) as ResumeToken;
-      this.savedToken = saved.token;
-    } catch (err) {
-      this.deps.logger.error({ err }, "could not read the feed position; starting from now");
-    }
-  }
-
   private async saveToken(): Promise<void> {
-    if (this.token === null) return;
-    const token = BSON.EJSON.stringify(this.token as Document, { relaxed: false });
-    if (token === this.savedToken) return;
-    try {
-      await this.deps.positions.save({ feed: this.name, source: this.source, token, updatedAt: Date.now() });
-      this.savedToken = token;
-    } catch (err) {
-      this.deps.logger.error({ err }, "could not save the feed position");
-    }
+    if (this.token !== null) await this.position.save(this.token);
   }
 
   private sleep(ms: number): Promise<void> {
