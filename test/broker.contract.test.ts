@@ -62,6 +62,25 @@ for (const [name, make] of implementations) {
       for (const c of [a, b, other]) c.ws.close();
     });
 
+    test("a user's own topic delivers, excludes a sender and releases like any other", async () => {
+      const a = await client("ua");
+      const b = await client("ub");
+      broker.subscribe(a.socket, "t1/user:u1");
+      broker.subscribe(b.socket, "t1/user:u1");
+      expect(broker.publish("t1/user:u1", "x")).toBe(2);
+      expect(broker.publish("t1/user:u1", "y", a.socket)).toBe(1);
+      expect(broker.publish("t2/user:u1", "other tenant")).toBe(0);
+      while (a.received.length < 1 || b.received.length < 2) await Bun.sleep(2);
+      expect(a.received).toEqual(["x"]);
+      expect(b.received).toEqual(["x", "y"]);
+      broker.unsubscribe(b.socket, "t1/user:u1");
+      expect(broker.publish("t1/user:u1", "z")).toBe(1);
+      broker.socketClosed(a.socket, ["t1/user:u1"]);
+      expect(broker.publish("t1/user:u1", "gone")).toBe(0);
+      a.ws.close();
+      b.ws.close();
+    });
+
     test("publishing to a topic without subscribers returns 0", () => {
       expect(broker.publish("t1/room:nobody", "x")).toBe(0);
     });
@@ -74,7 +93,7 @@ for (const [name, make] of implementations) {
       broker.unsubscribe(c.socket, "t1/room:2");
       expect(broker.publish("t1/room:2", "gone")).toBe(0);
       expect(broker.channelCount()).toBe(before - 1);
-      broker.socketClosed(["t1/room:3"]);
+      broker.socketClosed(c.socket, ["t1/room:3"]);
       expect(broker.channelCount()).toBe(before - 2);
       c.ws.close();
     });

@@ -20,8 +20,8 @@ export interface Broker {
   publish(topic: string, frame: string, except?: ServerWebSocket<unknown>): number;
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
-  /** A socket closed while subscribed to `topics` (the runtime already dropped it from them). */
-  socketClosed(topics: readonly string[]): void;
+  /** A socket closed while subscribed to `topics` (the runtime may already have dropped it from them). */
+  socketClosed(ws: ServerWebSocket<unknown>, topics: readonly string[]): void;
   /** Topics with at least one local subscriber. */
   channelCount(): number;
   /** True while the broker can deliver (for /ready). */

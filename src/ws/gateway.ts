@@ -156,7 +156,7 @@ export class Gateway implements ConnectionEvents {
     const stats = this.deps.metrics.tenant(conn.tenant);
     stats.connections--;
     stats.subscriptions -= conn.subscriptions;
-    this.deps.broker.socketClosed(conn.topics);
+    this.deps.broker.socketClosed(conn.ws, conn.topics);
     this.listeners.closed(conn, code);
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
     if (this.connections.size === 0) this.onEmpty?.();

@@ -60,7 +60,7 @@ export class FrameHandlers {
       this.deps.listeners.denied(conn, channel.name, "forbidden");
       throw new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
     }
-    if (!conn.ws.isSubscribed(channel.topic)) {
+    if (!conn.topics.includes(channel.topic)) {
       if (conn.subscriptions >= this.deps.maxSubscriptions) {
         this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
         throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
@@ -83,7 +83,7 @@ export class FrameHandlers {
 
   private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields {
     const channel = parseChannel(conn.tenant, frame.channel);
-    if (conn.ws.isSubscribed(channel.topic) && channel.name !== `user:${conn.user}`) {
+    if (channel.name !== `user:${conn.user}` && conn.topics.includes(channel.topic)) {
       this.deps.broker.unsubscribe(conn.ws, channel.topic);
       conn.topics.splice(conn.topics.indexOf(channel.topic), 1);
       this.deps.metrics.tenant(conn.tenant).subscriptions--;
