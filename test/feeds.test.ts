@@ -80,6 +80,22 @@ test("insert, update and delete reach the right channel of the right tenant and 
   globex.client.close();
 });
 
+test("a document that moves to another channel leaves the old one with its delete event", async () => {
+  const acme = await subscriber("acme", "a3", ["strategy:m1", "strategy:m2"]);
+  const strategies = db.collection("strategies");
+  await strategies.insertOne({ _id: "s1" as never, roulette_id: "m1", signal: "red" });
+  expect(await acme.client.next()).toMatchObject({ channel: "strategy:m1", event: "strategy_update", offset: 1 });
+  await strategies.updateOne({ _id: "s1" as never }, { $set: { roulette_id: "m2" } });
+  expect(await acme.client.next()).toMatchObject({ channel: "strategy:m1", event: "strategy_deleted", data: { _id: "s1", deleted: true }, offset: 2 });
+  expect(await acme.client.next()).toMatchObject({ channel: "strategy:m2", event: "strategy_update", data: { roulette_id: "m2" }, offset: 1 });
+  // A delete carries only the _id: the feed remembers which channel the document fed.
+  await strategies.deleteOne({ _id: "s1" as never });
+  expect(await acme.client.next()).toMatchObject({ channel: "strategy:m2", event: "strategy_deleted", data: { _id: "s1", deleted: true }, offset: 2 });
+  const again = await acme.client.request({ type: "subscribe", channel: "strategy:m2" });
+  expect(again).toMatchObject({ offset: 2, snapshot: null });
+  acme.client.close();
+});
+
 test("a document without a valid tenant is skipped and counted, never published", async () => {
   const acme = await subscriber("acme", "a2", ["roulette:nt1", "roulette:nt2", "roulette:ok1"]);
   const before = (await metric(server, "sinal_feed_skipped_total", { feed: "roulettes", reason: "no_tenant" })) ?? 0;
