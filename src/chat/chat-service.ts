@@ -47,8 +47,9 @@ export class ChatService {
     private readonly store: ChatStore,
     private readonly publisher: Publisher,
     private readonly typing: Typing,
+    commitIntervalMs: number,
   ) {
-    this.writer = new MessageWriter(store);
+    this.writer = new MessageWriter(store, commitIntervalMs);
   }
 
   /** The channel of a room id, or bad_request when the id is not a valid channel id. */
