@@ -41,7 +41,8 @@ const dir = mkdtempSync(join(tmpdir(), "sinal-chat-bench-"));
 const port = await freePort();
 const secret = randomBytes(32).toString("base64url");
 const dbPath = join(dir, "chat.db");
-const server = spawn("taskset", ["-c", "0", BUN, "src/main.ts", "serve"], {
+const bunFlags = (process.env.BENCH_CHAT_BUN_FLAGS ?? "").split(" ").filter(Boolean); // e.g. --cpu-prof-md
+const server = spawn("taskset", ["-c", "0", BUN, ...bunFlags, "src/main.ts", "serve"], {
   cwd: ROOT,
   env: { PATH: process.env.PATH, JWT_SECRET: secret, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: `sqlite:${dbPath}`, LOG_LEVEL: "warn", ...(process.env.SQLITE_SYNCHRONOUS ? { SQLITE_SYNCHRONOUS: process.env.SQLITE_SYNCHRONOUS } : {}) },
   stdio: ["ignore", "ignore", "inherit"],

@@ -10,6 +10,8 @@ export class SqliteChatStore implements ChatStore {
   private readonly insertMessage;
   private readonly findByClientId;
   private readonly ensureRoom;
+  /** Rooms known to exist (rooms are never deleted), so a message costs no room insert. */
+  private readonly knownRooms = new Set<string>();
 
   constructor(private readonly db: Db) {
     // Prepared once: the message path runs these for every chat message.
@@ -46,14 +48,27 @@ export class SqliteChatStore implements ChatStore {
   }
 
   async insertMessages(batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]> {
+    const created: string[] = [];
+    // Bounded: forgetting rooms only costs a harmless INSERT OR IGNORE later.
+    if (this.knownRooms.size > 100_000) this.knownRooms.clear();
+    try {
+      return this.insertBatch(batch, created);
+    } catch (err) {
+      // The transaction rolled back: rooms it created do not exist.
+      for (const key of created) this.knownRooms.delete(key);
+      throw err;
+    }
+  }
+
+  private insertBatch(batch: readonly NewMessage[], created: string[]): { message: StoredMessage; duplicate: boolean }[] {
     return this.db.transaction(() => {
       const out: { message: StoredMessage; duplicate: boolean }[] = [];
-      const roomsSeen = new Set<string>();
       for (const m of batch) {
         const roomKey = `${m.tenant}\u0000${m.room}`;
-        if (!roomsSeen.has(roomKey)) {
-          roomsSeen.add(roomKey);
+        if (!this.knownRooms.has(roomKey)) {
           this.ensureRoom.run({ tenant: m.tenant, room: m.room, now: m.createdAt });
+          this.knownRooms.add(roomKey);
+          created.push(roomKey);
         }
         const inserted = this.insertMessage.get({ ...m });
         if (inserted) {
