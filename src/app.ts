@@ -1,4 +1,5 @@
 import { cors } from "@elysiajs/cors";
+import type { Server } from "bun";
 import { Elysia } from "elysia";
 import { ApiKeys } from "./auth/api-keys.ts";
 import { createVerifier } from "./auth/tokens.ts";
@@ -101,7 +102,12 @@ export function createApp(deps: AppDeps) {
     },
     // Bun answers bodies past its own limit with a bare 413; keep it above ours so callers get
     // the JSON error from readJsonBody, and it still caps what a chunked body can make us buffer.
-    serve: { maxRequestBodySize: limits.maxBodyBytes * 2 },
+    serve: {
+      maxRequestBodySize: limits.maxBodyBytes * 2,
+      // The upgrade is a Bun route, not an Elysia one: it needs no request context, and 10,000
+      // connects should not leave 10,000 of them behind as garbage.
+      routes: { "/ws": (request: Request, server: Server<unknown>) => gateway.upgrade(request, server) },
+    },
   })
     .use(
       cors({
@@ -135,7 +141,6 @@ export function createApp(deps: AppDeps) {
       set.status = 500;
       return errorBody("internal", "internal error");
     })
-    .get("/ws", ({ request, server }) => gateway.upgrade(request, server!))
     .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
     .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
     .use(presenceRoutes(restAuth, presence, occupancy))

@@ -18,8 +18,8 @@ export class MemoryBroker implements Broker {
   private server: Server<unknown> | null = null;
   /** Local subscribers per uWS topic, so the node knows which channels it serves. */
   private readonly refs = new Map<string, number>();
-  /** Subscribers of user topics. */
-  private readonly direct = new Map<string, Set<Socket>>();
+  /** Subscribers of user topics: the socket itself while there is one (the usual case), else a set. */
+  private readonly direct = new Map<string, Socket | Set<Socket>>();
 
   attach(server: Server<unknown>): void {
     this.server = server;
@@ -30,6 +30,11 @@ export class MemoryBroker implements Broker {
     if (server === null) return 0;
     const sockets = this.direct.get(topic);
     if (sockets !== undefined) {
+      if (!(sockets instanceof Set)) {
+        if (sockets === except) return 0;
+        sockets.sendText(frame);
+        return 1;
+      }
       let reached = 0;
       for (const ws of sockets) {
         if (ws === except) continue;
@@ -51,12 +56,10 @@ export class MemoryBroker implements Broker {
 
   subscribe(ws: Socket, topic: string): void {
     if (isUserTopic(topic)) {
-      let sockets = this.direct.get(topic);
-      if (sockets === undefined) {
-        sockets = new Set();
-        this.direct.set(topic, sockets);
-      }
-      sockets.add(ws);
+      const sockets = this.direct.get(topic);
+      if (sockets === undefined) this.direct.set(topic, ws);
+      else if (sockets instanceof Set) sockets.add(ws);
+      else if (sockets !== ws) this.direct.set(topic, new Set([sockets, ws]));
       return;
     }
     ws.subscribe(topic);
@@ -85,9 +88,12 @@ export class MemoryBroker implements Broker {
 
   private leaveDirect(ws: Socket, topic: string): void {
     const sockets = this.direct.get(topic);
-    if (sockets === undefined) return;
-    sockets.delete(ws);
-    if (sockets.size === 0) this.direct.delete(topic);
+    if (sockets === ws) {
+      this.direct.delete(topic);
+    } else if (sockets instanceof Set) {
+      sockets.delete(ws);
+      if (sockets.size === 1) this.direct.set(topic, sockets.values().next().value!);
+    }
   }
 
   private release(topic: string): void {
