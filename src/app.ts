@@ -55,10 +55,10 @@ export function createApp(deps: AppDeps) {
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
   const audit = new AuditLog(store.audit, logger);
-  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit);
+  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher);
-  const chat = new ChatService(store.chat, publisher, typing, config.chat.commitIntervalMs);
+  const chat = new ChatService(store.chat, publisher, typing, config.commitIntervalMs);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs);
   const feeds = config.mongo

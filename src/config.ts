@@ -62,9 +62,9 @@ export interface Config {
     typingThrottleMs: number;
     /** A typist without a repeat for this long gets `typing:false`. */
     typingTimeoutMs: number;
-    /** Least time between two message commits under load (group commit); 0 commits every turn. */
-    commitIntervalMs: number;
   };
+  /** Least time between two group commits under load (chat messages, idempotency keys); 0: every turn. */
+  commitIntervalMs: number;
   presence: {
     /** A user with no frame on any connection for this long is `away`. */
     awayAfterMs: number;
@@ -181,9 +181,9 @@ export function loadConfig(env: Env = process.env): Config {
     chat: {
       typingThrottleMs: int(env, "TYPING_THROTTLE_MS", 2_000, 0),
       typingTimeoutMs: int(env, "TYPING_TIMEOUT_MS", 6_000, 100),
-      commitIntervalMs: int(env, "CHAT_COMMIT_INTERVAL_MS", 4, 0, 1000),
     },
     presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100) },
+    commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
     mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000)),

@@ -4,6 +4,7 @@ import { SinalError } from "./errors.ts";
 import type { Position, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
 import type { AuditLog } from "./audit/audit-log.ts";
+import { GroupCommit } from "./group-commit.ts";
 import { validator } from "./validate.ts";
 import { EventName } from "./ws/frames.ts";
 
@@ -33,12 +34,22 @@ export class PublishService {
   /** Keys being published by a request, so two concurrent requests with one key publish once. */
   private readonly inFlight = new Map<string, Promise<void>>();
 
+  /** Idempotency keys are stored in group commits shared by concurrent requests. */
+  private readonly keyWriter: GroupCommit<{ tenant: string; key: string; response: string }, undefined>;
+
   constructor(
     private readonly publisher: Publisher,
     private readonly store: Store,
     private readonly maxDataBytes: number,
     private readonly audit: AuditLog,
-  ) {}
+    commitIntervalMs: number,
+  ) {
+    this.keyWriter = new GroupCommit(async (batch) => {
+      await this.store.putIdempotent(batch, Date.now());
+      return batch.map(() => undefined);
+    }, commitIntervalMs);
+  }
+
 
   /**
    * Validates every item first (a bad item publishes nothing), then publishes them in order and
@@ -95,7 +106,7 @@ export class PublishService {
     try {
       const answers = new Map<string, Position>();
       for (const [key, response] of await this.store.getIdempotent(tenant, keys)) answers.set(key, JSON.parse(response) as Position);
-      const fresh: { key: string; response: string }[] = [];
+      const fresh: { tenant: string; key: string; response: string }[] = [];
       const results: Position[] = [];
       for (const item of valid) {
         const key = item.idempotencyKey;
@@ -107,11 +118,12 @@ export class PublishService {
         const position = await this.publisher.publish(item.channel, item.event, item.data);
         if (key !== undefined) {
           answers.set(key, position);
-          fresh.push({ key, response: JSON.stringify(position) });
+          fresh.push({ tenant, key, response: JSON.stringify(position) });
         }
         results.push(position);
       }
-      await this.store.putIdempotent(tenant, fresh, Date.now());
+      // Concurrent requests share a commit; each answers only once its keys are stored.
+      await Promise.all(fresh.map((entry) => this.keyWriter.write(entry)));
       return results;
     } finally {
       for (const k of flightKeys) this.inFlight.delete(k);

@@ -128,26 +128,26 @@ describe("idempotency", () => {
   test("a second put for the same tenant and key keeps the first answer", async () => {
     const store = open();
     expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBeNull();
-    await store.putIdempotent("acme", [{ key: "k1", response: '{"offset":1}' }], 1000);
-    await store.putIdempotent("acme", [{ key: "k1", response: '{"offset":2}' }], 2000);
+    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
+    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":2}' }], 2000);
     expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBe('{"offset":1}');
   });
 
   test("the same key in two tenants holds two answers", async () => {
     const store = open();
-    await store.putIdempotent("acme", [{ key: "k1", response: '{"offset":1}' }], 1000);
+    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
     expect((await store.getIdempotent("globex", ["k1"])).get("k1") ?? null).toBeNull();
-    await store.putIdempotent("globex", [{ key: "k1", response: '{"offset":7}' }], 1000);
+    await store.putIdempotent([{ tenant: "globex", key: "k1", response: '{"offset":7}' }], 1000);
     expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBe('{"offset":1}');
     expect((await store.getIdempotent("globex", ["k1"])).get("k1") ?? null).toBe('{"offset":7}');
   });
 
   test("pruneIdempotency deletes only answers created before the cut-off", async () => {
     const store = open();
-    await store.putIdempotent("acme", [{ key: "old", response: "1" }], 1000);
-    await store.putIdempotent("globex", [{ key: "old", response: "1" }], 1999);
-    await store.putIdempotent("acme", [{ key: "edge", response: "2" }], 2000);
-    await store.putIdempotent("acme", [{ key: "new", response: "3" }], 3000);
+    await store.putIdempotent([{ tenant: "acme", key: "old", response: "1" }], 1000);
+    await store.putIdempotent([{ tenant: "globex", key: "old", response: "1" }], 1999);
+    await store.putIdempotent([{ tenant: "acme", key: "edge", response: "2" }], 2000);
+    await store.putIdempotent([{ tenant: "acme", key: "new", response: "3" }], 3000);
 
     expect(await store.pruneIdempotency(2000)).toBe(2);
     expect((await store.getIdempotent("acme", ["old"])).get("old") ?? null).toBeNull();
@@ -159,7 +159,7 @@ describe("idempotency", () => {
 
   test("answers survive a reopen of the file", async () => {
     const first = open();
-    await first.putIdempotent("acme", [{ key: "k1", response: '{"offset":1}' }], 1000);
+    await first.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
     await first.close();
     expect((await open().getIdempotent("acme", ["k1", "k2"])).get("k1")).toBe('{"offset":1}');
   });

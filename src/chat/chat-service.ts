@@ -4,7 +4,8 @@ import type { Publisher } from "../publisher.ts";
 import type { ChatStore, RoomChange, StoredMessage, StoredRoom } from "../store/chat-store.ts";
 import type { Connection } from "../ws/connection.ts";
 import type { FeatureHandlers } from "../ws/handlers.ts";
-import { MessageWriter } from "./message-writer.ts";
+import { GroupCommit } from "../group-commit.ts";
+import type { NewMessage } from "../store/chat-store.ts";
 import type { Typing } from "./typing.ts";
 
 /** A message as clients see it (PROTOCOL.md `new_message` data). */
@@ -41,7 +42,8 @@ export function roomView(room: StoredRoom) {
  * publishes nothing.
  */
 export class ChatService {
-  private readonly writer: MessageWriter;
+  /** Messages are stored in group commits; a message is published only after its commit. */
+  private readonly writer: GroupCommit<NewMessage, { message: StoredMessage; duplicate: boolean }>;
 
   constructor(
     private readonly store: ChatStore,
@@ -49,7 +51,7 @@ export class ChatService {
     private readonly typing: Typing,
     commitIntervalMs: number,
   ) {
-    this.writer = new MessageWriter(store, commitIntervalMs);
+    this.writer = new GroupCommit((batch) => store.insertMessages(batch), commitIntervalMs);
   }
 
   /** The channel of a room id, or bad_request when the id is not a valid channel id. */

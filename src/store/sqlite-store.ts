@@ -80,9 +80,9 @@ class SqliteStore implements Store {
     return found;
   }
 
-  async putIdempotent(tenant: string, entries: readonly { key: string; response: string }[], at: number): Promise<void> {
+  async putIdempotent(entries: readonly { tenant: string; key: string; response: string }[], at: number): Promise<void> {
     if (entries.length === 0) return;
-    const rows = entries.map(({ key, response }) => ({ tenant, key, response, createdAt: at }));
+    const rows = entries.map(({ tenant, key, response }) => ({ tenant, key, response, createdAt: at }));
     this.db.transaction((tx) => {
       for (let i = 0; i < rows.length; i += 200) tx.insert(idempotency).values(rows.slice(i, i + 200)).onConflictDoNothing().run();
     });

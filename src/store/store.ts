@@ -32,8 +32,8 @@ export interface Store {
 
   /** The stored first answers of those of `keys` that have one (one query for a whole batch). */
   getIdempotent(tenant: string, keys: readonly string[]): Promise<Map<string, string>>;
-  /** Keeps the first answers, in one transaction; a key already stored keeps its first answer. */
-  putIdempotent(tenant: string, entries: readonly { key: string; response: string }[], at: number): Promise<void>;
+  /** Keeps the first answers, in one transaction; a (tenant, key) already stored keeps its first answer. */
+  putIdempotent(entries: readonly { tenant: string; key: string; response: string }[], at: number): Promise<void>;
   /** Deletes answers created before `before` (ms); returns how many went. */
   pruneIdempotency(before: number): Promise<number>;
 
