@@ -4,11 +4,11 @@ import { parseChannel } from "../channel.ts";
 import { roomView, type ChatService } from "../chat/chat-service.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
-import { RoomId } from "../ws/frames.ts";
+import { RoomId, UserId } from "../ws/frames.ts";
 import { readJsonBody } from "./json-body.ts";
+import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
 
-const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
 const checkMessage = validator(
   Type.Object({
     sender: UserId,
@@ -28,13 +28,6 @@ const checkRoomChange = validator(
 const checkRoomId = validator(RoomId);
 const checkUserId = validator(UserId);
 
-function pageQuery(query: Record<string, string | undefined>): { before: number | null; limit: number } {
-  const limit = query.limit === undefined ? 50 : Number(query.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new SinalError("bad_request", "limit: a whole number from 1 to 200");
-  const before = query.before === undefined ? null : Number(query.before);
-  if (before !== null && (!Number.isInteger(before) || before < 1)) throw new SinalError("bad_request", "before: a message id");
-  return { before, limit };
-}
 
 /** Rooms for backends (API key or admin token): messages, history pages, announcements, unread counts. */
 export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: number) {
@@ -54,7 +47,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: numb
     )
     .get("/v1/rooms/:room/messages", async ({ request, params, query }) => {
       const { channel } = await room(request, params.room);
-      const { before, limit } = pageQuery(query);
+      const { before, limit } = pageQuery(query, { defaultLimit: 50, maxLimit: 200, idName: "a message id" });
       const messages = await chat.list(channel, before, limit);
       // A full page may have more behind it: `next_before` is the id to pass as `before`.
       return { messages, next_before: messages.length === limit ? messages[messages.length - 1]!.id : null };

@@ -6,10 +6,11 @@ import { notificationView, type NotificationService } from "../notifications/not
 import type { NotificationStore } from "../store/notification-store.ts";
 import { validator } from "../validate.ts";
 import type { AuditLog } from "../audit/audit-log.ts";
+import { UserId } from "../ws/frames.ts";
 import { readJsonBody } from "./json-body.ts";
+import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
 
-const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
 const Category = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9_.:-]+$" });
 const checkSend = validator(
   Type.Object({
@@ -53,10 +54,7 @@ export function notificationRoutes(auth: RestAuth, service: NotificationService,
     )
     .get("/v1/me/notifications", async ({ request, query }) => {
       const me = auth.authenticateUser(request);
-      const limit = query.limit === undefined ? 50 : Number(query.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new SinalError("bad_request", "limit: a whole number from 1 to 200");
-      const before = query.before === undefined ? null : Number(query.before);
-      if (before !== null && !(Number.isInteger(before) && before > 0)) throw new SinalError("bad_request", "before: a notification id");
+      const { before, limit } = pageQuery(query, { defaultLimit: 50, maxLimit: 200, idName: "a notification id" });
       const unreadOnly = query.unread === "1" || query.unread === "true";
       const list = await store.list(me.tenant, me.user, { unreadOnly, before, limit });
       return { notifications: list.map((n) => ({ ...notificationView(n), read: n.readAt !== null })) };

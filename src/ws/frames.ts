@@ -6,6 +6,8 @@ import { SinalError } from "../errors.ts";
 
 const Id = Type.Union([Type.Number(), Type.String({ maxLength: 128 })]);
 const ChannelName = Type.String({ minLength: 1, maxLength: 256 });
+/** A user id as in a token's `sub` and in `user:<id>`. */
+export const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
 /** A room id as in `room:<id>`. */
 export const RoomId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
 /** A lockable resource, `<module>:<id>` (`customer:77`); its lock events go to `sync:<module>`. */
