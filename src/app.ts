@@ -14,7 +14,10 @@ import { RestAuth } from "./http/rest-auth.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { PublishService } from "./publish-service.ts";
-import { MemorySequencer, Publisher } from "./publisher.ts";
+import { Publisher } from "./publisher.ts";
+import { ChannelHistory } from "./history/channel-history.ts";
+import { MemoryHistory } from "./history/memory-history.ts";
+import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
 import { Gateway } from "./ws/gateway.ts";
 import { ChatService } from "./chat/chat-service.ts";
@@ -50,7 +53,9 @@ export function createApp(deps: AppDeps) {
   const { limits } = config;
   const metrics = new Metrics(config.metricsTopTenants);
   const broker = deps.broker ?? new MemoryBroker();
-  const publisher = new Publisher(new MemorySequencer(), broker, metrics);
+  const { policy, memoryMaxBytes } = config.history;
+  const history = new ChannelHistory(new MemoryHistory(memoryMaxBytes), new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room), policy);
+  const publisher = new Publisher(history, broker, metrics);
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
@@ -161,6 +166,7 @@ export function createApp(deps: AppDeps) {
       const pruneAudit = () =>
         store.audit.prune(Date.now() - config.audit.retentionDays * 86_400_000).catch((err) => logger.error({ err }, "audit prune failed"));
       timers.push(setInterval(pruneAudit, 3_600_000));
+      timers.push(setInterval(() => history.trim(Date.now()), 10_000));
       // prevents the timers from keeping a stopping process alive
       for (const timer of timers) timer.unref();
     });
@@ -176,6 +182,7 @@ export function createApp(deps: AppDeps) {
     await gateway.shutdown(config.shutdownTimeoutMs / 2);
     if (server) await server.stop(true);
     await broker.close();
+    await history.close();
     await audit.flush();
   }
 

@@ -1,4 +1,6 @@
+import type { ChannelKind } from "./channel.ts";
 import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
+import type { HistoryPolicy } from "./history/channel-history.ts";
 
 /**
  * Configuration from the environment (PROTOCOL.md "Running"), validated once at start-up.
@@ -71,6 +73,11 @@ export interface Config {
   };
   locks: { ttlMs: number };
   audit: { retentionDays: number };
+  /**
+   * What each kind of channel keeps for recovery (`HISTORY_<KIND>=<size>,<age>` or `off`), and
+   * the bound on all in-memory history together. Rooms keep theirs in the store.
+   */
+  history: { policy: HistoryPolicy; memoryMaxBytes: number };
   /** MongoDB change-stream feeds (src/feeds/); null when MONGODB_URI is unset. */
   mongo: MongoConfig | null;
 }
@@ -186,6 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
+    history: { policy: parseHistoryPolicy(env), memoryMaxBytes: int(env, "HISTORY_MEMORY_MAX_BYTES", 256 * 1024 * 1024, 0) },
     mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000)),
     limits: {
       maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
@@ -200,6 +208,38 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
     },
   };
+}
+
+/** Defaults: rooms and user channels keep history; feeds a short window; presence none (its changes are ephemeral). */
+const HISTORY_DEFAULTS: Record<ChannelKind, string> = {
+  room: "1000,24h",
+  user: "100,24h",
+  dept: "100,1h",
+  global: "100,1h",
+  system: "100,1h",
+  sync: "100,1h",
+  roulette: "20,2m",
+  strategy: "20,2m",
+  presence: "off",
+};
+
+function parseHistoryPolicy(env: Env): HistoryPolicy {
+  const policy = {} as HistoryPolicy;
+  for (const kind of Object.keys(HISTORY_DEFAULTS) as ChannelKind[]) {
+    const name = `HISTORY_${kind.toUpperCase()}`;
+    const raw = env[name] === undefined || env[name] === "" ? HISTORY_DEFAULTS[kind] : env[name]!;
+    if (raw === "off") {
+      policy[kind] = { size: 0, ttlMs: 0 };
+      continue;
+    }
+    const match = /^(\d+),(\d+)(ms|s|m|h|d)$/.exec(raw.replace(/\s+/g, ""));
+    if (match === null) throw new ConfigError(name, `expected "<size>,<age>" (e.g. "1000,24h"; age in ms, s, m, h or d) or "off", got "${raw}"`);
+    const size = Number(match[1]);
+    const ttlMs = Number(match[2]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[3] as "ms" | "s" | "m" | "h" | "d"];
+    if (size > 100_000) throw new ConfigError(name, "size must be at most 100000");
+    policy[kind] = { size, ttlMs };
+  }
+  return policy;
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];

@@ -15,6 +15,7 @@ export class GroupCommit<T, R> {
   private queue: Pending<T, R>[] = [];
   private scheduled = false;
   private lastCommitAt = -Infinity;
+  private flushing: Promise<void> | null = null;
 
   /** `commit` stores a batch in one transaction and returns one result per item, in order. */
   constructor(
@@ -29,10 +30,20 @@ export class GroupCommit<T, R> {
       if (!this.scheduled) {
         this.scheduled = true;
         const wait = this.lastCommitAt + this.intervalMs - performance.now();
-        if (wait <= 0) setImmediate(() => void this.flush());
-        else setTimeout(() => void this.flush(), wait);
+        if (wait <= 0) setImmediate(() => void this.run());
+        else setTimeout(() => void this.run(), wait);
       }
     });
+  }
+
+  /** Writes what is queued now, without waiting for the interval; resolves when all is committed. */
+  async drain(): Promise<void> {
+    while (this.flushing !== null || this.queue.length > 0) await (this.flushing ?? this.run());
+  }
+
+  private run(): Promise<void> {
+    if (this.flushing === null) this.flushing = this.flush().finally(() => (this.flushing = null));
+    return this.flushing;
   }
 
   private async flush(): Promise<void> {

@@ -1,90 +1,49 @@
 import type { ServerWebSocket } from "bun";
 import type { Broker } from "./broker/broker.ts";
 import type { Channel } from "./channel.ts";
+import type { ChannelHistory } from "./history/channel-history.ts";
+import type { MaybePromise, Position } from "./history/history.ts";
 import type { Metrics } from "./metrics.ts";
 
-/** Where a channel stands: its epoch and the offset of its last publication (0 before any). */
-export interface Position {
-  epoch: string;
-  offset: number;
-}
+export type { Position } from "./history/history.ts";
 
-/**
- * Assigns per-channel offsets. Guarantee: for one channel, `next` returns 1, 2, 3 ... with no
- * gaps and no repeats within one epoch; a new epoch means earlier offsets are gone.
- */
-export interface Sequencer {
-  next(topic: string): Position;
-  position(topic: string): Position;
-  /**
-   * Starts a fresh history for one topic: a new epoch that no client has seen, at offset 0.
-   * Used when publications of the topic were lost (a feed's change-stream position was lost),
-   * so clients that come back with `since` get `recovered:false`. Other topics are untouched.
-   */
-  reset(topic: string): Position;
-}
-
-/**
- * In-process offsets. History is not kept across restarts, so the epoch is one random value per
- * process start: a client that comes back after a restart sees another epoch and reloads state.
- */
-export class MemorySequencer implements Sequencer {
-  private readonly offsets = new Map<string, number>();
-  /** Topics whose history was reset: their own epoch instead of the process-wide one. */
-  private readonly epochs = new Map<string, string>();
-  readonly epoch = randomEpoch();
-
-  next(topic: string): Position {
-    const offset = (this.offsets.get(topic) ?? 0) + 1;
-    this.offsets.set(topic, offset);
-    return { epoch: this.epochs.get(topic) ?? this.epoch, offset };
-  }
-
-  position(topic: string): Position {
-    return { epoch: this.epochs.get(topic) ?? this.epoch, offset: this.offsets.get(topic) ?? 0 };
-  }
-
-  reset(topic: string): Position {
-    const epoch = randomEpoch();
-    this.epochs.set(topic, epoch);
-    this.offsets.delete(topic);
-    return { epoch, offset: 0 };
-  }
-}
-
-function randomEpoch(): string {
-  return Math.random().toString(36).slice(2, 10).padEnd(8, "0");
-}
+/** Told of every publication after its fan-out (the dashboard's activity counts). */
+export type PublishObserver = (channel: Channel, event: string, reached: number) => void;
 
 /**
  * The one path every publication takes (WebSocket publish, REST publish, chat, the MongoDB
- * feeds): assign offset and epoch, serialize once, fan out, count.
+ * feeds): sequence and keep it in the channel's history, serialize once, fan out, count.
  */
 export class Publisher {
+  private readonly observers: PublishObserver[] = [];
+
   constructor(
-    private readonly sequencer: Sequencer,
+    readonly history: ChannelHistory,
     private readonly broker: Broker,
     private readonly metrics: Metrics,
   ) {}
 
+  /** Calls `observer` after every publication, durable or ephemeral. */
+  observe(observer: PublishObserver): void {
+    this.observers.push(observer);
+  }
+
   /**
-   * Assigns the offset and fans out synchronously, before the returned promise settles: a caller
-   * that updates its own state in the same step (the feeds' snapshot cache) stays consistent
-   * with the positions that subscribe replies report.
+   * Keeps the publication in history, then fans it out. For channels whose history is in memory
+   * both happen synchronously, before the returned promise settles: a caller that updates its
+   * own state in the same step (the feeds' snapshot cache) stays consistent with the positions
+   * that subscribe replies report. Durable channels fan out once the publication is committed.
    */
   async publish(channel: Channel, event: string, data: unknown): Promise<Position> {
-    const position = this.sequencer.next(channel.topic);
-    const frame = JSON.stringify({
-      type: "pub",
-      channel: channel.name,
-      event,
-      data,
-      offset: position.offset,
-      epoch: position.epoch,
-      ts: Date.now(),
-    });
+    const ts = Date.now();
+    const json = JSON.stringify(data) ?? "null";
+    const build = (p: Position) =>
+      `{"type":"pub","channel":${JSON.stringify(channel.name)},"event":${JSON.stringify(event)},"data":${json},"offset":${p.offset},"epoch":"${p.epoch}","ts":${ts}}`;
+    const kept = this.history.append(channel, build);
+    const { position, frame } = kept instanceof Promise ? await kept : kept;
     const reached = this.broker.publish(channel.topic, frame);
     this.metrics.published(channel.tenant, reached);
+    for (const observe of this.observers) observe(channel, event, reached);
     return position;
   }
 
@@ -96,14 +55,15 @@ export class Publisher {
     const frame = JSON.stringify({ type: "pub", channel: channel.name, event, data, ts: Date.now() });
     const reached = this.broker.publish(channel.topic, frame, except);
     this.metrics.delivered(channel.tenant, reached);
+    for (const observe of this.observers) observe(channel, event, reached);
   }
 
-  position(channel: Channel): Position {
-    return this.sequencer.position(channel.topic);
+  position(channel: Channel): MaybePromise<Position> {
+    return this.history.position(channel);
   }
 
-  /** A new epoch at offset 0 for this channel only (see Sequencer.reset). */
-  resetEpoch(channel: Channel): Position {
-    return this.sequencer.reset(channel.topic);
+  /** A new epoch at offset 0 for this channel only (see HistoryStore.reset). */
+  resetEpoch(channel: Channel): MaybePromise<Position> {
+    return this.history.reset(channel);
   }
 }

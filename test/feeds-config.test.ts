@@ -9,7 +9,6 @@ import type { FeedConfig } from "../src/feeds/feed-config.ts";
 import { resolveDocument, toPlain } from "../src/feeds/feed-document.ts";
 import { backoffMs } from "../src/feeds/feed-watcher.ts";
 import { SnapshotCache } from "../src/feeds/snapshot-cache.ts";
-import { MemorySequencer } from "../src/publisher.ts";
 
 const BASE = { JWT_SECRET: "x".repeat(32), MONGODB_URI: "mongodb://127.0.0.1:27017", MONGODB_DB: "runcash" };
 const ROULETTES = { collection: "roulettes", channel: "roulette:{_id}", tenant_field: "tenant_id", event: "roulette_update" };
@@ -157,19 +156,6 @@ describe("snapshot cache", () => {
     expect(reset.map((c) => c.name).sort()).toEqual(["roulette:new", "roulette:old"]);
     expect(cache.get(old.topic)).toBeNull();
   });
-});
-
-test("Sequencer.reset gives one topic a fresh epoch at offset 0 and leaves the others alone", () => {
-  const seq = new MemorySequencer();
-  seq.next("t/a");
-  seq.next("t/a");
-  seq.next("t/b");
-  const before = seq.position("t/a");
-  const reset = seq.reset("t/a");
-  expect(reset.offset).toBe(0);
-  expect(reset.epoch).not.toBe(before.epoch);
-  expect(seq.next("t/a")).toEqual({ epoch: reset.epoch, offset: 1 });
-  expect(seq.position("t/b")).toEqual({ epoch: seq.epoch, offset: 1 });
 });
 
 test("retry backoff doubles from 250 ms, is capped, and jitters", () => {

@@ -70,7 +70,7 @@ describe("client frames", () => {
     a.close();
   });
 
-  test("subscribe with since at the channel's current position reports recovered:true; otherwise false", async () => {
+  test("subscribe with since answers recovered:true and replays what was missed; another epoch is recovered:false", async () => {
     const a = await open();
     const { epoch } = await a.request({ type: "subscribe", channel: "dept:since" });
     a.send({ type: "publish", channel: "dept:since", event: "e", data: 1 });
@@ -78,9 +78,10 @@ describe("client frames", () => {
     const b = await open({ user: "u9" });
     expect(await b.request({ type: "subscribe", channel: "dept:since", since: { epoch, offset: 1 } })).toMatchObject({ ok: true, offset: 1, recovered: true });
     const c = await open({ user: "u10" });
-    expect(await c.request({ type: "subscribe", channel: "dept:since", since: { epoch, offset: 0 } })).toMatchObject({ ok: true, offset: 1, recovered: false });
+    expect(await c.request({ type: "subscribe", channel: "dept:since", since: { epoch, offset: 0 } })).toMatchObject({ ok: true, offset: 1, recovered: true });
+    expect(await c.next()).toMatchObject({ type: "pub", channel: "dept:since", offset: 1, epoch, data: 1 });
     const d = await open({ user: "u11" });
-    expect(await d.request({ type: "subscribe", channel: "dept:since", since: { epoch: "other", offset: 1 } })).toMatchObject({ recovered: false });
+    expect(await d.request({ type: "subscribe", channel: "dept:since", since: { epoch: "other", offset: 1 } })).toMatchObject({ recovered: false, reason: "epoch_changed" });
     for (const x of [a, b, c, d]) x.close();
   });
 });

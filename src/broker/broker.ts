@@ -20,6 +20,14 @@ export interface Broker {
   publish(topic: string, frame: string, except?: ServerWebSocket<unknown>): number;
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
+  /**
+   * From now on the socket's frames of `topic` are captured instead of sent, subscribing it first
+   * if it is not. Used while a subscribe reads history asynchronously: the reply and the replayed
+   * publications must reach the socket before any live one.
+   */
+  hold(ws: ServerWebSocket<unknown>, topic: string): void;
+  /** Ends a hold: returns the captured frames, in publish order, and sends later ones directly. */
+  release(ws: ServerWebSocket<unknown>, topic: string): string[];
   /** A socket closed while subscribed to `topics` (the runtime may already have dropped it from them). */
   socketClosed(ws: ServerWebSocket<unknown>, topics: readonly string[]): void;
   /** Topics with at least one local subscriber. */

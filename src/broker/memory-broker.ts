@@ -20,6 +20,8 @@ export class MemoryBroker implements Broker {
   private readonly refs = new Map<string, number>();
   /** Subscribers of user topics: the socket itself while there is one (the usual case), else a set. */
   private readonly direct = new Map<string, Socket | Set<Socket>>();
+  /** Sockets on hold per topic, with the frames captured for each (see Broker.hold). */
+  private readonly held = new Map<string, Map<Socket, string[]>>();
 
   attach(server: Server<unknown>): void {
     this.server = server;
@@ -28,7 +30,23 @@ export class MemoryBroker implements Broker {
   publish(topic: string, frame: string, except?: Socket): number {
     const server = this.server;
     if (server === null) return 0;
-    const sockets = this.direct.get(topic);
+    const captured = this.held.size === 0 ? 0 : this.capture(topic, frame, except);
+    return captured + this.deliver(server, topic, frame, except);
+  }
+
+  private capture(topic: string, frame: string, except?: Socket): number {
+    const sockets = this.held.get(topic);
+    if (sockets === undefined) return 0;
+    let reached = 0;
+    for (const [ws, frames] of sockets) {
+      if (ws === except) continue;
+      frames.push(frame);
+      reached++;
+    }
+    return reached;
+  }
+
+  private deliver(server: Server<unknown>, topic: string, frame: string, except?: Socket): number {    const sockets = this.direct.get(topic);
     if (sockets !== undefined) {
       if (!(sockets instanceof Set)) {
         if (sockets === except) return 0;
@@ -56,10 +74,7 @@ export class MemoryBroker implements Broker {
 
   subscribe(ws: Socket, topic: string): void {
     if (isUserTopic(topic)) {
-      const sockets = this.direct.get(topic);
-      if (sockets === undefined) this.direct.set(topic, ws);
-      else if (sockets instanceof Set) sockets.add(ws);
-      else if (sockets !== ws) this.direct.set(topic, new Set([sockets, ws]));
+      this.joinDirect(ws, topic);
       return;
     }
     ws.subscribe(topic);
@@ -71,19 +86,55 @@ export class MemoryBroker implements Broker {
       this.leaveDirect(ws, topic);
       return;
     }
+    const sockets = this.held.get(topic);
+    if (sockets?.delete(ws) && sockets.size === 0) this.held.delete(topic);
     ws.unsubscribe(topic);
-    this.release(topic);
+    this.unref(topic);
+  }
+
+  hold(ws: Socket, topic: string): void {
+    let sockets = this.held.get(topic);
+    if (sockets === undefined) this.held.set(topic, (sockets = new Map()));
+    if (sockets.has(ws)) return;
+    sockets.set(ws, []);
+    if (isUserTopic(topic)) {
+      this.leaveDirect(ws, topic);
+    } else if (ws.isSubscribed(topic)) {
+      ws.unsubscribe(topic);
+    } else {
+      this.refs.set(topic, (this.refs.get(topic) ?? 0) + 1);
+    }
+  }
+
+  release(ws: Socket, topic: string): string[] {
+    const sockets = this.held.get(topic);
+    const frames = sockets?.get(ws);
+    if (sockets === undefined || frames === undefined) return [];
+    sockets.delete(ws);
+    if (sockets.size === 0) this.held.delete(topic);
+    if (isUserTopic(topic)) this.joinDirect(ws, topic);
+    else ws.subscribe(topic);
+    return frames;
   }
 
   socketClosed(ws: Socket, topics: readonly string[]): void {
     for (const topic of topics) {
+      const sockets = this.held.get(topic);
+      if (sockets?.delete(ws) && sockets.size === 0) this.held.delete(topic);
       if (isUserTopic(topic)) this.leaveDirect(ws, topic);
-      else this.release(topic);
+      else this.unref(topic);
     }
   }
 
   channelCount(): number {
     return this.refs.size + this.direct.size;
+  }
+
+  private joinDirect(ws: Socket, topic: string): void {
+    const sockets = this.direct.get(topic);
+    if (sockets === undefined) this.direct.set(topic, ws);
+    else if (sockets instanceof Set) sockets.add(ws);
+    else if (sockets !== ws) this.direct.set(topic, new Set([sockets, ws]));
   }
 
   private leaveDirect(ws: Socket, topic: string): void {
@@ -96,7 +147,7 @@ export class MemoryBroker implements Broker {
     }
   }
 
-  private release(topic: string): void {
+  private unref(topic: string): void {
     const left = (this.refs.get(topic) ?? 1) - 1;
     if (left <= 0) this.refs.delete(topic);
     else this.refs.set(topic, left);

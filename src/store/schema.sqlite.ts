@@ -140,3 +140,22 @@ export const feedPositions = sqliteTable("feed_positions", {
   token: text("token").notNull(),
   updatedAt: integer("updated_at").notNull(),
 });
+
+/** Where each durable channel (chat rooms) stands: its epoch and last offset. */
+export const channelPositions = sqliteTable("channel_positions", {
+  topic: text("topic").primaryKey(),
+  epoch: text("epoch").notNull(),
+  offset: integer("offset").notNull(),
+});
+
+/** The kept publications of durable channels, as the serialized `pub` frames clients were sent. */
+export const channelLog = sqliteTable(
+  "channel_log",
+  {
+    topic: text("topic").notNull(),
+    offset: integer("offset").notNull(),
+    frame: text("frame").notNull(),
+    at: integer("at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.topic, t.offset] }), index("channel_log_at_idx").on(t.at)],
+);

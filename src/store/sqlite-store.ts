@@ -9,6 +9,7 @@ import { SqliteChatStore } from "./sqlite-chat-store.ts";
 import { SqliteNotificationStore } from "./sqlite-notification-store.ts";
 import { SqliteAuditStore } from "./sqlite-audit-store.ts";
 import { SqliteFeedStore } from "./sqlite-feed-store.ts";
+import { SqliteChannelLogStore } from "./sqlite-channel-log-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
@@ -38,6 +39,7 @@ class SqliteStore implements Store {
   readonly notifications: SqliteNotificationStore;
   readonly audit: SqliteAuditStore;
   readonly feeds: SqliteFeedStore;
+  readonly channelLog: SqliteChannelLogStore;
 
   constructor(
     private readonly sqlite: Database,
@@ -47,6 +49,7 @@ class SqliteStore implements Store {
     this.notifications = new SqliteNotificationStore(db);
     this.audit = new SqliteAuditStore(db);
     this.feeds = new SqliteFeedStore(db);
+    this.channelLog = new SqliteChannelLogStore(db);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {

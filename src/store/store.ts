@@ -17,12 +17,14 @@ import type { ChatStore } from "./chat-store.ts";
 import type { NotificationStore } from "./notification-store.ts";
 import type { AuditStore } from "./audit-store.ts";
 import type { FeedStore } from "./feed-store.ts";
+import type { ChannelLogStore } from "./channel-log-store.ts";
 
 export interface Store {
   readonly audit: AuditStore;
   readonly chat: ChatStore;
   readonly notifications: NotificationStore;
   readonly feeds: FeedStore;
+  readonly channelLog: ChannelLogStore;
 
   insertApiKey(key: StoredApiKey): Promise<void>;
   findApiKey(id: string): Promise<StoredApiKey | null>;

@@ -10,7 +10,7 @@ import type { Metrics } from "../metrics.ts";
 import type { Publisher } from "../publisher.ts";
 import { Connection, type ConnectionEvents } from "./connection.ts";
 import { isParseFailure, parseFrame } from "./frames.ts";
-import { FrameHandlers, type FeatureHandlers, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
+import { FrameHandlers, REPLIED, type FeatureHandlers, type HandlerResult, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
 import { Listeners, type ConnectionListener } from "./hooks.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
@@ -55,6 +55,7 @@ export class Gateway implements ConnectionEvents {
     this.listeners = new Listeners(deps.listeners ?? [], (err, hook) => deps.logger.error({ err, hook }, "connection listener failed"));
     this.handlers = new FrameHandlers(
       {
+        respond: { reply: (conn, id, fields) => this.reply(conn, id, fields), sendFrame: (conn, frame) => this.sendText(conn, frame) },
         verifier: deps.verifier,
         publisher: deps.publisher,
         broker: deps.broker,
@@ -185,7 +186,7 @@ export class Gateway implements ConnectionEvents {
       this.send(conn, { type: "pong" });
       return;
     }
-    let result: ReplyFields | Promise<ReplyFields>;
+    let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = this.handlers.handle(conn, frame);
     } catch (err) {
@@ -235,8 +236,8 @@ export class Gateway implements ConnectionEvents {
     clearTimeout(timer);
   }
 
-  private reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void {
-    if (id === undefined) return;
+  private reply(conn: Connection, id: number | string | undefined, fields: HandlerResult): void {
+    if (id === undefined || fields === REPLIED) return;
     this.send(conn, { type: "reply", id, ok: true, ...fields });
   }
 
@@ -253,8 +254,12 @@ export class Gateway implements ConnectionEvents {
   }
 
   private send(conn: Connection, frame: object): void {
+    this.sendText(conn, JSON.stringify(frame));
+  }
+
+  private sendText(conn: Connection, frame: string): void {
     if (conn.closing) return;
-    const result = conn.ws.send(JSON.stringify(frame));
+    const result = conn.ws.send(frame);
     // 0: Bun dropped the frame; -1: queued past the backpressure limit. Either way the client is too slow.
     if (result <= 0) {
       if (result === 0) this.deps.metrics.dropped(conn.tenant);

@@ -3,6 +3,7 @@ import type { Broker } from "../broker/broker.ts";
 import { mayPublish, maySubscribe, parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
 import type { Metrics } from "../metrics.ts";
+import type { Position, Recovery } from "../history/history.ts";
 import type { Publisher } from "../publisher.ts";
 import type { Connection } from "./connection.ts";
 import type { AnyFrame, Frame, FrameType } from "./frames.ts";
@@ -11,12 +12,23 @@ import type { Listeners } from "./hooks.ts";
 /** Result fields of a successful reply (flat, PROTOCOL.md). */
 export type ReplyFields = Record<string, unknown>;
 
+/** Returned by a handler that wrote its reply itself (subscribe: the reply, then replayed frames). */
+export const REPLIED = Symbol("replied");
+export type HandlerResult = ReplyFields | typeof REPLIED;
+
 /** Handles one frame type; throws SinalError for the client to see. */
-export type FrameHandler<T extends FrameType> = (conn: Connection, frame: Extract<AnyFrame, { type: T }>) => ReplyFields | Promise<ReplyFields>;
+export type FrameHandler<T extends FrameType> = (conn: Connection, frame: Extract<AnyFrame, { type: T }>) => HandlerResult | Promise<HandlerResult>;
 /** Handlers that features (chat, presence, locks) add for their frame types. */
 export type FeatureHandlers = { [T in FrameType]?: FrameHandler<T> };
 
+/** How handlers that answer themselves write to a socket (the Gateway, with its slow-consumer checks). */
+export interface Responder {
+  reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void;
+  sendFrame(conn: Connection, frame: string): void;
+}
+
 export interface HandlerDeps {
+  respond: Responder;
   verifier: TokenVerifier;
   publisher: Publisher;
   broker: Broker;
@@ -48,45 +60,94 @@ export class FrameHandlers {
     };
   }
 
-  handle(conn: Connection, frame: AnyFrame): ReplyFields | Promise<ReplyFields> {
+  handle(conn: Connection, frame: AnyFrame): HandlerResult | Promise<HandlerResult> {
     const handler = this.table[frame.type] as FrameHandler<FrameType> | undefined;
     if (handler === undefined) throw new SinalError("unknown_type", `frame type "${frame.type}" is not served here`);
     return handler(conn, frame);
   }
 
-  private subscribe(conn: Connection, frame: Frame<"subscribe">): ReplyFields {
+  /**
+   * Joins the channel and answers `{channel, epoch, offset, recovered}`; with `since`, the reply is
+   * followed by the missed publications, then live ones, none twice (PROTOCOL.md). A history that
+   * answers asynchronously (the durable one) reads while the broker holds this socket's live
+   * frames of the channel; the held frames already replayed are dropped, the rest follow.
+   */
+  private subscribe(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>): typeof REPLIED | Promise<typeof REPLIED> {
     const channel = parseChannel(conn.tenant, frame.channel);
     if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) {
       this.deps.listeners.denied(conn, channel.name, "forbidden");
       throw new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
     }
-    if (!conn.topics.includes(channel.topic)) {
-      if (conn.subscriptions >= this.deps.maxSubscriptions) {
-        this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
-        throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
-      }
-      this.deps.broker.subscribe(conn.ws, channel.topic);
-      conn.topics.push(channel.topic);
-      this.deps.metrics.tenant(conn.tenant).subscriptions++;
-      // After the reply, which the gateway writes as soon as this synchronous handler returns:
-      // a subscriber sees its reply before any publication the subscribe causes (user_joined).
-      queueMicrotask(() => this.deps.listeners.subscribed(conn, channel));
+    const joins = !conn.topics.includes(channel.topic);
+    if (joins && conn.subscriptions >= this.deps.maxSubscriptions) {
+      this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
+      throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
     }
-    const position = this.deps.publisher.position(channel);
-    // No history is kept yet: recovery succeeds only when the client missed nothing.
-    const since = frame.since;
-    const recovered = since !== undefined && since.epoch === position.epoch && since.offset === position.offset;
-    const reply: ReplyFields = { channel: channel.name, epoch: position.epoch, offset: position.offset, recovered };
+    const { since } = frame;
+    const history = this.deps.publisher.history;
+    const read = since === undefined ? history.position(channel) : history.recover(channel, since);
+    if (!(read instanceof Promise)) {
+      if (joins) this.join(conn, channel, false);
+      this.answer(conn, frame.id, channel, read, since !== undefined, []);
+      if (joins) this.deps.listeners.subscribed(conn, channel);
+      return REPLIED;
+    }
+    const { broker } = this.deps;
+    if (joins) this.join(conn, channel, true);
+    else broker.hold(conn.ws, channel.topic);
+    return read.then(
+      (result) => {
+        const held = broker.release(conn.ws, channel.topic);
+        if (conn.closing) return REPLIED;
+        this.answer(conn, frame.id, channel, result, since !== undefined, held);
+        if (joins) this.deps.listeners.subscribed(conn, channel);
+        return REPLIED;
+      },
+      (err: unknown) => {
+        broker.release(conn.ws, channel.topic);
+        if (joins) this.leave(conn, channel);
+        throw err;
+      },
+    );
+  }
+
+  private join(conn: Connection, channel: Channel, hold: boolean): void {
+    if (hold) this.deps.broker.hold(conn.ws, channel.topic);
+    else this.deps.broker.subscribe(conn.ws, channel.topic);
+    conn.topics.push(channel.topic);
+    this.deps.metrics.tenant(conn.tenant).subscriptions++;
+  }
+
+  private leave(conn: Connection, channel: Channel): void {
+    const at = conn.topics.indexOf(channel.topic);
+    if (at < 0) return;
+    this.deps.broker.unsubscribe(conn.ws, channel.topic);
+    conn.topics.splice(at, 1);
+    this.deps.metrics.tenant(conn.tenant).subscriptions--;
+  }
+
+  /** Writes the subscribe reply, the replayed publications, then the held live frames not replayed. */
+  private answer(conn: Connection, id: number | string | undefined, channel: Channel, read: Recovery | Position, withSince: boolean, held: readonly string[]): void {
+    const recovery = "position" in read ? read : null;
+    const position = recovery?.position ?? (read as Position);
+    const reply: ReplyFields = { channel: channel.name, epoch: position.epoch, offset: position.offset, recovered: recovery?.recovered ?? false };
+    if (withSince && recovery !== null && !recovery.recovered) {
+      reply.reason = recovery.reason;
+      reply.history_from = recovery.historyFrom;
+    }
     for (const extra of this.deps.subscribeExtras) Object.assign(reply, extra(conn, channel));
-    return reply;
+    const { respond } = this.deps;
+    respond.reply(conn, id, reply);
+    if (recovery?.recovered) for (const pub of recovery.publications) respond.sendFrame(conn, pub);
+    for (const live of held) {
+      if (!isCovered(live, position)) respond.sendFrame(conn, live);
+    }
   }
 
   private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields {
     const channel = parseChannel(conn.tenant, frame.channel);
     if (channel.name !== `user:${conn.user}` && conn.topics.includes(channel.topic)) {
-      this.deps.broker.unsubscribe(conn.ws, channel.topic);
-      conn.topics.splice(conn.topics.indexOf(channel.topic), 1);
-      this.deps.metrics.tenant(conn.tenant).subscriptions--;
+      this.leave(conn, channel);
       this.deps.listeners.unsubscribed(conn, channel);
     }
     return { channel: channel.name };
@@ -110,4 +171,10 @@ export class FrameHandlers {
     conn.claims = claims;
     return { expires_at: claims.expiresAt };
   }
+}
+
+/** A held live frame the reply's position already covers (its offset was replayed or predates the reply). */
+function isCovered(frame: string, position: Position): boolean {
+  const pub = JSON.parse(frame) as { offset?: number; epoch?: string };
+  return pub.offset !== undefined && pub.epoch === position.epoch && pub.offset <= position.offset;
 }

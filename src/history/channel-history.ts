@@ -1,0 +1,49 @@
+import type { Channel, ChannelKind } from "../channel.ts";
+import type { FrameBuilder, HistoryStore, MaybePromise, Position, Recovery, Retention } from "./history.ts";
+
+/** Which history each kind of channel keeps, and whether it must survive a restart. */
+export type HistoryPolicy = Record<ChannelKind, Retention>;
+
+/** Kinds whose history lives in the store: chat rooms keep epoch and offsets across restarts. */
+const DURABLE_KINDS: ReadonlySet<ChannelKind> = new Set(["room"]);
+
+/**
+ * The history of every channel, by kind: rooms in the durable history, the rest in memory, each
+ * with its kind's retention. The Publisher and the subscribe path go through this one object.
+ */
+export class ChannelHistory {
+  constructor(
+    private readonly memory: HistoryStore,
+    private readonly durable: HistoryStore,
+    readonly policy: HistoryPolicy,
+  ) {}
+
+  private storeFor(channel: Channel): HistoryStore {
+    return DURABLE_KINDS.has(channel.kind) ? this.durable : this.memory;
+  }
+
+  append(channel: Channel, build: FrameBuilder): MaybePromise<{ position: Position; frame: string }> {
+    return this.storeFor(channel).append(channel.topic, build, this.policy[channel.kind]);
+  }
+
+  position(channel: Channel): MaybePromise<Position> {
+    return this.storeFor(channel).position(channel.topic);
+  }
+
+  recover(channel: Channel, since: Position): MaybePromise<Recovery> {
+    return this.storeFor(channel).recover(channel.topic, since, this.policy[channel.kind]);
+  }
+
+  reset(channel: Channel): MaybePromise<Position> {
+    return this.storeFor(channel).reset(channel.topic);
+  }
+
+  trim(now: number): void {
+    this.memory.trim(now);
+    this.durable.trim(now);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.memory.close(), this.durable.close()]);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Channel history: offsets, epochs and the publications a reconnecting client may have missed.
+ * Implementations: memory-history.ts (one node, in process) and durable-history.ts (kept in the
+ * store, so a channel keeps its epoch and offsets across restarts). A Redis one will follow.
+ *
+ * Guarantees every implementation keeps, per topic:
+ * - `append` assigns offsets 1, 2, 3 ... with no gap and no repeat within one epoch, and keeps
+ *   the publication before its result is available: a publication is never fanned out before it
+ *   is in history, so a client that recovers can never miss one it was not sent.
+ * - Appends resolve in offset order (the Publisher fans out in that order).
+ * - `recover` returns either every publication after `since`, in order, up to the position it
+ *   reports (`recovered: true`), or none (`recovered: false`, with the reason).
+ * - A new epoch (`reset`, lost state, a restart of a memory history) means earlier offsets are gone.
+ * Memory implementations answer synchronously (plain values, not Promises): the Publisher then
+ * fans out in the same step it sequences, and a subscribe reads its position in one step.
+ * Implementations backed by I/O return Promises; the subscribe path then holds the live frames
+ * of the topic for that socket until the read is done (see FrameHandlers.subscribe).
+ */
+
+/** Where a channel stands: its epoch and the offset of its last publication (0 before any). */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** How much history one kind of channel keeps: the last `size` publications of the last `ttlMs`. */
+export interface Retention {
+  size: number;
+  ttlMs: number;
+}
+
+/** Why a `since` could not be served. */
+export type RecoveryFailure = "epoch_changed" | "trimmed" | "no_history" | "ahead";
+
+export interface Recovery {
+  /** Where the channel stands; when recovered, the last replayed publication is at this offset. */
+  position: Position;
+  recovered: boolean;
+  /** The serialized `pub` frames after `since`, in offset order (empty unless recovered). */
+  publications: string[];
+  /** Set when not recovered. */
+  reason?: RecoveryFailure;
+  /** The oldest offset still kept in the current epoch (position.offset + 1 when none is). */
+  historyFrom: number;
+}
+
+export type MaybePromise<T> = T | Promise<T>;
+
+/** Builds the serialized frame of a publication once its position is known. */
+export type FrameBuilder = (position: Position) => string;
+
+export interface HistoryStore {
+  /** Sequences one publication of `topic`, keeps it per `retention`, and returns its position and frame. */
+  append(topic: string, build: FrameBuilder, retention: Retention): MaybePromise<{ position: Position; frame: string }>;
+  /** Where `topic` stands now. */
+  position(topic: string): MaybePromise<Position>;
+  /** The publications after `since` (see Recovery). */
+  recover(topic: string, since: Position, retention: Retention): MaybePromise<Recovery>;
+  /** Starts a fresh history for one topic: a new epoch no client has seen, at offset 0. */
+  reset(topic: string): MaybePromise<Position>;
+  /** Drops what retention no longer keeps; called periodically. */
+  trim(now: number): void;
+  close(): Promise<void>;
+}
+
+export function randomEpoch(): string {
+  return crypto.getRandomValues(new Uint32Array(2)).reduce((s, n) => s + n.toString(36), "").slice(0, 8).padEnd(8, "0");
+}
+
+/** Decides recovery from what a history keeps: `kept` are the publications (oldest first) with offsets. */
+export function recoveryFrom(
+  position: Position,
+  since: Position,
+  kept: readonly { offset: number; frame: string }[],
+  retention: Retention,
+): Recovery {
+  const historyFrom = kept.length > 0 ? kept[0]!.offset : position.offset + 1;
+  const fail = (reason: RecoveryFailure): Recovery => ({ position, recovered: false, publications: [], reason, historyFrom });
+  if (since.epoch !== position.epoch) return fail("epoch_changed");
+  if (since.offset > position.offset) return fail("ahead");
+  if (since.offset === position.offset) return { position, recovered: true, publications: [], historyFrom };
+  if (historyFrom > since.offset + 1) return fail(keepsHistory(retention) ? "trimmed" : "no_history");
+  const publications: string[] = [];
+  for (const entry of kept) if (entry.offset > since.offset) publications.push(entry.frame);
+  return { position, recovered: true, publications, historyFrom };
+}
+
+export function keepsHistory(retention: Retention): boolean {
+  return retention.size > 0 && retention.ttlMs > 0;
+}
