@@ -24,11 +24,13 @@ export interface TestServer {
   token(opts: Partial<MintOptions> & { tenant?: string; user?: string }): Promise<string>;
   apiKey(tenant: string): Promise<string>;
   stop(): Promise<void>;
+  /** Stops this server (draining, store flushed) and starts another on the same sqlite file and env. */
+  restart(): Promise<TestServer>;
 }
 
 /** A real server on 127.0.0.1:0 with a real sqlite file in a fresh temp dir. */
-export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const dir = mkdtempSync(join(tmpdir(), "sinal-test-"));
+export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
+  const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
   const config = loadConfig({
     JWT_SECRET: SECRET,
     DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`,
@@ -63,6 +65,11 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
       await sinal.stop();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
+    },
+    async restart() {
+      await sinal.stop();
+      await store.close();
+      return startServer(env, dir);
     },
   };
 }

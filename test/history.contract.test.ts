@@ -1,0 +1,170 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DurableHistory } from "../src/history/durable-history.ts";
+import type { HistoryStore, Position, Retention } from "../src/history/history.ts";
+import { MemoryHistory } from "../src/history/memory-history.ts";
+import { openSqliteStore } from "../src/store/sqlite-store.ts";
+import type { Store } from "../src/store/store.ts";
+
+// One contract, every HistoryStore: the guarantees written on the interface in src/history/history.ts.
+
+const KEEP: Retention = { size: 100, ttlMs: 3_600_000 };
+const frameOf = (topic: string, n: number) => (p: Position) => JSON.stringify({ type: "pub", channel: topic, data: n, offset: p.offset, epoch: p.epoch });
+
+interface Subject {
+  history: HistoryStore;
+  /** A second instance over the same storage, as after a restart (null: nothing survives). */
+  reopen(): Promise<HistoryStore | null>;
+  done(): Promise<void>;
+}
+
+const subjects: Record<string, () => Subject> = {
+  memory: () => ({ history: new MemoryHistory(), reopen: async () => null, done: async () => undefined }),
+  "durable (sqlite)": () => {
+    const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
+    let store: Store = openSqliteStore(join(dir, "h.db"));
+    const subject: Subject = {
+      history: new DurableHistory(store.channelLog, 2, KEEP),
+      async reopen() {
+        await subject.history.close();
+        await store.close();
+        store = openSqliteStore(join(dir, "h.db"));
+        return new DurableHistory(store.channelLog, 2, KEEP);
+      },
+      async done() {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    return subject;
+  },
+};
+
+async function appendN(h: HistoryStore, topic: string, n: number, retention = KEEP): Promise<Position[]> {
+  // All issued before any settles: offsets must follow call order even when commits are batched.
+  return (await Promise.all(Array.from({ length: n }, (_, i) => h.append(topic, frameOf(topic, i + 1), retention)))).map((r) => r.position);
+}
+
+for (const [name, make] of Object.entries(subjects)) {
+  describe(`HistoryStore contract: ${name}`, () => {
+    let subject: Subject;
+    afterEach(async () => subject && (await subject.done()));
+
+    test("offsets run 1, 2, 3 ... per topic in call order, under one epoch; topics are independent", async () => {
+      subject = make();
+      const h = subject.history;
+      const a = await appendN(h, "t/a", 50);
+      const b = await appendN(h, "t/b", 3);
+      expect(a.map((p) => p.offset)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      expect(new Set(a.map((p) => p.epoch)).size).toBe(1);
+      expect(b.map((p) => p.offset)).toEqual([1, 2, 3]);
+      expect(await h.position("t/a")).toEqual({ epoch: a[0]!.epoch, offset: 50 });
+      expect((await h.position("t/never")).offset).toBe(0);
+    });
+
+    test("recover returns exactly the publications after since, in order", async () => {
+      subject = make();
+      const h = subject.history;
+      const [first] = await appendN(h, "t/r", 30);
+      const r = await h.recover("t/r", { epoch: first!.epoch, offset: 10 }, KEEP);
+      expect(r.recovered).toBe(true);
+      expect(r.position).toEqual({ epoch: first!.epoch, offset: 30 });
+      expect(r.publications.map((f) => JSON.parse(f).offset)).toEqual(Array.from({ length: 20 }, (_, i) => i + 11));
+      expect(JSON.parse(r.publications[0]!)).toMatchObject({ data: 11, epoch: first!.epoch });
+    });
+
+    test("a client that missed nothing recovers with nothing to replay", async () => {
+      subject = make();
+      const h = subject.history;
+      const [p] = await appendN(h, "t/n", 1);
+      expect(await h.recover("t/n", p!, KEEP)).toMatchObject({ recovered: true, publications: [], position: p });
+    });
+
+    test("another epoch, an offset from the future, and history trimmed by size are refused with their reason", async () => {
+      subject = make();
+      const h = subject.history;
+      const small: Retention = { size: 5, ttlMs: 3_600_000 };
+      const [p] = await appendN(h, "t/s", 20, small);
+      expect(await h.recover("t/s", { epoch: "elsewhere", offset: 3 }, small)).toMatchObject({ recovered: false, reason: "epoch_changed", publications: [] });
+      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 21 }, small)).toMatchObject({ recovered: false, reason: "ahead" });
+      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 10 }, small)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 16 });
+      const edge = await h.recover("t/s", { epoch: p!.epoch, offset: 15 }, small);
+      expect(edge.recovered).toBe(true);
+      expect(edge.publications.map((f) => JSON.parse(f).offset)).toEqual([16, 17, 18, 19, 20]);
+    });
+
+    test("history older than the retention age is trimmed", async () => {
+      subject = make();
+      const h = subject.history;
+      const short: Retention = { size: 100, ttlMs: 40 };
+      const [p] = await appendN(h, "t/age", 3, short);
+      await Bun.sleep(80);
+      await appendN(h, "t/age", 1, short);
+      expect(await h.recover("t/age", { epoch: p!.epoch, offset: 1 }, short)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 4 });
+      expect((await h.recover("t/age", { epoch: p!.epoch, offset: 3 }, short)).publications).toHaveLength(1);
+    });
+
+    test("a channel without history recovers only when nothing was missed", async () => {
+      subject = make();
+      const h = subject.history;
+      const off: Retention = { size: 0, ttlMs: 0 };
+      const [p] = await appendN(h, "t/off", 2, off);
+      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 2 }, off)).toMatchObject({ recovered: true });
+      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 1 }, off)).toMatchObject({ recovered: false, reason: "no_history" });
+    });
+
+    test("reset starts a new epoch at offset 0 for that topic only", async () => {
+      subject = make();
+      const h = subject.history;
+      const [a] = await appendN(h, "t/x", 2);
+      const [b] = await appendN(h, "t/y", 1);
+      const fresh = await h.reset("t/x");
+      expect(fresh.offset).toBe(0);
+      expect(fresh.epoch).not.toBe(a!.epoch);
+      expect(await h.recover("t/x", { epoch: a!.epoch, offset: 1 }, KEEP)).toMatchObject({ recovered: false, reason: "epoch_changed" });
+      expect((await appendN(h, "t/x", 1))[0]).toEqual({ epoch: fresh.epoch, offset: 1 });
+      expect(await h.position("t/y")).toEqual({ epoch: b!.epoch, offset: 1 });
+    });
+
+    test("after a restart: the durable history keeps epoch, offsets and publications; a memory one starts a new epoch", async () => {
+      subject = make();
+      const [p] = await appendN(subject.history, "t/keep", 12);
+      const again = await subject.reopen();
+      if (again === null) {
+        // Nothing of a memory history survives: a fresh instance has another epoch for the topic.
+        expect((await new MemoryHistory().position("t/keep")).epoch).not.toBe(p!.epoch);
+        return;
+      }
+      subject.history = again;
+      expect(await again.position("t/keep")).toEqual({ epoch: p!.epoch, offset: 12 });
+      const r = await again.recover("t/keep", { epoch: p!.epoch, offset: 7 }, KEEP);
+      expect(r.publications.map((f) => JSON.parse(f).offset)).toEqual([8, 9, 10, 11, 12]);
+      expect((await appendN(again, "t/keep", 1))[0]).toEqual({ epoch: p!.epoch, offset: 13 });
+    });
+  });
+}
+
+test("the memory history stays under its byte bound by dropping the oldest publications of any topic first", () => {
+  const h = new MemoryHistory(10_000);
+  const frame = "x".repeat(100);
+  for (let i = 0; i < 200; i++) h.append(i % 2 === 0 ? "t/even" : "t/odd", () => frame, KEEP);
+  expect(h.stats().bytes).toBeLessThanOrEqual(10_000);
+  expect(h.stats().publications).toBe(100);
+  const even = h.recover("t/even", { epoch: h.position("t/even").epoch, offset: 40 }, KEEP);
+  expect(even).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 51 });
+});
+
+test("the memory history forgets topics idle past an hour once it keeps nothing for them, and keeps active ones", () => {
+  let now = 0;
+  const h = new MemoryHistory(1 << 20, () => now);
+  h.append("t/idle", () => "f", { size: 0, ttlMs: 0 });
+  h.append("t/aged", () => "f", KEEP);
+  now = 2 * 3_600_000;
+  const recent = h.append("t/recent", () => "f", KEEP).position;
+  h.trim(now);
+  // t/aged's publication outlived its 1 h retention, so it holds nothing and was idle past the hour.
+  expect(h.stats()).toEqual({ topics: 1, publications: 1, bytes: 1 });
+  expect(h.position("t/recent")).toEqual(recent);
+});
