@@ -45,19 +45,21 @@ for (const [name, make] of implementations) {
       return { ws, received, socket: sockets.get(name)! as ServerWebSocket<unknown> };
     }
 
-    test("a hold captures the held socket's frames of that topic only; release returns them in order and resumes delivery", async () => {
+    test("a divert sends the diverted socket's frames of that topic to the sink, in order; undivert resumes delivery", async () => {
       for (const topic of ["t1/dept:held", "t1/user:held"]) {
         const held = await client(`held-${topic}`);
         const other = await client(`other-${topic}`);
         broker.subscribe(other.socket, topic);
-        broker.hold(held.socket, topic);
+        const sunk: string[] = [];
+        broker.divert(held.socket, topic, (f) => sunk.push(f));
         expect(broker.publish(topic, "1")).toBe(2);
         expect(broker.publish(topic, "2", other.socket)).toBe(1);
-        expect(broker.release(held.socket, topic)).toEqual(["1", "2"]);
-        expect(broker.release(held.socket, topic)).toEqual([]);
+        broker.undivert(held.socket, topic);
+        broker.undivert(held.socket, topic);
+        expect(sunk).toEqual(["1", "2"]);
         expect(broker.publish(topic, "3")).toBe(2);
         while (held.received.length < 1 || other.received.length < 2) await Bun.sleep(2);
-        // Captured frames are the caller's to send: the socket itself got only what came after release.
+        // Diverted frames are the sink's to send: the socket itself got only what came after undivert.
         expect(held.received).toEqual(["3"]);
         expect(other.received).toEqual(["1", "3"]);
         expect(broker.channelCount()).toBe(1);

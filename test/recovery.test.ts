@@ -70,7 +70,9 @@ describe.each([
     await Promise.all(racing);
     expect(reply.recovered).toBe(true);
     const received: Frame[] = [];
-    while (ticks(received).length < 15) received.push(await again.next());
+    // In a room, the resubscribe also publishes this user's user_joined (with an offset).
+    const done = () => ticks(received).length === 15 && (!channel.startsWith("room:") || received.some((f) => f.event === "user_joined"));
+    while (!done()) received.push(await again.next());
     contiguous(received, offset + 1);
     expect(ticks(received).slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
     expect(ticks(received).slice(5).sort()).toEqual(Array.from({ length: 10 }, (_, i) => 100 + i));

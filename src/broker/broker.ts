@@ -21,13 +21,14 @@ export interface Broker {
   subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
   /**
-   * From now on the socket's frames of `topic` are captured instead of sent, subscribing it first
-   * if it is not. Used while a subscribe reads history asynchronously: the reply and the replayed
-   * publications must reach the socket before any live one.
+   * From now on the socket's frames of `topic` go to `sink` instead of the socket, subscribing it
+   * first if it is not (a later `unsubscribe` or close ends it too). Used while a subscribe reads
+   * history asynchronously (the reply and the replay must come before any live frame), and for a
+   * slow client whose frames are conflated. A second divert of the same pair replaces the sink.
    */
-  hold(ws: ServerWebSocket<unknown>, topic: string): void;
-  /** Ends a hold: returns the captured frames, in publish order, and sends later ones directly. */
-  release(ws: ServerWebSocket<unknown>, topic: string): string[];
+  divert(ws: ServerWebSocket<unknown>, topic: string, sink: (frame: string) => void): void;
+  /** Ends a divert: later frames of `topic` go to the socket directly again. */
+  undivert(ws: ServerWebSocket<unknown>, topic: string): void;
   /** A socket closed while subscribed to `topics` (the runtime may already have dropped it from them). */
   socketClosed(ws: ServerWebSocket<unknown>, topics: readonly string[]): void;
   /** Topics with at least one local subscriber. */

@@ -20,8 +20,8 @@ export class MemoryBroker implements Broker {
   private readonly refs = new Map<string, number>();
   /** Subscribers of user topics: the socket itself while there is one (the usual case), else a set. */
   private readonly direct = new Map<string, Socket | Set<Socket>>();
-  /** Sockets on hold per topic, with the frames captured for each (see Broker.hold). */
-  private readonly held = new Map<string, Map<Socket, string[]>>();
+  /** Diverted sockets per topic, with where their frames go instead (see Broker.divert). */
+  private readonly diverted = new Map<string, Map<Socket, (frame: string) => void>>();
 
   attach(server: Server<unknown>): void {
     this.server = server;
@@ -30,17 +30,17 @@ export class MemoryBroker implements Broker {
   publish(topic: string, frame: string, except?: Socket): number {
     const server = this.server;
     if (server === null) return 0;
-    const captured = this.held.size === 0 ? 0 : this.capture(topic, frame, except);
-    return captured + this.deliver(server, topic, frame, except);
+    const diverted = this.diverted.size === 0 ? 0 : this.divertFrame(topic, frame, except);
+    return diverted + this.deliver(server, topic, frame, except);
   }
 
-  private capture(topic: string, frame: string, except?: Socket): number {
-    const sockets = this.held.get(topic);
+  private divertFrame(topic: string, frame: string, except?: Socket): number {
+    const sockets = this.diverted.get(topic);
     if (sockets === undefined) return 0;
     let reached = 0;
-    for (const [ws, frames] of sockets) {
+    for (const [ws, sink] of sockets) {
       if (ws === except) continue;
-      frames.push(frame);
+      sink(frame);
       reached++;
     }
     return reached;
@@ -82,21 +82,22 @@ export class MemoryBroker implements Broker {
   }
 
   unsubscribe(ws: Socket, topic: string): void {
+    const sockets = this.diverted.get(topic);
+    if (sockets?.delete(ws) && sockets.size === 0) this.diverted.delete(topic);
     if (isUserTopic(topic)) {
       this.leaveDirect(ws, topic);
       return;
     }
-    const sockets = this.held.get(topic);
-    if (sockets?.delete(ws) && sockets.size === 0) this.held.delete(topic);
     ws.unsubscribe(topic);
     this.unref(topic);
   }
 
-  hold(ws: Socket, topic: string): void {
-    let sockets = this.held.get(topic);
-    if (sockets === undefined) this.held.set(topic, (sockets = new Map()));
-    if (sockets.has(ws)) return;
-    sockets.set(ws, []);
+  divert(ws: Socket, topic: string, sink: (frame: string) => void): void {
+    let sockets = this.diverted.get(topic);
+    if (sockets === undefined) this.diverted.set(topic, (sockets = new Map()));
+    const already = sockets.has(ws);
+    sockets.set(ws, sink);
+    if (already) return;
     if (isUserTopic(topic)) {
       this.leaveDirect(ws, topic);
     } else if (ws.isSubscribed(topic)) {
@@ -106,21 +107,18 @@ export class MemoryBroker implements Broker {
     }
   }
 
-  release(ws: Socket, topic: string): string[] {
-    const sockets = this.held.get(topic);
-    const frames = sockets?.get(ws);
-    if (sockets === undefined || frames === undefined) return [];
-    sockets.delete(ws);
-    if (sockets.size === 0) this.held.delete(topic);
+  undivert(ws: Socket, topic: string): void {
+    const sockets = this.diverted.get(topic);
+    if (sockets === undefined || !sockets.delete(ws)) return;
+    if (sockets.size === 0) this.diverted.delete(topic);
     if (isUserTopic(topic)) this.joinDirect(ws, topic);
     else ws.subscribe(topic);
-    return frames;
   }
 
   socketClosed(ws: Socket, topics: readonly string[]): void {
     for (const topic of topics) {
-      const sockets = this.held.get(topic);
-      if (sockets?.delete(ws) && sockets.size === 0) this.held.delete(topic);
+      const sockets = this.diverted.get(topic);
+      if (sockets?.delete(ws) && sockets.size === 0) this.diverted.delete(topic);
       if (isUserTopic(topic)) this.leaveDirect(ws, topic);
       else this.unref(topic);
     }

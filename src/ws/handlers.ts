@@ -87,32 +87,35 @@ export class FrameHandlers {
     const history = this.deps.publisher.history;
     const read = since === undefined ? history.position(channel) : history.recover(channel, since);
     if (!(read instanceof Promise)) {
-      if (joins) this.join(conn, channel, false);
+      if (joins) this.join(conn, channel, null);
       this.answer(conn, frame.id, channel, read, since !== undefined, []);
       if (joins) this.deps.listeners.subscribed(conn, channel);
       return REPLIED;
     }
     const { broker } = this.deps;
-    if (joins) this.join(conn, channel, true);
-    else broker.hold(conn.ws, channel.topic);
+    const held: string[] = [];
+    const hold = (frame: string) => void held.push(frame);
+    if (joins) this.join(conn, channel, hold);
+    else broker.divert(conn.ws, channel.topic, hold);
     return read.then(
       (result) => {
-        const held = broker.release(conn.ws, channel.topic);
+        broker.undivert(conn.ws, channel.topic);
         if (conn.closing) return REPLIED;
         this.answer(conn, frame.id, channel, result, since !== undefined, held);
         if (joins) this.deps.listeners.subscribed(conn, channel);
         return REPLIED;
       },
       (err: unknown) => {
-        broker.release(conn.ws, channel.topic);
+        broker.undivert(conn.ws, channel.topic);
         if (joins) this.leave(conn, channel);
         throw err;
       },
     );
   }
 
-  private join(conn: Connection, channel: Channel, hold: boolean): void {
-    if (hold) this.deps.broker.hold(conn.ws, channel.topic);
+  /** Subscribes the socket; with `hold`, its live frames go there until the caller undiverts. */
+  private join(conn: Connection, channel: Channel, hold: ((frame: string) => void) | null): void {
+    if (hold) this.deps.broker.divert(conn.ws, channel.topic, hold);
     else this.deps.broker.subscribe(conn.ws, channel.topic);
     conn.topics.push(channel.topic);
     this.deps.metrics.tenant(conn.tenant).subscriptions++;
