@@ -33,6 +33,9 @@ import { AuditLog } from "./audit/audit-log.ts";
 import { auditRoutes } from "./http/audit-routes.ts";
 import { MemoryPresence } from "./presence/memory-presence.ts";
 import { FeedService } from "./feeds/feed-service.ts";
+import { Activity } from "./stats/activity.ts";
+import { assetRoutes } from "./http/asset-routes.ts";
+import { dashboardRoutes } from "./http/dashboard-routes.ts";
 
 export interface AppDeps {
   config: Config;
@@ -56,6 +59,8 @@ export function createApp(deps: AppDeps) {
   const { policy, memoryMaxBytes } = config.history;
   const history = new ChannelHistory(new MemoryHistory(memoryMaxBytes), new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room), policy);
   const publisher = new Publisher(history, broker, metrics);
+  const activity = new Activity();
+  publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const restAuth = new RestAuth(apiKeys, verifier, metrics);
@@ -87,7 +92,7 @@ export function createApp(deps: AppDeps) {
     logger,
     features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
-    listeners: [typing, occupancy, locks, presence, notifications, audit],
+    listeners: [typing, occupancy, locks, presence, notifications, audit, activity],
     subscribeExtras: feeds ? [presence.subscribeExtra(), feeds.subscribeExtra()] : [presence.subscribeExtra()],
   });
   let draining = false;
@@ -151,6 +156,8 @@ export function createApp(deps: AppDeps) {
     .use(presenceRoutes(restAuth, presence, occupancy))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, limits.maxBodyBytes))
     .use(auditRoutes(restAuth, store.audit))
+    .use(dashboardRoutes(restAuth, activity, metrics))
+    .use(assetRoutes())
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
     .onStart(({ server }) => {
       broker.attach(server!);
