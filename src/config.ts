@@ -32,6 +32,8 @@ export interface Limits {
   maxConnectionsPerTenant: number;
   /** Bytes queued for one socket past which it is closed as a slow consumer (4009). */
   slowConsumerBytes: number;
+  /** Bytes queued past which a socket's typing, presence and feed updates are conflated (ws/slow-lane.ts). */
+  conflateBytes: number;
   /** Largest REST request body in bytes. */
   maxBodyBytes: number;
 }
@@ -171,6 +173,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (idleTimeoutSec * 1000 <= pingIntervalMs) {
     throw new ConfigError("IDLE_TIMEOUT_S", `must be longer than PING_INTERVAL_MS (${pingIntervalMs} ms), or clients that ping on time get cut off`);
   }
+  const slowConsumerBytes = int(env, "SLOW_CONSUMER_BYTES", 1024 * 1024, 1024);
+  const conflateBytes = int(env, "CONFLATE_AFTER_BYTES", Math.min(64 * 1024, slowConsumerBytes / 4), 256);
+  if (conflateBytes >= slowConsumerBytes) throw new ConfigError("CONFLATE_AFTER_BYTES", `must be below SLOW_CONSUMER_BYTES (${slowConsumerBytes})`);
   return {
     port: int(env, "PORT", 3000, 0, 65535),
     host,
@@ -204,7 +209,8 @@ export function loadConfig(env: Env = process.env): Config {
       maxSubscriptions: int(env, "MAX_SUBSCRIPTIONS", 200, 1),
       maxConnectionsPerUser: int(env, "MAX_CONNECTIONS_PER_USER", 20, 1),
       maxConnectionsPerTenant: int(env, "MAX_CONNECTIONS_PER_TENANT", 50_000, 1),
-      slowConsumerBytes: int(env, "SLOW_CONSUMER_BYTES", 1024 * 1024, 1024),
+      slowConsumerBytes,
+      conflateBytes,
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
     },
   };

@@ -7,9 +7,11 @@ export interface TenantStats {
   publications: number;
   deliveries: number;
   droppedSends: number;
+  /** Updates a slow client did not get because a newer one for the same key replaced them. */
+  conflated: number;
 }
 
-const emptyStats = (): TenantStats => ({ connections: 0, subscriptions: 0, publications: 0, deliveries: 0, droppedSends: 0 });
+const emptyStats = (): TenantStats => ({ connections: 0, subscriptions: 0, publications: 0, deliveries: 0, droppedSends: 0, conflated: 0 });
 
 /**
  * Node counters, kept per tenant in plain numbers on the hot path and turned into Prometheus
@@ -22,6 +24,9 @@ export class Metrics {
   private readonly rejectedByCode = new Map<string, number>();
   private readonly authFailuresByReason = new Map<string, number>();
   private slowConsumerCloses = 0;
+  private readonly conflatedByKind = new Map<string, number>();
+  /** Connections whose frames are being conflated now (see ws/slow-lane.ts). */
+  slowClients = 0;
   private readonly samples: { at: number; publications: number; deliveries: number }[] = [];
 
   constructor(private readonly topTenants: number) {
@@ -38,6 +43,19 @@ export class Metrics {
       [...this.authFailuresByReason].map(([reason, value]) => ({ labels: { reason }, value })),
     );
     this.counter("sinal_slow_consumer_closes_total", "Connections closed with 4009", [], () => [{ labels: {}, value: this.slowConsumerCloses }]);
+    this.counter("sinal_conflated_total", "Updates not sent to a slow client because a newer one for the same key replaced them, by channel kind", ["kind"], () =>
+      [...this.conflatedByKind].map(([kind, value]) => ({ labels: { kind }, value })),
+    );
+    this.counter("sinal_conflated_by_tenant_total", "Updates conflated for slow clients, by tenant", ["tenant"], perTenant("conflated"));
+    const metrics = this;
+    new Gauge({
+      name: "sinal_slow_clients",
+      help: "Connections past CONFLATE_AFTER_BYTES whose typing, presence and feed updates are conflated",
+      registers: [this.registry],
+      collect() {
+        this.set(metrics.slowClients);
+      },
+    });
   }
 
   private gauge(name: string, help: string, values: () => { labels: Record<string, string>; value: number }[]): void {
@@ -110,6 +128,11 @@ export class Metrics {
     this.slowConsumerCloses++;
   }
 
+  conflate(tenant: string, kind: string): void {
+    this.tenant(tenant).conflated++;
+    this.conflatedByKind.set(kind, (this.conflatedByKind.get(kind) ?? 0) + 1);
+  }
+
   totals(): TenantStats {
     const total = emptyStats();
     for (const s of this.tenants.values()) {
@@ -118,6 +141,7 @@ export class Metrics {
       total.publications += s.publications;
       total.deliveries += s.deliveries;
       total.droppedSends += s.droppedSends;
+      total.conflated += s.conflated;
     }
     return total;
   }

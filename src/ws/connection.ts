@@ -1,12 +1,15 @@
 import type { ServerWebSocket } from "bun";
 import type { Claims } from "../auth/tokens.ts";
 import type { RateState } from "./rate-limit.ts";
+import type { SlowLane } from "./slow-lane.ts";
 
 /** The handlers a Connection forwards Bun's socket events to (implemented by Gateway). */
 export interface ConnectionEvents {
   onOpen(conn: Connection): void;
   onMessage(conn: Connection, message: string | Buffer): void;
   onClose(conn: Connection, code: number, reason: string): void;
+  /** Bun's socket took what was queued past its backpressure limit. */
+  onDrain(conn: Connection): void;
 }
 
 /**
@@ -22,6 +25,8 @@ export class Connection implements RateState {
   /** Counted in the per-user/per-tenant totals (false when refused with 4010 at open). */
   registered = false;
   closing = false;
+  /** Set while the client is behind and its frames are conflated (see SlowLane). */
+  slow: SlowLane | null = null;
   tokens: number;
   refilledAt: number;
   rejected = 0;
@@ -58,6 +63,10 @@ export class Connection implements RateState {
 
   message(_ws: ServerWebSocket<Connection>, message: string | Buffer): void {
     this.events.onMessage(this, message);
+  }
+
+  drain(_ws: ServerWebSocket<Connection>): void {
+    this.events.onDrain(this);
   }
 
   close(_ws: ServerWebSocket<Connection>, code: number, reason: string): void {

@@ -24,7 +24,8 @@ export type FeatureHandlers = { [T in FrameType]?: FrameHandler<T> };
 /** How handlers that answer themselves write to a socket (the Gateway, with its slow-consumer checks). */
 export interface Responder {
   reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void;
-  sendFrame(conn: Connection, frame: string): void;
+  /** Frames that follow a reply, in order (written at the client's pace when many). */
+  sendFrames(conn: Connection, frames: readonly string[]): void;
 }
 
 export interface HandlerDeps {
@@ -101,6 +102,7 @@ export class FrameHandlers {
       (result) => {
         broker.undivert(conn.ws, channel.topic);
         if (conn.closing) return REPLIED;
+        conn.slow?.add(channel.topic);
         this.answer(conn, frame.id, channel, result, since !== undefined, held);
         if (joins) this.deps.listeners.subscribed(conn, channel);
         return REPLIED;
@@ -116,6 +118,7 @@ export class FrameHandlers {
   /** Subscribes the socket; with `hold`, its live frames go there until the caller undiverts. */
   private join(conn: Connection, channel: Channel, hold: ((frame: string) => void) | null): void {
     if (hold) this.deps.broker.divert(conn.ws, channel.topic, hold);
+    else if (conn.slow !== null) conn.slow.add(channel.topic);
     else this.deps.broker.subscribe(conn.ws, channel.topic);
     conn.topics.push(channel.topic);
     this.deps.metrics.tenant(conn.tenant).subscriptions++;
@@ -139,12 +142,10 @@ export class FrameHandlers {
       reply.history_from = recovery.historyFrom;
     }
     for (const extra of this.deps.subscribeExtras) Object.assign(reply, extra(conn, channel));
-    const { respond } = this.deps;
-    respond.reply(conn, id, reply);
-    if (recovery?.recovered) for (const pub of recovery.publications) respond.sendFrame(conn, pub);
-    for (const live of held) {
-      if (!isCovered(live, position)) respond.sendFrame(conn, live);
-    }
+    this.deps.respond.reply(conn, id, reply);
+    const after = recovery?.recovered ? [...recovery.publications] : [];
+    for (const live of held) if (!isCovered(live, position)) after.push(live);
+    if (after.length > 0) this.deps.respond.sendFrames(conn, after);
   }
 
   private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields {
