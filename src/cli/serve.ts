@@ -4,17 +4,24 @@ import { mintToken } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { openSqliteStore } from "../store/sqlite-store.ts";
+import { DemoFeed } from "../dev/demo-feed.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
   const store = openSqliteStore(config.database.path, config.database.synchronous);
   const sinal = createApp({ config, store, logger });
 
-  if (config.jwt.kind === "secret" && config.jwt.dev) await announceDevMode(config.jwt.secret, sinal.apiKeys, logger);
-
   sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
   const server = sinal.app.server!;
   logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
+
+  // Dev mode: the banner needs the port (PORT=0 picks one), and the page at / gets a moving demo.
+  let demoFeed: DemoFeed | null = null;
+  if (config.jwt.kind === "secret" && config.jwt.dev) {
+    await announceDevMode(config.jwt.secret, sinal.apiKeys, logger, pageUrl(config.host, server.port!));
+    demoFeed = new DemoFeed(sinal.publisher, logger.child({ component: "demo-feed" }));
+    demoFeed.start();
+  }
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -27,6 +34,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
       logger.flush();
       process.exit(1);
     }, config.shutdownTimeoutMs).unref();
+    demoFeed?.stop();
     await sinal.stop();
     await store.close();
     logger.info("stopped");
@@ -37,12 +45,20 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
   process.on("SIGINT", () => void shutdown("SIGINT"));
 }
 
-async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: string, key: string): void }, logger: Logger) {
+/** The address a person on this machine opens; a wildcard bind is reached as localhost. */
+function pageUrl(host: string, port: number): string {
+  const isWildcard = host === "0.0.0.0" || host === "::" || host === "";
+  const shown = isWildcard ? "localhost" : host.includes(":") ? `[${host}]` : host;
+  return `http://${shown}:${port}/`;
+}
+
+async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: string, key: string): void }, logger: Logger, page: string) {
   const apiKey = `sk_dev_${randomBytes(24).toString("base64url")}`;
   apiKeys.addEphemeral("demo", apiKey);
-  const token = mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"] });
+  const token = mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"], roles: ["admin"] });
+  const demoLink = `${page}#token=${token}`;
   logger.warn(
-    { dev_mode: true, demo_tenant: "demo", demo_token: token, demo_api_key: apiKey },
+    { dev_mode: true, demo_tenant: "demo", demo_token: token, demo_api_key: apiKey, demo_page: demoLink },
     "DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY set; using a random secret. Tokens die with this process. Never run like this in production.",
   );
   process.stderr.write(
@@ -51,8 +67,10 @@ async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: s
       "  ****************************************************************",
       "  *  sinal is in DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY is set  *",
       "  ****************************************************************",
-      `  demo token (tenant demo, user demo, 24 h): ${token}`,
-      `  demo API key (tenant demo):                ${apiKey}`,
+      `  demo token (tenant demo, user demo, admin, 24 h): ${token}`,
+      `  demo API key (tenant demo):                       ${apiKey}`,
+      "",
+      `  live demo page (open in a browser):               ${demoLink}`,
       "",
     ].join("\n") + "\n",
   );

@@ -41,6 +41,8 @@ export function embeddedAssets(): Record<string, Asset> {
 function bundleSdk(): string {
   const entry = join(ROOT, "clients/js/src/index.ts");
   const build = Bun.spawnSync([process.execPath, "build", entry, "--target=browser", "--format=esm"], {
+    // The bundle names its sources relative to the working directory: the same text from anywhere.
+    cwd: ROOT,
     stdout: "pipe",
     stderr: "pipe",
     env: { ...process.env, NO_COLOR: "1" },
