@@ -168,3 +168,22 @@ test("the memory history forgets topics idle past an hour once it keeps nothing 
   expect(h.stats()).toEqual({ topics: 1, publications: 1, bytes: 1 });
   expect(h.position("t/recent")).toEqual(recent);
 });
+
+test("the durable history deletes from the store what its retention no longer keeps", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
+  const store = openSqliteStore(join(dir, "h.db"));
+  try {
+    const h = new DurableHistory(store.channelLog, 0, { size: 5, ttlMs: 3_600_000 });
+    const [p] = await appendN(h, "t/trim", 20, { size: 5, ttlMs: 3_600_000 });
+    expect(await store.channelLog.read("t/trim", 0, 20, 0, 100)).toHaveLength(20);
+    h.trim(Date.now());
+    await h.close();
+    await Bun.sleep(0);
+    const left = await store.channelLog.read("t/trim", 0, 20, 0, 100);
+    expect(left.map((r) => r.offset)).toEqual([16, 17, 18, 19, 20]);
+    expect(await h.position("t/trim")).toEqual({ epoch: p!.epoch, offset: 20 });
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

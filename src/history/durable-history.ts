@@ -30,6 +30,9 @@ export class DurableHistory implements HistoryStore {
   private readonly loading = new Map<string, Waiting[]>();
   private readonly writer: GroupCommit<LoggedPublication, undefined>;
   private trimming = false;
+  private lastTrimAt = 0;
+  /** Topics appended to since the last trim: only they can hold more than `retention.size`. */
+  private readonly appended = new Set<string>();
 
   constructor(
     private readonly store: ChannelLogStore,
@@ -86,15 +89,21 @@ export class DurableHistory implements HistoryStore {
     return { epoch, offset: 0 };
   }
 
+  /** At most once a minute: deletes by age, and by size for the topics appended to since. */
   trim(now: number): void {
-    if (this.trimming) return;
+    if (this.trimming || now - this.lastTrimAt < 60_000) return;
     this.trimming = true;
+    this.lastTrimAt = now;
+    const topics = [...this.appended].map((topic) => ({ topic, upTo: (this.states.get(topic)?.committed ?? 0) - this.retention.size }));
+    this.appended.clear();
     this.store
-      .trim(now - this.retention.ttlMs, this.retention.size)
+      .trim(now - this.retention.ttlMs, topics.filter((t) => t.upTo > 0))
       .catch(() => undefined)
       .finally(() => (this.trimming = false));
-    // Positions of idle topics reload from the store when used again.
-    if (this.states.size > 100_000 && this.loading.size === 0) this.states.clear();
+    // Positions of idle topics (no commit pending) reload from the store when used again.
+    if (this.states.size > 100_000) {
+      for (const [topic, state] of this.states) if (state.assigned === state.committed && !this.loading.has(topic)) this.states.delete(topic);
+    }
   }
 
   /** Commits what is queued (a stopping server fans out nothing it has not stored). */
@@ -105,6 +114,7 @@ export class DurableHistory implements HistoryStore {
   private sequence(topic: string, state: TopicState, build: FrameBuilder): Promise<{ position: Position; frame: string }> {
     const position = { epoch: state.epoch, offset: ++state.assigned };
     const frame = build(position);
+    this.appended.add(topic);
     return this.writer.write({ topic, epoch: position.epoch, offset: position.offset, frame, at: Date.now() }).then(
       () => {
         if (state.epoch === position.epoch && position.offset > state.committed) state.committed = position.offset;

@@ -28,6 +28,6 @@ export interface ChannelLogStore {
   read(topic: string, after: number, upTo: number, minAt: number, limit: number): Promise<{ offset: number; frame: string }[]>;
   /** A new epoch at offset 0 for `topic`; its kept publications are deleted. */
   reset(topic: string, epoch: string): Promise<void>;
-  /** Deletes publications stored before `before` or more than `keepLast` behind their topic's position. */
-  trim(before: number, keepLast: number): Promise<number>;
+  /** Deletes publications stored before `before`, and those of each listed topic at or below its `upTo`. */
+  trim(before: number, topics: readonly { topic: string; upTo: number }[]): Promise<number>;
 }

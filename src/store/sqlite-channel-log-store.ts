@@ -58,11 +58,13 @@ export class SqliteChannelLogStore implements ChannelLogStore {
     });
   }
 
-  async trim(before: number, keepLast: number): Promise<number> {
-    const old = this.db.delete(channelLog).where(lt(channelLog.at, before)).returning({ offset: channelLog.offset }).all();
-    const behind = this.db.all(
-      sql`DELETE FROM ${channelLog} WHERE rowid IN (SELECT l.rowid FROM ${channelLog} l JOIN ${channelPositions} p ON p.topic = l.topic WHERE l."offset" <= p."offset" - ${keepLast}) RETURNING 1`,
-    );
-    return old.length + behind.length;
+  async trim(before: number, topics: readonly { topic: string; upTo: number }[]): Promise<number> {
+    return this.db.transaction((tx) => {
+      let deleted = tx.delete(channelLog).where(lt(channelLog.at, before)).returning({ offset: channelLog.offset }).all().length;
+      for (const { topic, upTo } of topics) {
+        deleted += tx.delete(channelLog).where(and(eq(channelLog.topic, topic), lte(channelLog.offset, upTo))).returning({ offset: channelLog.offset }).all().length;
+      }
+      return deleted;
+    });
   }
 }
