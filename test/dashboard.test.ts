@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { parseChannel } from "../src/channel.ts";
 import { Activity } from "../src/stats/activity.ts";
+import { TopKeys } from "../src/stats/rolling.ts";
 import { Client, post, startServer, type TestServer } from "./helpers.ts";
 
 let server: TestServer;
@@ -117,4 +118,16 @@ test("activity forgets what is older than an hour and keeps a bounded set of cha
   expect(later.lastHour.events).toBe(0);
   expect(later.topChannels).toEqual([]);
   expect(later.slowConsumerCloses).toBe(1);
+});
+
+test("the channel sketch holds at most twice its capacity and never loses or undercounts a heavy key", () => {
+  const sketch = new TopKeys(4);
+  for (let i = 0; i < 10_000; i++) {
+    sketch.add(`room:quiet-${i}`);
+    if (i % 3 === 0) sketch.add("room:heavy");
+  }
+  const entries = new Map(sketch.entries());
+  expect(entries.size).toBeLessThanOrEqual(8);
+  expect(entries.get("room:heavy")).toBeGreaterThanOrEqual(3334);
+  expect(Math.max(...entries.values())).toBe(entries.get("room:heavy")!);
 });

@@ -40,12 +40,16 @@ export class RollingBuckets<T> {
 }
 
 /**
- * The heaviest keys of a stream in bounded memory (Metwally et al., "Space-Saving"): at most
- * `capacity` counters; a new key takes over the smallest one and inherits its count. Any key
- * counted more than total/capacity times is kept, and its count is over by at most that minimum.
+ * The heaviest keys of a stream in bounded memory, in the spirit of Space-Saving (Metwally et
+ * al.): at most 2 x `capacity` counters. When they are full, the `capacity` smallest go at once
+ * (one sort per `capacity` new keys instead of a scan per key), and a key that comes later starts
+ * from the largest count dropped, so a count is never under its truth and a key that is really
+ * heavy is never lost.
  */
 export class TopKeys {
   private readonly counts = new Map<string, number>();
+  /** The largest count dropped so far: what an unknown key may already have had. */
+  private floor = 0;
 
   constructor(private readonly capacity: number) {}
 
@@ -55,23 +59,19 @@ export class TopKeys {
       this.counts.set(key, count + n);
       return;
     }
-    if (this.counts.size < this.capacity) {
-      this.counts.set(key, n);
-      return;
-    }
-    let smallest = "";
-    let min = Infinity;
-    for (const [k, c] of this.counts) {
-      if (c < min) {
-        min = c;
-        smallest = k;
-      }
-    }
-    this.counts.delete(smallest);
-    this.counts.set(key, min + n);
+    if (this.counts.size >= 2 * this.capacity) this.shrink();
+    this.counts.set(key, this.floor + n);
   }
 
   entries(): IterableIterator<[string, number]> {
     return this.counts.entries();
+  }
+
+  private shrink(): void {
+    const ranked = [...this.counts].sort((a, b) => b[1] - a[1]);
+    for (const [key, count] of ranked.slice(this.capacity)) {
+      this.counts.delete(key);
+      if (count > this.floor) this.floor = count;
+    }
   }
 }
