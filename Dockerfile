@@ -5,6 +5,9 @@ COPY package.json package-lock.json bunfig.toml tsconfig.json ./
 RUN bun install --frozen-lockfile
 COPY src ./src
 COPY drizzle ./drizzle
+# Embedded at bundle time by src/http/assets.macro.ts: the demo page and the JS SDK (/client.js).
+COPY web ./web
+COPY clients/js/src ./clients/js/src
 RUN bun build src/main.ts --compile --minify --sourcemap --outfile /out/sinal
 
 FROM debian:bookworm-slim

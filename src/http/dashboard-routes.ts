@@ -14,8 +14,8 @@ export function dashboardRoutes(auth: RestAuth, activity: Activity, metrics: Met
     const now = Date.now();
     const counters = metrics.tenant(tenant);
     const seen = activity.snapshot(tenant);
-    // Present once slow clients get conflated updates (ws/slow-lane.ts); 0 before.
-    const conflated = (counters as { conflated?: number }).conflated ?? 0;
+    // Updates a slow client did not get because a newer one replaced them (ws/slow-lane.ts).
+    const conflated = counters.conflated;
     const drops = {
       dropped_sends: counters.droppedSends,
       conflated,
