@@ -367,6 +367,23 @@ describe("subscriptions", () => {
     expect(await sub.ready).toMatchObject({ offset: 0 });
   });
 
+  test("a subscribe reply arriving after unsubscribe() is ignored; subscribing again starts afresh", async () => {
+    const client = makeClient();
+    const old = client.subscribe("room:1");
+    const socket = await connected(client);
+    const [first] = socket.sentOf("subscribe");
+    void old.unsubscribe();
+    const fresh = client.subscribe("room:1");
+    expect(fresh).not.toBe(old);
+    socket.reply(first!, { channel: "room:1", epoch: "e", offset: 3, recovered: false });
+    expect(old.state).toBe("unsubscribed");
+    expect(fresh.state).toBe("subscribing");
+    const second = socket.sentOf("subscribe")[1]!;
+    expect(second.since).toBeUndefined();
+    socket.reply(second, { channel: "room:1", epoch: "e", offset: 4, recovered: false });
+    expect(await fresh.ready).toMatchObject({ offset: 4 });
+  });
+
   test("unsubscribe tells the server and stops deliveries", async () => {
     const client = makeClient();
     const sub = client.subscribe("room:1");

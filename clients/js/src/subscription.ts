@@ -138,6 +138,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.inFlight = this.host.sendNow(frame, (err, reply) => {
       if (connection !== this.host.connectionId) return; // that connection is gone; the next one subscribes anew
       this.inFlight = false;
+      if (this.current === "unsubscribed") return; // unsubscribed while the reply was on its way
       if (err !== null) this.failed(err);
       else this.subscribed(reply as SubscribeReply, since);
     });
