@@ -46,7 +46,12 @@ export class Backoff {
     if (!(this.jitter >= 0 && this.jitter <= 1)) throw new RangeError(`backoff.jitter must be from 0 to 1, got ${this.jitter}`);
   }
 
-  /** Failed attempts since the last reset. */
+  /**
+   * Failed attempts since the last reset.
+   *
+   * @example
+   * if (backoff.attempts > 5) showOfflineBanner();
+   */
   get attempts(): number {
     return this.attempt;
   }
