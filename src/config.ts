@@ -174,7 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("IDLE_TIMEOUT_S", `must be longer than PING_INTERVAL_MS (${pingIntervalMs} ms), or clients that ping on time get cut off`);
   }
   const slowConsumerBytes = int(env, "SLOW_CONSUMER_BYTES", 1024 * 1024, 1024);
-  const conflateBytes = int(env, "CONFLATE_AFTER_BYTES", Math.min(64 * 1024, slowConsumerBytes / 4), 256);
+  const conflateBytes = int(env, "CONFLATE_AFTER_BYTES", Math.min(64 * 1024, Math.floor(slowConsumerBytes / 4)), 256);
   if (conflateBytes >= slowConsumerBytes) throw new ConfigError("CONFLATE_AFTER_BYTES", `must be below SLOW_CONSUMER_BYTES (${slowConsumerBytes})`);
   return {
     port: int(env, "PORT", 3000, 0, 65535),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bun
 import pkg from "../package.json" with { type: "json" };
-import { HELP, keysCommand, migrateCommand, tokenCommand } from "./cli/commands.ts";
+import { HELP, healthCommand, HealthError, keysCommand, migrateCommand, tokenCommand } from "./cli/commands.ts";
 import { serveCommand } from "./cli/serve.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
+import { gitCommit } from "./cli/version.macro.ts" with { type: "macro" };
 
 async function main(argv: string[]): Promise<void> {
   const [command = "serve", ...args] = argv;
@@ -12,7 +13,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === "--version" || command === "-v") {
-    process.stdout.write(`sinal ${pkg.version}\n`);
+    process.stdout.write(`sinal ${pkg.version} (commit ${gitCommit()})\n`);
     return;
   }
   const config = loadConfig();
@@ -25,13 +26,15 @@ async function main(argv: string[]): Promise<void> {
       return keysCommand(config, args);
     case "token":
       return tokenCommand(config, args);
+    case "health":
+      return healthCommand(config);
     default:
       throw new ConfigError("command", `unknown command "${command}"; see sinal --help`);
   }
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const message = err instanceof ConfigError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const message = err instanceof ConfigError || err instanceof HealthError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   process.stderr.write(`sinal: ${message}\n`);
   process.exit(1);
 });

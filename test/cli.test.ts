@@ -47,6 +47,10 @@ const sinal = (args: string[], env: Record<string, string | undefined> = {}) => 
 
 const lastLine = (text: string) => text.trimEnd().split("\n").at(-1)!;
 
+/** `--version` output: the package version and the commit it was built from (this checkout's HEAD). */
+const COMMIT = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], { cwd: ROOT }).stdout.toString().trim();
+const VERSION_LINE = `sinal ${pkg.version} (commit ${COMMIT})\n`;
+
 /** A `serve` process whose JSON log lines on stdout are parsed as they arrive. */
 class Served {
   readonly lines: Record<string, any>[] = [];
@@ -133,8 +137,8 @@ describe("help and version", () => {
     for (const command of ["serve", "migrate", "keys create --tenant", "token --tenant"]) expect(stdout).toContain(command);
   });
 
-  test("--version prints the package version and exits 0", async () => {
-    expect(await sinal(["--version"])).toEqual({ code: 0, stdout: `sinal ${pkg.version}\n`, stderr: "" });
+  test("--version prints the package version and the git commit, and exits 0", async () => {
+    expect(await sinal(["--version"])).toEqual({ code: 0, stdout: VERSION_LINE, stderr: "" });
   });
 
   test("--help needs no configuration, even a bad one", async () => {
@@ -308,6 +312,14 @@ describe("serve", () => {
     await served.line((l) => l.msg === "stopped");
   }, 20_000);
 
+  test("a second instance on a port in use exits 1 with a clear EADDRINUSE message", async () => {
+    const { port } = await serve();
+    const second = await sinal(["serve"], { PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: `sqlite:${join(dir, "other.db")}` });
+    expect(second.code).toBe(1);
+    expect(second.stderr).toStartWith(`sinal: PORT: 127.0.0.1:${port} is already in use (EADDRINUSE)`);
+    expect(second.stdout).not.toContain("listening");
+  }, 20_000);
+
   test("dev mode prints a demo token and demo API key that work", async () => {
     const { served, http, ws } = await serve({ JWT_SECRET: undefined });
     const announced = await served.line((l) => typeof l.demo_token === "string");
@@ -353,6 +365,6 @@ describe("compiled binary", () => {
     db.close();
     expect(tables).toEqual(expect.arrayContaining(["__drizzle_migrations", "api_keys", "idempotency"]));
 
-    expect(await run([binary, "--version"], {}, workdir)).toEqual({ code: 0, stdout: `sinal ${pkg.version}\n`, stderr: "" });
+    expect(await run([binary, "--version"], {}, workdir)).toEqual({ code: 0, stdout: VERSION_LINE, stderr: "" });
   }, 60_000);
 });

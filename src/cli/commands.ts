@@ -20,6 +20,8 @@ Commands:
   token --tenant <t> --user <u> [--ttl 1h] [--name <n>] [--sub-channels 'room:*,dept:sales']
         [--pub-channels 'room:*'] [--roles admin]
                                       print a JWT signed with JWT_SECRET (development and tests)
+  health                              GET /health on this node (PORT, HOST); exit 0 when it answers 200
+                                      (the container HEALTHCHECK: the image has no curl)
   --help, --version
 
 Configuration is read from the environment: see README.md.`;
@@ -110,4 +112,22 @@ export function parseDuration(raw: string): number {
   if (!match) throw new ConfigError("--ttl", `expected a duration like 90s, 15m, 1h or 7d, got "${raw}"`);
   const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 }[match[2] as "" | "s" | "m" | "h" | "d"];
   return Number(match[1]) * unit;
+}
+
+/** `sinal health`: exit 0 when this node's /health answers 200 within 2 s, else 1 with the reason. */
+export async function healthCommand(config: Config): Promise<void> {
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}/health`;
+  let status: number;
+  try {
+    status = (await fetch(url, { signal: AbortSignal.timeout(2000) })).status;
+  } catch (err) {
+    throw new HealthError(`${url}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (status !== 200) throw new HealthError(`${url} answered ${status}`);
+  process.stdout.write("ok\n");
+}
+
+export class HealthError extends Error {
+  override name = "HealthError";
 }

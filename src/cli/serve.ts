@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { createApp } from "../app.ts";
 import { mintToken } from "../auth/tokens.ts";
-import type { Config } from "../config.ts";
+import { ConfigError, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { openSqliteStore } from "../store/sqlite-store.ts";
 import { DemoFeed } from "../dev/demo-feed.ts";
@@ -11,7 +11,15 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
   const store = openSqliteStore(config.database.path, config.database.synchronous);
   const sinal = createApp({ config, store, logger });
 
-  sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
+  try {
+    sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
+  } catch (err) {
+    await store.close();
+    if ((err as { code?: string }).code === "EADDRINUSE") {
+      throw new ConfigError("PORT", `${config.host}:${config.port} is already in use (EADDRINUSE): another sinal or another program listens there; stop it or choose another PORT`);
+    }
+    throw err;
+  }
   const server = sinal.app.server!;
   logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
 
