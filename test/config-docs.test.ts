@@ -132,12 +132,16 @@ describe("docs/configuration.md", () => {
     // Runtime reads outside loadConfig would escape the test above; the build-time asset macro
     // only passes the environment through to a child process.
     const named = /(?:process\.env|Bun\.env|import\.meta\.env)(?:\.([A-Z][A-Z0-9_]*)|\[\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*\])/g;
+    // Build-time variables are documented in prose ("Build time"), not in the run-time tables.
+    const docText = readFileSync(join(ROOT, DOC), "utf8");
+    const buildTime = docText.slice(docText.indexOf("## Build time"));
     const missing: string[] = [];
     for (const file of new Glob("src/**/*.ts").scanSync(ROOT)) {
       const text = readFileSync(join(ROOT, file), "utf8");
       for (const m of text.matchAll(named)) {
         const name = m[1] ?? m[2]!;
-        if (!documented.has(name)) missing.push(`${name} (${file})`);
+        const inBuildTime = file.endsWith(".macro.ts") && docText.includes("## Build time") && buildTime.includes(`\`${name}\``);
+        if (!documented.has(name) && !inBuildTime) missing.push(`${name} (${file})`);
       }
     }
     expect(missing).toEqual([]);
