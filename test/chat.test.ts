@@ -1,9 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createApp } from "../src/app.ts";
 import { mintToken } from "../src/auth/tokens.ts";
-import { loadConfig } from "../src/config.ts";
-import { createLogger } from "../src/log.ts";
-import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import { Client, post, SECRET, startServer, type Frame, type TestServer } from "./helpers.ts";
 
 let server: TestServer;
@@ -235,16 +231,9 @@ test("after a restart on the same sqlite file, rooms, messages, receipts and not
   expect(await reader.request({ type: "read", room: "keep", message_id: m.id })).toMatchObject({ ok: true });
   reader.close();
   await reader.closed;
-  const path = first.store && `${first.dir}/sinal.db`;
-  await first.sinal.stop();
-  await first.store.close();
-
-  const config = loadConfig({ JWT_SECRET: SECRET, DATABASE_URL: `sqlite:${path}`, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "silent" });
-  const store = openSqliteStore(config.database.path);
-  const again = createApp({ config, store, logger: createLogger("silent") });
-  again.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
+  const again = await first.restart();
   try {
-    const base = `http://127.0.0.1:${again.app.server!.port}`;
+    const base = again.http;
     const h = { authorization: `Bearer ${k}` };
     expect(((await (await fetch(`${base}/v1/rooms/keep/messages`, { headers: h })).json()) as any).messages).toEqual([m]);
     expect(await (await fetch(`${base}/v1/rooms/keep`, { headers: h })).json()).toMatchObject({ status: "closed", assigned_agent: "ag" });
@@ -253,11 +242,10 @@ test("after a restart on the same sqlite file, rooms, messages, receipts and not
     expect(await resend.json()).toEqual(m);
     // The notification that was pending before the restart is pushed at the user's first connect after it.
     const token = await mintToken(SECRET, { tenant: "acme", user: "offline-user", ttlSec: 60 });
-    const { client } = await Client.connect(`ws://127.0.0.1:${again.app.server!.port}/ws?token=${token}`);
+    const { client } = await Client.connect(`${again.ws}?token=${token}`);
     expect(await client.next()).toMatchObject({ channel: "user:offline-user", event: "notification", data: { title: "kept for later" } });
     client.close();
   } finally {
     await again.stop();
-    await store.close();
   }
 });

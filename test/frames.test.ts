@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, startServer, type TestServer } from "./helpers.ts";
+import { Client, post, startServer, type TestServer } from "./helpers.ts";
 
 let server: TestServer;
 beforeAll(async () => (server = await startServer({ MAX_FRAME_BYTES: "4096" })));
@@ -50,7 +50,7 @@ describe("client frames", () => {
     const a = await open();
     await a.request({ type: "subscribe", channel: "dept:u" });
     expect(await a.request({ type: "unsubscribe", channel: "dept:u" })).toEqual({ type: "reply", id: 2, ok: true, channel: "dept:u" });
-    await server.sinal.publisher.publish({ tenant: "acme", kind: "dept", id: "u", name: "dept:u", topic: "acme/dept:u" }, "x", 1);
+    expect((await post(server, "/v1/publish", { channel: "dept:u", event: "x", data: 1 }, await server.apiKey("acme"))).status).toBe(200);
     expect(await a.silentFor(150)).toBe(true);
     a.close();
   });
@@ -65,7 +65,7 @@ describe("client frames", () => {
 
   test("the server subscribes every connection to its own user channel", async () => {
     const a = await open({ user: "self" });
-    await server.sinal.publisher.publish({ tenant: "acme", kind: "user", id: "self", name: "user:self", topic: "acme/user:self" }, "direct", { hi: 1 });
+    expect((await post(server, "/v1/publish", { channel: "user:self", event: "direct", data: { hi: 1 } }, await server.apiKey("acme"))).status).toBe(200);
     expect(await a.next()).toMatchObject({ type: "pub", channel: "user:self", event: "direct", data: { hi: 1 }, offset: 1 });
     a.close();
   });

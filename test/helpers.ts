@@ -28,8 +28,17 @@ export interface TestServer {
   restart(): Promise<TestServer>;
 }
 
+/**
+ * Which sinal the suites run against: the source, in this process (default), or the compiled
+ * binary as a child process (`SINAL_TARGET=binary SINAL_BINARY=<path>`, see scripts/test.sh), run
+ * from a temp directory with no node_modules and no source tree. Suites that run against both
+ * use only the network, the CLI and the sqlite file (not `sinal` or `store`).
+ */
+const TARGET = process.env.SINAL_TARGET === "binary" ? "binary" : "source";
+
 /** A real server on 127.0.0.1:0 with a real sqlite file in a fresh temp dir. */
 export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
+  if (TARGET === "binary") return startBinaryServer(env, reuseDir);
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
   const config = loadConfig({
     JWT_SECRET: SECRET,
@@ -72,6 +81,74 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
       return startServer(env, dir);
     },
   };
+}
+
+/** The compiled binary as a child process; `sinal` and `store` throw (they live in that process). */
+async function startBinaryServer(env: Record<string, string>, reuseDir?: string): Promise<TestServer> {
+  const binary = process.env.SINAL_BINARY;
+  if (!binary) throw new Error("SINAL_TARGET=binary needs SINAL_BINARY=<path to dist/sinal>");
+  const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
+  const childEnv = { JWT_SECRET: SECRET, DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "debug", ...env };
+  const proc = Bun.spawn([binary, "serve"], { cwd: dir, env: childEnv, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  const logs: Record<string, unknown>[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    let pending = "";
+    const decoder = new TextDecoder();
+    void (async () => {
+      for await (const chunk of proc.stdout) {
+        pending += decoder.decode(chunk, { stream: true });
+        let newline;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          if (line === "") continue;
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === "listening") resolve(entry.port as number);
+        }
+      }
+      reject(new Error(`the binary exited (${await proc.exited}) before listening`));
+    })();
+  });
+  const unavailable = (what: string) => () => {
+    throw new Error(`server.${what} is in-process only; this suite runs against the binary too`);
+  };
+  let stopped = false;
+  const stopProcess = async () => {
+    if (stopped) return;
+    stopped = true;
+    proc.kill("SIGTERM");
+    const code = await proc.exited;
+    if (code !== 0) throw new Error(`the binary exited ${code} on SIGTERM`);
+  };
+  const server: TestServer = {
+    port,
+    http: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}/ws`,
+    get sinal(): Sinal {
+      return unavailable("sinal")();
+    },
+    get store(): Store {
+      return unavailable("store")();
+    },
+    dir,
+    logs,
+    token: async (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
+    async apiKey(tenant) {
+      const created = Bun.spawnSync([binary, "keys", "create", "--tenant", tenant], { cwd: dir, env: childEnv });
+      if (created.exitCode !== 0) throw new Error(`keys create failed: ${created.stderr.toString()}`);
+      return created.stdout.toString().trimEnd().split("\n").at(-1)!;
+    },
+    async stop() {
+      await stopProcess();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async restart() {
+      await stopProcess();
+      return startBinaryServer(env, dir);
+    },
+  };
+  return server;
 }
 
 export type Frame = Record<string, any>;
