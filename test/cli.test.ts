@@ -348,7 +348,7 @@ describe("serve", () => {
 });
 
 describe("compiled binary", () => {
-  test("migrate creates the schema with no drizzle/ folder beside it (migrations are embedded)", async () => {
+  test("runs from a directory without drizzle/ or node_modules: migrate (embedded migrations), --version, --help, token, keys, config errors", async () => {
     const binary = join(dir, "bin", "sinal");
     // Built from the temp dir: bun build --compile leaves its scratch files in the working directory.
     const build = await run([BUN, "build", MAIN, "--compile", "--outfile", binary], {}, dir);
@@ -366,5 +366,17 @@ describe("compiled binary", () => {
     expect(tables).toEqual(expect.arrayContaining(["__drizzle_migrations", "api_keys", "idempotency"]));
 
     expect(await run([binary, "--version"], {}, workdir)).toEqual({ code: 0, stdout: VERSION_LINE, stderr: "" });
+    // The other subcommands answer as they do from source.
+    expect(await run([binary, "--help"], {}, workdir)).toEqual(await sinal(["--help"]));
+    const token = await run([binary, "token", "--tenant", "acme", "--user", "u1", "--ttl", "5m"], {}, workdir);
+    expect(token.code).toBe(0);
+    const claims = (await import("jose")).decodeJwt(lastLine(token.stdout));
+    expect(claims).toMatchObject({ sub: "u1", tid: "acme" });
+    const key = await run([binary, "keys", "create", "--tenant", "acme"], { DATABASE_URL: undefined }, workdir);
+    expect(key.code).toBe(0);
+    expect(lastLine(key.stdout)).toMatch(/^sk_/);
+    const refused = await run([binary, "serve"], { PORT: "99999" }, workdir);
+    expect(refused).toMatchObject({ code: 1, stdout: "" });
+    expect(refused.stderr).toStartWith("sinal: PORT:");
   }, 60_000);
 });
