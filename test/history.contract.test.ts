@@ -187,3 +187,21 @@ test("the durable history deletes from the store what its retention no longer ke
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("the durable history with history off stores positions only: no publication rows, offsets still survive a restart", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
+  const off: Retention = { size: 0, ttlMs: 0 };
+  let store = openSqliteStore(join(dir, "h.db"));
+  try {
+    const h = new DurableHistory(store.channelLog, 0, off);
+    const [p] = await appendN(h, "t/off", 3, off);
+    await h.close();
+    expect(await store.channelLog.read("t/off", 0, 3, 0, 100)).toEqual([]);
+    await store.close();
+    store = openSqliteStore(join(dir, "h.db"));
+    expect(await new DurableHistory(store.channelLog, 0, off).position("t/off")).toEqual({ epoch: p!.epoch, offset: 3 });
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -39,8 +39,10 @@ export class DurableHistory implements HistoryStore {
     commitIntervalMs: number,
     private readonly retention: Retention,
   ) {
+    // With history off (HISTORY_ROOM=off) only positions are written: epochs and offsets still survive restarts.
+    const keep = keepsHistory(retention);
     this.writer = new GroupCommit(async (batch) => {
-      await store.append(batch);
+      await store.append(batch, keep);
       return batch.map(() => undefined);
     }, commitIntervalMs);
   }

@@ -19,8 +19,11 @@ export interface LoggedPublication {
 export interface ChannelLogStore {
   /** Where `topic` stands as stored; null when it never had a publication or a reset. */
   position(topic: string): Promise<Position | null>;
-  /** Stores publications (in order, any topics) and moves their topics' positions. */
-  append(publications: readonly LoggedPublication[]): Promise<void>;
+  /**
+   * Moves the topics' positions to their last publication and, with `keep`, stores the
+   * publications (in order, any topics). Without it only positions are written (history off).
+   */
+  append(publications: readonly LoggedPublication[], keep: boolean): Promise<void>;
   /**
    * The kept publications of `topic` with `after < offset <= upTo`, stored at or after `minAt`,
    * oldest first, at most the last `limit` of them.
