@@ -27,6 +27,8 @@ export class Connection implements RateState {
   closing = false;
   /** Set while the client is behind and its frames are conflated (see SlowLane). */
   slow: SlowLane | null = null;
+  /** Topics whose live frames are held while a subscribe reads history, with that subscribe's end. */
+  holding: Map<string, Promise<unknown>> | null = null;
   tokens: number;
   refilledAt: number;
   rejected = 0;

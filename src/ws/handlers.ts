@@ -84,6 +84,9 @@ export class FrameHandlers {
       this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
       throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
     }
+    // One history read per topic and connection at a time: a second subscribe waits for the first.
+    const inFlight = conn.holding?.get(channel.topic);
+    if (inFlight !== undefined) return inFlight.then(() => this.subscribe(conn, frame));
     const { since } = frame;
     const history = this.deps.publisher.history;
     const read = since === undefined ? history.position(channel) : history.recover(channel, since);
@@ -98,9 +101,14 @@ export class FrameHandlers {
     const hold = (frame: string) => void held.push(frame);
     if (joins) this.join(conn, channel, hold);
     else broker.divert(conn.ws, channel.topic, hold);
-    return read.then(
+    const holding = (conn.holding ??= new Map());
+    const done = () => {
+      holding.delete(channel.topic);
+      broker.undivert(conn.ws, channel.topic);
+    };
+    const answered = read.then<typeof REPLIED>(
       (result) => {
-        broker.undivert(conn.ws, channel.topic);
+        done();
         if (conn.closing) return REPLIED;
         conn.slow?.add(channel.topic);
         this.answer(conn, frame.id, channel, result, since !== undefined, held);
@@ -108,11 +116,13 @@ export class FrameHandlers {
         return REPLIED;
       },
       (err: unknown) => {
-        broker.undivert(conn.ws, channel.topic);
+        done();
         if (joins) this.leave(conn, channel);
         throw err;
       },
     );
+    holding.set(channel.topic, answered.catch(() => undefined));
+    return answered;
   }
 
   /** Subscribes the socket; with `hold`, its live frames go there until the caller undiverts. */

@@ -62,7 +62,8 @@ export class SlowLane {
     private readonly owner: LaneOwner,
     private readonly limits: LaneLimits,
   ) {
-    for (const topic of conn.topics) this.add(topic);
+    // A topic held by a subscribe that is reading history joins the lane when that subscribe ends.
+    for (const topic of conn.topics) if (!conn.holding?.has(topic)) this.add(topic);
     metrics.slowClients++;
   }
 
@@ -155,7 +156,9 @@ export class SlowLane {
       this.owner.tooSlow(this.conn);
       return;
     }
-    if (!this.conn.closing) for (const topic of this.conn.topics) this.broker.undivert(this.conn.ws, topic);
+    if (!this.conn.closing) {
+      for (const topic of this.conn.topics) if (!this.conn.holding?.has(topic)) this.broker.undivert(this.conn.ws, topic);
+    }
     this.owner.caughtUp(this.conn);
   }
 }

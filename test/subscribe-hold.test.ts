@@ -1,0 +1,120 @@
+import { expect, test } from "bun:test";
+import type { ServerWebSocket } from "bun";
+import { MemoryBroker } from "../src/broker/memory-broker.ts";
+import { ChannelHistory, type HistoryPolicy } from "../src/history/channel-history.ts";
+import type { FrameBuilder, HistoryStore, Position, Recovery, Retention } from "../src/history/history.ts";
+import { MemoryHistory } from "../src/history/memory-history.ts";
+import { Metrics } from "../src/metrics.ts";
+import { Publisher } from "../src/publisher.ts";
+import { Connection } from "../src/ws/connection.ts";
+import { FrameHandlers } from "../src/ws/handlers.ts";
+import { Listeners } from "../src/ws/hooks.ts";
+import { parseChannel } from "../src/channel.ts";
+
+// The subscribe path with a history that answers asynchronously (as a Redis or PostgreSQL one
+// will, and the sqlite one does through its Promise interface) and slowly: reads are resolved by
+// the test, so live publications can land while a subscribe waits for its history.
+
+/** A memory history whose reads wait until the test releases them. */
+class SlowHistory implements HistoryStore {
+  readonly inner = new MemoryHistory();
+  readonly waiting: (() => void)[] = [];
+  append(topic: string, build: FrameBuilder, retention: Retention) {
+    return this.inner.append(topic, build, retention);
+  }
+  position(topic: string): Promise<Position> {
+    const answer = this.inner.position(topic);
+    return new Promise((resolve) => this.waiting.push(() => resolve(answer)));
+  }
+  recover(topic: string, since: Position, retention: Retention): Promise<Recovery> {
+    const answer = this.inner.recover(topic, since, retention);
+    return new Promise((resolve) => this.waiting.push(() => resolve(answer)));
+  }
+  reset(topic: string) {
+    return this.inner.reset(topic);
+  }
+  trim(): void {}
+  async close(): Promise<void> {}
+}
+
+const KEEP = { size: 100, ttlMs: 3_600_000 };
+const policy = Object.fromEntries(["global", "system", "presence", "dept", "room", "user", "roulette", "strategy", "sync"].map((k) => [k, KEEP])) as HistoryPolicy;
+
+function setup() {
+  const slow = new SlowHistory();
+  const broker = new MemoryBroker();
+  const sent: string[] = [];
+  // A socket as Bun's pub/sub sees it: what reaches it directly lands in `sent`.
+  const topics = new Set<string>();
+  const ws = {
+    send: (f: string) => (sent.push(f), f.length),
+    sendText: (f: string) => (sent.push(f), f.length),
+    subscribe: (t: string) => void topics.add(t),
+    unsubscribe: (t: string) => void topics.delete(t),
+    isSubscribed: (t: string) => topics.has(t),
+    getBufferedAmount: () => 0,
+  } as unknown as ServerWebSocket<Connection>;
+  // Bun's server.publish, for the topics this one socket is subscribed to.
+  broker.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
+  const metrics = new Metrics(10);
+  const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), slow, policy), broker, metrics);
+  const conn = new Connection("c1", { user: "u1", tenant: "acme", expiresAt: Date.now() / 1000 + 600, subChannels: ["*"], pubChannels: ["*"], roles: [] }, {} as never, 100, 0);
+  conn.ws = ws;
+  const handlers = new FrameHandlers(
+    {
+      respond: {
+        reply: (_c, id, fields) => void sent.push(JSON.stringify({ type: "reply", id, ok: true, ...fields })),
+        sendFrames: (_c, frames) => void sent.push(...frames),
+      },
+      verifier: {} as never,
+      publisher,
+      broker,
+      metrics,
+      listeners: new Listeners([], () => undefined),
+      maxSubscriptions: 10,
+      subscribeExtras: [],
+    },
+    {},
+  );
+  const room = parseChannel("acme", "room:1");
+  const frames = () => sent.map((f) => JSON.parse(f) as Record<string, any>).map((f) => (f.type === "reply" ? `reply ${f.id} @${f.offset}` : `pub ${f.offset}`));
+  return { slow, handlers, conn, publisher, room, frames };
+}
+
+test("live publications during a slow history read come after the reply and the replay, once each", async () => {
+  const { slow, handlers, conn, publisher, room, frames } = setup();
+  const first = await publisher.publish(room, "e", 1);
+  await publisher.publish(room, "e", 2);
+  const answered = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1", since: first });
+  // The read took its answer (offset 2); these land while it waits.
+  await publisher.publish(room, "e", 3);
+  await publisher.publish(room, "e", 4);
+  expect(frames()).toEqual([]);
+  slow.waiting.shift()!();
+  await answered;
+  await publisher.publish(room, "e", 5);
+  expect(frames()).toEqual(["reply 1 @2", "pub 2", "pub 3", "pub 4", "pub 5"]);
+});
+
+test("a second subscribe to a topic whose history read is in flight waits for the first to answer", async () => {
+  const { slow, handlers, conn, publisher, room, frames } = setup();
+  await publisher.publish(room, "e", 1);
+  const one = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1" });
+  const two = handlers.handle(conn, { type: "subscribe", id: 2, channel: "room:1", since: { epoch: (await slow.inner.position("acme/room:1")).epoch, offset: 0 } });
+  await publisher.publish(room, "e", 2);
+  // Only the first read has started; the second waits for the first's answer.
+  expect(slow.waiting).toHaveLength(1);
+  slow.waiting.shift()!();
+  await one;
+  await Bun.sleep(0);
+  await publisher.publish(room, "e", 3);
+  expect(slow.waiting).toHaveLength(1);
+  slow.waiting.shift()!();
+  await two;
+  await publisher.publish(room, "e", 4);
+  // First: its reply as of offset 1, then 2 (held during its read). The second read started as the
+  // first answered (as of 2), so 3 was held for it: its reply, its replay of 1 and 2 (it asked
+  // from 0), then 3, then live 4. No frame of the topic jumped ahead of either reply.
+  expect(frames()).toEqual(["reply 1 @1", "pub 2", "reply 2 @2", "pub 1", "pub 2", "pub 3", "pub 4"]);
+  expect(conn.holding?.size ?? 0).toBe(0);
+});
