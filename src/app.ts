@@ -68,7 +68,7 @@ export function createApp(deps: AppDeps) {
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher);
-  const chat = new ChatService(store.chat, publisher, typing, config.commitIntervalMs);
+  const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs);
   const feeds = config.mongo

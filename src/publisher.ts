@@ -4,6 +4,7 @@ import type { Channel } from "./channel.ts";
 import type { ChannelHistory } from "./history/channel-history.ts";
 import type { MaybePromise, Position } from "./history/history.ts";
 import type { Metrics } from "./metrics.ts";
+import type { NewMessage, StoredMessage } from "./store/chat-store.ts";
 
 export type { Position } from "./history/history.ts";
 
@@ -37,14 +38,27 @@ export class Publisher {
   async publish(channel: Channel, event: string, data: unknown): Promise<Position> {
     const ts = Date.now();
     const json = JSON.stringify(data) ?? "null";
-    const build = (p: Position) =>
-      `{"type":"pub","channel":${JSON.stringify(channel.name)},"event":${JSON.stringify(event)},"data":${json},"offset":${p.offset},"epoch":"${p.epoch}","ts":${ts}}`;
-    const kept = this.history.append(channel, build);
+    const kept = this.history.append(channel, (p) => pubFrame(channel, event, json, p, ts));
     const { position, frame } = kept instanceof Promise ? await kept : kept;
+    this.fanOut(channel, event, frame);
+    return position;
+  }
+
+  /**
+   * A chat message: stored together with its `new_message` publication on the room (one commit),
+   * then fanned out. A repeated client_msg_id returns the first copy and publishes nothing.
+   */
+  async publishMessage(channel: Channel, message: NewMessage, view: (stored: StoredMessage) => unknown): Promise<{ message: StoredMessage; duplicate: boolean }> {
+    const committed = await this.history.appendMessage(channel, message, (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt));
+    if (committed.duplicate) return { message: committed.message, duplicate: true };
+    this.fanOut(channel, "new_message", committed.frame);
+    return { message: committed.message!, duplicate: false };
+  }
+
+  private fanOut(channel: Channel, event: string, frame: string): void {
     const reached = this.broker.publish(channel.topic, frame);
     this.metrics.published(channel.tenant, reached);
     for (const observe of this.observers) observe(channel, event, reached);
-    return position;
   }
 
   /**
@@ -66,4 +80,9 @@ export class Publisher {
   resetEpoch(channel: Channel): MaybePromise<Position> {
     return this.history.reset(channel);
   }
+}
+
+/** A `pub` frame, serialized once; `json` is the data already serialized. */
+function pubFrame(channel: Channel, event: string, json: string, p: Position, ts: number): string {
+  return `{"type":"pub","channel":${JSON.stringify(channel.name)},"event":${JSON.stringify(event)},"data":${json},"offset":${p.offset},"epoch":"${p.epoch}","ts":${ts}}`;
 }

@@ -205,3 +205,34 @@ test("the durable history with history off stores positions only: no publication
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a failed durable commit uses up no offset: the next publication takes it, no hole", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
+  const store = openSqliteStore(join(dir, "h.db"));
+  try {
+    const log = store.channelLog;
+    let failNext = true;
+    // The store fails once, inside its transaction, after the offsets were handed out (a full disk).
+    const flaky: typeof log = {
+      position: (t) => log.position(t),
+      read: (...a) => log.read(...a),
+      reset: (t, e) => log.reset(t, e),
+      trim: (b, t) => log.trim(b, t),
+      async commit(entries, keep, assign) {
+        if (!failNext) return log.commit(entries, keep, assign);
+        failNext = false;
+        for (const e of entries) assign(e.topic);
+        throw new Error("disk full");
+      },
+    };
+    const h = new DurableHistory(flaky, 0, KEEP);
+    await expect(h.append("t/f", frameOf("t/f", 1), KEEP)).rejects.toThrow("disk full");
+    const { position } = await h.append("t/f", frameOf("t/f", 2), KEEP);
+    expect(position.offset).toBe(1);
+    expect(await h.position("t/f")).toEqual(position);
+    expect((await log.read("t/f", 0, 10, 0, 10)).map((r) => JSON.parse(r.frame).data)).toEqual([2]);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

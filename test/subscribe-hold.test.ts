@@ -1,8 +1,8 @@
 import { expect, test } from "bun:test";
 import type { ServerWebSocket } from "bun";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
-import { ChannelHistory, type HistoryPolicy } from "../src/history/channel-history.ts";
-import type { FrameBuilder, HistoryStore, Position, Recovery, Retention } from "../src/history/history.ts";
+import { ChannelHistory, type HistoryPolicy, type MessageHistoryStore } from "../src/history/channel-history.ts";
+import type { FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
 import { Publisher } from "../src/publisher.ts";
@@ -16,7 +16,7 @@ import { parseChannel } from "../src/channel.ts";
 // the test, so live publications can land while a subscribe waits for its history.
 
 /** A memory history whose reads wait until the test releases them. */
-class SlowHistory implements HistoryStore {
+class SlowHistory implements MessageHistoryStore {
   readonly inner = new MemoryHistory();
   readonly waiting: (() => void)[] = [];
   append(topic: string, build: FrameBuilder, retention: Retention) {
@@ -32,6 +32,9 @@ class SlowHistory implements HistoryStore {
   }
   reset(topic: string) {
     return this.inner.reset(topic);
+  }
+  appendMessage(): never {
+    throw new Error("no chat messages in this test");
   }
   trim(): void {}
   async close(): Promise<void> {}

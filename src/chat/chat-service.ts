@@ -4,8 +4,6 @@ import type { Publisher } from "../publisher.ts";
 import type { ChatStore, RoomChange, StoredMessage, StoredRoom } from "../store/chat-store.ts";
 import type { Connection } from "../ws/connection.ts";
 import type { FeatureHandlers } from "../ws/handlers.ts";
-import { GroupCommit } from "../group-commit.ts";
-import type { NewMessage } from "../store/chat-store.ts";
 import type { Typing } from "./typing.ts";
 
 /** A message as clients see it (PROTOCOL.md `new_message` data). */
@@ -42,35 +40,22 @@ export function roomView(room: StoredRoom) {
  * publishes nothing.
  */
 export class ChatService {
-  /** Messages are stored in group commits; a message is published only after its commit. */
-  private readonly writer: GroupCommit<NewMessage, { message: StoredMessage; duplicate: boolean }>;
-
   constructor(
     private readonly store: ChatStore,
     private readonly publisher: Publisher,
     private readonly typing: Typing,
-    commitIntervalMs: number,
-  ) {
-    this.writer = new GroupCommit((batch) => store.insertMessages(batch), commitIntervalMs);
-  }
+  ) {}
 
   /** The channel of a room id, or bad_request when the id is not a valid channel id. */
   roomChannel(tenant: string, room: string): Channel {
     return parseChannel(tenant, `room:${room}`);
   }
 
+  /** Stored and published in one group commit with the room's history (see Publisher.publishMessage). */
   async send(channel: Channel, sender: string, content: string, clientMsgId: string | null): Promise<MessageView> {
-    const { message, duplicate } = await this.writer.write({
-      tenant: channel.tenant,
-      room: channel.id!,
-      sender,
-      content,
-      clientMsgId,
-      createdAt: Date.now(),
-    });
-    const view = messageView(message);
-    if (!duplicate) await this.publisher.publish(channel, "new_message", view);
-    return view;
+    const newMessage = { tenant: channel.tenant, room: channel.id!, sender, content, clientMsgId, createdAt: Date.now() };
+    const { message } = await this.publisher.publishMessage(channel, newMessage, messageView);
+    return messageView(message);
   }
 
   async list(channel: Channel, before: number | null, limit: number): Promise<MessageView[]> {

@@ -1,8 +1,15 @@
 import type { Channel, ChannelKind } from "../channel.ts";
+import type { CommittedEntry } from "../store/channel-log-store.ts";
+import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
 import type { FrameBuilder, HistoryStore, MaybePromise, Position, Recovery, Retention } from "./history.ts";
 
 /** Which history each kind of channel keeps, and whether it must survive a restart. */
 export type HistoryPolicy = Record<ChannelKind, Retention>;
+
+/** A history that can also store the chat message a room publication announces (durable-history.ts). */
+export interface MessageHistoryStore extends HistoryStore {
+  appendMessage(topic: string, message: NewMessage, build: (position: Position, stored: StoredMessage) => string): Promise<CommittedEntry>;
+}
 
 /** Kinds whose history lives in the store: chat rooms keep epoch and offsets across restarts. */
 const DURABLE_KINDS: ReadonlySet<ChannelKind> = new Set(["room"]);
@@ -14,7 +21,7 @@ const DURABLE_KINDS: ReadonlySet<ChannelKind> = new Set(["room"]);
 export class ChannelHistory {
   constructor(
     private readonly memory: HistoryStore,
-    private readonly durable: HistoryStore,
+    private readonly durable: MessageHistoryStore,
     readonly policy: HistoryPolicy,
   ) {}
 
@@ -24,6 +31,12 @@ export class ChannelHistory {
 
   append(channel: Channel, build: FrameBuilder): MaybePromise<{ position: Position; frame: string }> {
     return this.storeFor(channel).append(channel.topic, build, this.policy[channel.kind]);
+  }
+
+  /** A chat message and its `new_message` publication on a room, stored in one commit. */
+  appendMessage(channel: Channel, message: NewMessage, build: (position: Position, stored: StoredMessage) => string): Promise<CommittedEntry> {
+    if (!DURABLE_KINDS.has(channel.kind)) throw new Error(`${channel.kind} channels keep no messages`);
+    return this.durable.appendMessage(channel.topic, message, build);
   }
 
   position(channel: Channel): MaybePromise<Position> {

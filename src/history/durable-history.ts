@@ -1,34 +1,28 @@
 import { GroupCommit } from "../group-commit.ts";
-import type { ChannelLogStore, LoggedPublication } from "../store/channel-log-store.ts";
-import { keepsHistory, randomEpoch, recoveryFrom, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
+import type { ChannelLogStore, CommittedEntry, DurableEntry } from "../store/channel-log-store.ts";
+import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
+import type { MessageHistoryStore } from "./channel-history.ts";
+import { keepsHistory, randomEpoch, recoveryFrom, type FrameBuilder, type Position, type Recovery, type Retention } from "./history.ts";
 
 interface TopicState {
   epoch: string;
-  /** The last offset handed out (its commit may be pending). */
+  /** The last offset handed out inside a commit that may still be running. */
   assigned: number;
   /** The last offset committed: what recovery and positions report. */
   committed: number;
 }
 
-interface Waiting {
-  build: FrameBuilder;
-  resolve: (result: { position: Position; frame: string }) => void;
-  reject: (err: unknown) => void;
-}
-
 /**
  * History kept in the store (see HistoryStore for the guarantees): a channel keeps its epoch and
- * offsets across restarts. Publications are written in group commits and a publication's append
- * resolves only after its commit, so nothing is fanned out that a restart could forget.
- * Offsets are handed out in memory, in call order, once the topic's stored position is loaded.
- * A failed commit leaves a hole in the offsets, so the topic then moves to a new epoch: clients
- * see `recovered:false` and reload, instead of a gap nobody announces.
+ * offsets across restarts. This is the one writer of its channels: every publication, and the
+ * chat message a `new_message` announces, goes through one group commit; offsets are handed out
+ * inside that commit's transaction, in call order, and roll back with it, so a failed commit
+ * leaves no hole. An append resolves only after its commit: nothing is fanned out that a restart
+ * could forget, and fan-out follows offset order.
  */
-export class DurableHistory implements HistoryStore {
+export class DurableHistory implements MessageHistoryStore {
   private readonly states = new Map<string, TopicState>();
-  /** Appends waiting for their topic's stored position, in call order. */
-  private readonly loading = new Map<string, Waiting[]>();
-  private readonly writer: GroupCommit<LoggedPublication, undefined>;
+  private readonly writer: GroupCommit<DurableEntry, CommittedEntry>;
   private trimming = false;
   private lastTrimAt = 0;
   /** Topics appended to since the last trim: only they can hold more than `retention.size`. */
@@ -41,33 +35,21 @@ export class DurableHistory implements HistoryStore {
   ) {
     // With history off (HISTORY_ROOM=off) only positions are written: epochs and offsets still survive restarts.
     const keep = keepsHistory(retention);
-    this.writer = new GroupCommit(async (batch) => {
-      await store.append(batch, keep);
-      return batch.map(() => undefined);
-    }, commitIntervalMs);
+    this.writer = new GroupCommit((batch) => this.commit(batch, keep), commitIntervalMs);
   }
 
-  append(topic: string, build: FrameBuilder, _retention: Retention): Promise<{ position: Position; frame: string }> {
-    const waiting = this.loading.get(topic);
-    if (waiting !== undefined) return new Promise((resolve, reject) => waiting.push({ build, resolve, reject }));
-    const state = this.states.get(topic);
-    if (state !== undefined) return this.sequence(topic, state, build);
-    return new Promise((resolve, reject) => {
-      this.loading.set(topic, [{ build, resolve, reject }]);
-      this.load(topic).then(
-        (loaded) => {
-          const queued = this.loading.get(topic)!;
-          this.loading.delete(topic);
-          // Synchronously, in call order: no later append can take an offset before these.
-          for (const w of queued) this.sequence(topic, loaded, w.build).then(w.resolve, w.reject);
-        },
-        (err) => {
-          const queued = this.loading.get(topic)!;
-          this.loading.delete(topic);
-          for (const w of queued) w.reject(err);
-        },
-      );
-    });
+  async append(topic: string, build: FrameBuilder, _retention: Retention): Promise<{ position: Position; frame: string }> {
+    const result = await this.writer.write({ topic, at: Date.now(), build: (position) => build(position) });
+    if (result.duplicate) throw new Error("a publication without a message cannot be a duplicate");
+    return result;
+  }
+
+  /**
+   * Stores a chat message and its publication in one commit. A repeated client_msg_id returns
+   * the first copy as a duplicate: no publication, no offset.
+   */
+  appendMessage(topic: string, message: NewMessage, build: (position: Position, stored: StoredMessage) => string): Promise<CommittedEntry> {
+    return this.writer.write({ topic, at: message.createdAt, message, build: (position, stored) => build(position, stored!) });
   }
 
   async position(topic: string): Promise<Position> {
@@ -85,6 +67,8 @@ export class DurableHistory implements HistoryStore {
   }
 
   async reset(topic: string): Promise<Position> {
+    // After what is queued: a reset never lands between a publication's offset and its commit.
+    await this.writer.drain();
     const epoch = randomEpoch();
     await this.store.reset(topic, epoch);
     this.states.set(topic, { epoch, assigned: 0, committed: 0 });
@@ -102,9 +86,10 @@ export class DurableHistory implements HistoryStore {
       .trim(now - this.retention.ttlMs, topics.filter((t) => t.upTo > 0))
       .catch(() => undefined)
       .finally(() => (this.trimming = false));
-    // Positions of idle topics (no commit pending) reload from the store when used again.
+    // Positions of idle topics reload from the store when used again (none is mid-commit here:
+    // commits run one at a time and hand out offsets only while they run).
     if (this.states.size > 100_000) {
-      for (const [topic, state] of this.states) if (state.assigned === state.committed && !this.loading.has(topic)) this.states.delete(topic);
+      for (const [topic, state] of this.states) if (state.assigned === state.committed) this.states.delete(topic);
     }
   }
 
@@ -113,34 +98,36 @@ export class DurableHistory implements HistoryStore {
     await this.writer.drain();
   }
 
-  private sequence(topic: string, state: TopicState, build: FrameBuilder): Promise<{ position: Position; frame: string }> {
-    const position = { epoch: state.epoch, offset: ++state.assigned };
-    const frame = build(position);
-    this.appended.add(topic);
-    return this.writer.write({ topic, epoch: position.epoch, offset: position.offset, frame, at: Date.now() }).then(
-      () => {
-        if (state.epoch === position.epoch && position.offset > state.committed) state.committed = position.offset;
-        return { position, frame };
-      },
-      (err: unknown) => {
-        if (state.epoch === position.epoch) {
-          // Offsets up to `assigned` may be lost: start over under a new epoch (see the class comment).
-          state.epoch = randomEpoch();
-          state.assigned = 0;
-          state.committed = 0;
-        }
-        throw err;
-      },
-    );
+  /** One group commit: positions loaded first, then one transaction that hands out the offsets. */
+  private async commit(batch: DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
+    for (const topic of new Set(batch.map((entry) => entry.topic))) await this.stateOf(topic);
+    const before = new Map<string, number>();
+    const assign = (topic: string): Position => {
+      const state = this.states.get(topic)!;
+      if (!before.has(topic)) before.set(topic, state.assigned);
+      return { epoch: state.epoch, offset: ++state.assigned };
+    };
+    let results: CommittedEntry[];
+    try {
+      results = await this.store.commit(batch, keep, assign);
+    } catch (err) {
+      // Rolled back: the offsets it handed out were never used.
+      for (const [topic, assigned] of before) this.states.get(topic)!.assigned = assigned;
+      throw err;
+    }
+    for (const topic of before.keys()) {
+      const state = this.states.get(topic)!;
+      state.committed = state.assigned;
+      this.appended.add(topic);
+    }
+    return results;
   }
 
   private async stateOf(topic: string): Promise<TopicState> {
-    return this.states.get(topic) ?? (await this.load(topic));
-  }
-
-  private async load(topic: string): Promise<TopicState> {
+    const known = this.states.get(topic);
+    if (known !== undefined) return known;
     const stored = await this.store.position(topic);
-    // Another caller may have loaded it meanwhile: keep the first, it may already hand out offsets.
+    // Another caller may have loaded it meanwhile: keep the first, a commit may be using it.
     const existing = this.states.get(topic);
     if (existing !== undefined) return existing;
     const state = stored === null ? { epoch: randomEpoch(), assigned: 0, committed: 0 } : { epoch: stored.epoch, assigned: stored.offset, committed: stored.offset };

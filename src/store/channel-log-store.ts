@@ -1,29 +1,37 @@
 import type { Position } from "../history/history.ts";
+import type { NewMessage, StoredMessage } from "./chat-store.ts";
 
-/** One kept publication of a durable channel. */
-export interface LoggedPublication {
+/** One publication of a durable channel to commit (see ChannelLogStore.commit). */
+export interface DurableEntry {
   topic: string;
-  epoch: string;
-  offset: number;
-  /** The serialized `pub` frame, as sent to clients. */
-  frame: string;
   at: number;
+  /** The chat message this publication announces: stored in the same transaction. */
+  message?: NewMessage;
+  /** The serialized `pub` frame at its position (with the stored message, for a message entry). */
+  build(position: Position, stored: StoredMessage | null): string;
 }
+
+/** What a committed entry became; a repeated client_msg_id publishes nothing and takes no offset. */
+export type CommittedEntry =
+  | { duplicate: false; position: Position; frame: string; message: StoredMessage | null }
+  | { duplicate: true; message: StoredMessage };
 
 /**
  * The durable channels' history (history/durable-history.ts keeps it here): per topic its
- * position and its kept publications. Guarantees: `append` stores the publications and moves
- * each topic's position to its last one in ONE transaction, so a stored position never points
- * past what is stored. Implementations: sqlite-channel-log-store.ts.
+ * position and its kept publications. Guarantees: `commit` stores a batch of publications (and the
+ * chat messages they announce), moves each topic's position to its last one, in ONE transaction,
+ * so a stored position never points past what is stored and a message is never stored without
+ * its publication. Implementations: sqlite-channel-log-store.ts.
  */
 export interface ChannelLogStore {
   /** Where `topic` stands as stored; null when it never had a publication or a reset. */
   position(topic: string): Promise<Position | null>;
   /**
-   * Moves the topics' positions to their last publication and, with `keep`, stores the
-   * publications (in order, any topics). Without it only positions are written (history off).
+   * Commits `entries` in order in one transaction. Each entry's offset comes from `assign(topic)`,
+   * called inside the transaction in entry order (a duplicate message calls nothing). With `keep`
+   * false only positions (and messages) are written: history off.
    */
-  append(publications: readonly LoggedPublication[], keep: boolean): Promise<void>;
+  commit(entries: readonly DurableEntry[], keep: boolean, assign: (topic: string) => Position): Promise<CommittedEntry[]>;
   /**
    * The kept publications of `topic` with `after < offset <= upTo`, stored at or after `minAt`,
    * oldest first, at most the last `limit` of them.

@@ -49,37 +49,40 @@ export class SqliteChatStore implements ChatStore {
 
   async insertMessages(batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]> {
     const created: string[] = [];
-    // Bounded: forgetting rooms only costs a harmless INSERT OR IGNORE later.
-    if (this.knownRooms.size > 100_000) this.knownRooms.clear();
     try {
       return this.insertBatch(batch, created);
     } catch (err) {
-      // The transaction rolled back: rooms it created do not exist.
-      for (const key of created) this.knownRooms.delete(key);
+      this.forgetRooms(created);
       throw err;
     }
   }
 
   private insertBatch(batch: readonly NewMessage[], created: string[]): { message: StoredMessage; duplicate: boolean }[] {
-    return this.db.transaction(() => {
-      const out: { message: StoredMessage; duplicate: boolean }[] = [];
-      for (const m of batch) {
-        const roomKey = `${m.tenant}\u0000${m.room}`;
-        if (!this.knownRooms.has(roomKey)) {
-          this.ensureRoom.run({ tenant: m.tenant, room: m.room, now: m.createdAt });
-          this.knownRooms.add(roomKey);
-          created.push(roomKey);
-        }
-        const inserted = this.insertMessage.get({ ...m });
-        if (inserted) {
-          out.push({ message: toMessage(inserted), duplicate: false });
-        } else {
-          // Only the (tenant, room, sender, client_msg_id) index can conflict: return the first copy.
-          out.push({ message: toMessage(this.findByClientId.get({ ...m })!), duplicate: true });
-        }
-      }
-      return out;
-    });
+    return this.db.transaction(() => batch.map((m) => this.insertWithin(m, created)));
+  }
+
+  /**
+   * Stores one message inside the caller's open transaction (the durable history writes a room's
+   * `new_message` publication in the same one); `created` collects rooms it created, for `forget`.
+   */
+  insertWithin(m: NewMessage, created: string[]): { message: StoredMessage; duplicate: boolean } {
+    const roomKey = `${m.tenant}\u0000${m.room}`;
+    if (!this.knownRooms.has(roomKey)) {
+      this.ensureRoom.run({ tenant: m.tenant, room: m.room, now: m.createdAt });
+      this.knownRooms.add(roomKey);
+      created.push(roomKey);
+    }
+    const inserted = this.insertMessage.get({ ...m });
+    // Only the (tenant, room, sender, client_msg_id) index can conflict: return the first copy.
+    if (inserted) return { message: toMessage(inserted), duplicate: false };
+    return { message: toMessage(this.findByClientId.get({ ...m })!), duplicate: true };
+  }
+
+  /** After a rolled-back transaction: the rooms it created do not exist. */
+  forgetRooms(created: readonly string[]): void {
+    for (const key of created) this.knownRooms.delete(key);
+    // Bounded: forgetting rooms only costs a harmless INSERT OR IGNORE later.
+    if (this.knownRooms.size > 100_000) this.knownRooms.clear();
   }
 
   async listMessages(tenant: string, room: string, before: number | null, limit: number): Promise<StoredMessage[]> {

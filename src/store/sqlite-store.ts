@@ -12,7 +12,7 @@ import { SqliteFeedStore } from "./sqlite-feed-store.ts";
 import { SqliteChannelLogStore } from "./sqlite-channel-log-store.ts";
 import type { Store, StoredApiKey } from "./store.ts";
 
-type Db = BunSQLiteDatabase<Record<string, never>>;
+type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 
 /** Applies the embedded drizzle/sqlite migrations (same call drizzle's folder-based migrate makes). */
 function migrate(db: Db): void {
@@ -49,7 +49,7 @@ class SqliteStore implements Store {
     this.notifications = new SqliteNotificationStore(db);
     this.audit = new SqliteAuditStore(db);
     this.feeds = new SqliteFeedStore(db);
-    this.channelLog = new SqliteChannelLogStore(db);
+    this.channelLog = new SqliteChannelLogStore(db, this.chat);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {
