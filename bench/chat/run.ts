@@ -44,7 +44,7 @@ const dbPath = join(dir, "chat.db");
 const bunFlags = (process.env.BENCH_CHAT_BUN_FLAGS ?? "").split(" ").filter(Boolean); // e.g. --cpu-prof-md
 const server = spawn("taskset", ["-c", "0", BUN, ...bunFlags, "src/main.ts", "serve"], {
   cwd: ROOT,
-  env: { PATH: process.env.PATH, JWT_SECRET: secret, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: `sqlite:${dbPath}`, LOG_LEVEL: "warn", ...(process.env.SQLITE_SYNCHRONOUS ? { SQLITE_SYNCHRONOUS: process.env.SQLITE_SYNCHRONOUS } : {}) },
+  env: { PATH: process.env.PATH, JWT_SECRET: secret, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: `sqlite:${dbPath}`, LOG_LEVEL: "warn", ...(process.env.SQLITE_SYNCHRONOUS ? { SQLITE_SYNCHRONOUS: process.env.SQLITE_SYNCHRONOUS } : {}), ...(process.env.HISTORY_ROOM ? { HISTORY_ROOM: process.env.HISTORY_ROOM } : {}) },
   stdio: ["ignore", "ignore", "inherit"],
 });
 const cleanup = () => {
