@@ -7,12 +7,11 @@
  * Writes bench/results/binary-latest.json and prints a markdown table.
  */
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { BUN, freePort, ROOT } from "../lib/proc.ts";
+import { median } from "../lib/report.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BUN = join(ROOT, "node_modules/.bin/bun");
 const RUNS = Number(process.env.BENCH_BINARY_RUNS ?? 7);
 const FLAGS = ["--compile", "--bytecode", "--format=esm", "--minify", "--sourcemap"];
 
@@ -23,15 +22,6 @@ writeFileSync(reference, `Bun.serve({ port: Number(process.env.PORT), hostname: 
 function build(entry: string, out: string): void {
   const result = Bun.spawnSync([BUN, "build", entry, ...FLAGS, "--outfile", out], { cwd: ROOT, stdout: "ignore", stderr: "pipe" });
   if (result.exitCode !== 0) throw new Error(`build of ${entry} failed: ${result.stderr}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
 }
 
 function rssKb(pid: number): number {
@@ -60,7 +50,6 @@ async function startOnce(binary: string): Promise<{ startupMs: number; idleRssKb
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const sinalBin = join(work, "sinal");
 const refBin = join(work, "reference");

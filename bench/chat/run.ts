@@ -9,11 +9,11 @@
 import { Database } from "bun:sqlite";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { cpuTicks, freePort } from "../lib/proc.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
@@ -23,19 +23,6 @@ const RATES = (process.env.BENCH_CHAT_RATES ?? "2000,5000,10000,15000,20000,2500
 const STEP_SEC = Number(process.env.BENCH_CHAT_STEP_SEC ?? 5);
 const P99_LIMIT_MS = 100;
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (100/s)
-}
 
 const dir = mkdtempSync(join(tmpdir(), "sinal-chat-bench-"));
 const port = await freePort();

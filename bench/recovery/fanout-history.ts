@@ -21,15 +21,14 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { median } from "../lib/report.ts";
+import { BUN, ROOT, exited, loadavg, startSinal } from "../lib/proc.ts";
 import { CHANNEL } from "../lib/targets.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BUN = join(ROOT, "node_modules/.bin/bun");
 const RESULTS = join(ROOT, "bench/results");
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] === undefined || env[name] === "" ? fallback : Number(env[name]));
@@ -72,58 +71,12 @@ setTimeout(() => {
   process.exit(1);
 }, DEADLINE_SEC * 1000).unref();
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-const exited = (c: ChildProcess, ms: number) =>
-  c.exitCode !== null || c.signalCode !== null ? Promise.resolve(c.exitCode) : new Promise<number | null>((r) => {
-    const t = setTimeout(() => r(null), ms);
-    c.once("exit", (code) => (clearTimeout(t), r(code)));
-  });
 
 const secret = randomBytes(32).toString("base64url");
 
 /** The same settings as bench/run.ts gives sinal, plus the variant's history setting. */
-async function startSinal(variant: Variant, dbPath: string): Promise<{ child: ChildProcess; port: number; out: string[] }> {
-  const port = await freePort();
-  const child = spawn("taskset", ["-c", "0", BUN, "src/main.ts", "serve"], {
-    cwd: ROOT,
-    env: {
-      PATH: env.PATH,
-      HOME: env.HOME ?? "/tmp",
-      JWT_SECRET: secret,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      DATABASE_URL: `sqlite:${dbPath}`,
-      LOG_LEVEL: "warn",
-      MAX_CONNECTIONS_PER_USER: "100000",
-      MAX_CONNECTIONS_PER_TENANT: "100000",
-      RATE_LIMIT_PER_SEC: "1000000",
-      RATE_LIMIT_BURST: "1000000",
-      ...VARIANTS[variant].env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const out: string[] = [];
-  const keep = (d: Buffer) => void (out.length < 200 && out.push(d.toString()));
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
-    } catch {}
-    if (child.exitCode !== null) throw new Error(`sinal exited at start: ${out.join("").slice(0, 1000)}`);
-    if (i > 400) throw new Error("sinal did not answer /health within 20 s");
-    await Bun.sleep(50);
-  }
-  return { child, port, out };
+function startVariant(variant: Variant, dbPath: string) {
+  return startSinal(children, { JWT_SECRET: secret, DATABASE_URL: `sqlite:${dbPath}`, ...VARIANTS[variant].env });
 }
 
 interface Phase {
@@ -163,7 +116,7 @@ for (const [i, variant] of order.entries()) {
   log(`round ${i + 1}/${order.length}: ${VARIANTS[variant].label}; load average ${round.loadavg_before}`);
   let server: Awaited<ReturnType<typeof startSinal>> | null = null;
   try {
-    server = await startSinal(variant, join(dir, `r${i}.db`));
+    server = await startVariant(variant, join(dir, `r${i}.db`));
     const budget = 2 + ATTEMPTS * (MAX_SEC + FIXED_SEC + 2 * 2 + 12) + 60; // as bench/run.ts computes it
     const lg = spawn(
       "taskset",
@@ -225,11 +178,6 @@ for (const [i, variant] of order.entries()) {
 
 // ---------------------------------------------------------------- report
 
-const median = (xs: number[]) => {
-  const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }) : "n/a");
 const M = (n: number) => `${fmt(n / 1e6, 2)}M`;
 /** Server CPU ns per delivery in a phase (independent of how fast the load generator reads). */

@@ -20,14 +20,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { median } from "../lib/report.ts";
+import { BUN, ROOT, exited, loadavg, startSinal } from "../lib/proc.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BUN = join(ROOT, "node_modules/.bin/bun");
 const RESULTS = join(ROOT, "bench/results");
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] === undefined || env[name] === "" ? fallback : Number(env[name]));
@@ -68,60 +67,14 @@ setTimeout(() => {
   process.exit(1);
 }, DEADLINE_SEC * 1000).unref();
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-const exited = (c: ChildProcess, ms: number) =>
-  c.exitCode !== null || c.signalCode !== null ? Promise.resolve(c.exitCode) : new Promise<number | null>((r) => {
-    const t = setTimeout(() => r(null), ms);
-    c.once("exit", (code) => (clearTimeout(t), r(code)));
-  });
 
 const secret = randomBytes(32).toString("base64url");
 const apiKey = `sk_bench_${randomBytes(16).toString("hex")}`;
 
-async function startSinal(dbPath: string): Promise<{ child: ChildProcess; port: number; log: string[] }> {
-  const port = await freePort();
+function startRecoverySinal(dbPath: string) {
   // BENCH_RECOVERY_BUN_FLAGS: e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof" to profile sinal
-  const child = spawn("taskset", ["-c", "0", BUN, ...(env.BENCH_RECOVERY_BUN_FLAGS ?? "").split(" ").filter(Boolean), "src/main.ts", "serve"], {
-    cwd: ROOT,
-    env: {
-      PATH: env.PATH,
-      HOME: env.HOME ?? "/tmp",
-      JWT_SECRET: secret,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      DATABASE_URL: `sqlite:${dbPath}`,
-      LOG_LEVEL: "warn",
-      SINAL_API_KEYS: `${TENANT}:${apiKey}`,
-      MAX_CONNECTIONS_PER_USER: "100000",
-      MAX_CONNECTIONS_PER_TENANT: "100000",
-      RATE_LIMIT_PER_SEC: "1000000",
-      RATE_LIMIT_BURST: "1000000",
-      ...EXTRA_ENV,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const out: string[] = [];
-  const keep = (d: Buffer) => void (out.length < 200 && out.push(d.toString()));
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
-    } catch {}
-    if (child.exitCode !== null) throw new Error(`sinal exited at start: ${out.join("").slice(0, 1000)}`);
-    if (i > 400) throw new Error("sinal did not answer /health within 20 s");
-    await Bun.sleep(50);
-  }
-  return { child, port, log: out };
+  const flags = (env.BENCH_RECOVERY_BUN_FLAGS ?? "").split(" ").filter(Boolean);
+  return startSinal(children, { JWT_SECRET: secret, DATABASE_URL: `sqlite:${dbPath}`, SINAL_API_KEYS: `${TENANT}:${apiKey}`, ...EXTRA_ENV }, flags);
 }
 
 type Stats = { ms: number; server_cpu_ms: number; server_cpu_ms_schedstat: number; server_cpu_pct: number; loadgen_cpu_pct: number; other_cpu_pct: number; rss_end_kb: number; rss_peak_sampled_kb: number; rss_peak_hwm_kb?: number };
@@ -170,7 +123,7 @@ for (const [i, sc] of SCENARIOS.entries()) {
   log(`scenario ${i + 1}/${SCENARIOS.length}: ${sc.channel}, ${sc.payloadBytes}-byte data; load average ${result.loadavg_before}`);
   let server: Awaited<ReturnType<typeof startSinal>>;
   try {
-    server = await startSinal(join(dir, `s${i}.db`));
+    server = await startRecoverySinal(join(dir, `s${i}.db`));
   } catch (err) {
     result.error = (err as Error).message;
     log(`scenario ${sc.channel}/${sc.payloadBytes} FAILED: ${result.error}`);
@@ -218,18 +171,13 @@ for (const [i, sc] of SCENARIOS.entries()) {
     server.child.kill("SIGTERM");
     result.server_exit = await exited(server.child, 12_000);
     if (result.server_exit === null) server.child.kill("SIGKILL");
-    result.server_warnings = server.log.join("").split("\n").filter((l) => l.trim() !== "").slice(0, 20);
+    result.server_warnings = server.out.join("").split("\n").filter((l) => l.trim() !== "").slice(0, 20);
   }
   if (result.error) log(`scenario ${sc.channel}/${sc.payloadBytes} FAILED: ${result.error}`);
 }
 
 // ---------------------------------------------------------------- report
 
-const median = (xs: number[]) => {
-  const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }) : "n/a");
 const mb = (kb: number) => fmt(kb / 1024, 1);
 const range = (xs: number[], d = 0) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`;

@@ -1,0 +1,79 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+
+/** Process plumbing the bench scripts share: ports, /proc readings, and sinal as a child process. */
+
+export const ROOT = resolve(import.meta.dir, "../..");
+export const BUN = join(ROOT, "node_modules/.bin/bun");
+
+/** A port nothing listens on now (the kernel's pick for port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** utime + stime of a process, in clock ticks (100/s). */
+export function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** The 1, 5 and 15 minute load averages, as /proc/loadavg prints them. */
+export const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+
+/** The child's exit code once it exits, or null after `ms`. */
+export function exited(c: ChildProcess, ms: number): Promise<number | null> {
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode);
+  return new Promise((r) => {
+    const t = setTimeout(() => r(null), ms);
+    c.once("exit", (code) => (clearTimeout(t), r(code)));
+  });
+}
+
+/**
+ * `bun src/main.ts serve` pinned to core 0 with the benchmarks' settings (connection and rate
+ * limits out of the way) plus `env`, once it answers /health. `out` keeps its first output lines.
+ */
+export async function startSinal(
+  children: Set<ChildProcess>,
+  env: Record<string, string>,
+  bunFlags: string[] = [],
+): Promise<{ child: ChildProcess; port: number; out: string[] }> {
+  const port = await freePort();
+  const child = spawn("taskset", ["-c", "0", BUN, ...bunFlags, "src/main.ts", "serve"], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME ?? "/tmp",
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      LOG_LEVEL: "warn",
+      MAX_CONNECTIONS_PER_USER: "100000",
+      MAX_CONNECTIONS_PER_TENANT: "100000",
+      RATE_LIMIT_PER_SEC: "1000000",
+      RATE_LIMIT_BURST: "1000000",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.add(child);
+  const out: string[] = [];
+  const keep = (d: Buffer) => void (out.length < 200 && out.push(d.toString()));
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
+    } catch {}
+    if (child.exitCode !== null) throw new Error(`sinal exited at start: ${out.join("").slice(0, 1000)}`);
+    if (i > 400) throw new Error("sinal did not answer /health within 20 s");
+    await Bun.sleep(50);
+  }
+  return { child, port, out };
+}
