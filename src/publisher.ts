@@ -72,10 +72,6 @@ export class Publisher {
     for (const observe of this.observers) observe(channel, event, reached);
   }
 
-  position(channel: Channel): MaybePromise<Position> {
-    return this.history.position(channel);
-  }
-
   /** A new epoch at offset 0 for this channel only (see HistoryStore.reset). */
   resetEpoch(channel: Channel): MaybePromise<Position> {
     return this.history.reset(channel);

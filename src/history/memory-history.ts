@@ -61,8 +61,9 @@ export class MemoryHistory implements HistoryStore {
   }
 
   position(topic: string): Position {
-    const state = this.topics.get(topic);
-    return state === undefined ? { epoch: this.state(topic).epoch, offset: 0 } : { epoch: state.epoch, offset: state.offset };
+    // A topic asked about gets its epoch now, so later publications continue under it.
+    const state = this.state(topic);
+    return { epoch: state.epoch, offset: state.offset };
   }
 
   recover(topic: string, since: Position, retention: Retention): Recovery {

@@ -14,13 +14,10 @@ import { FrameHandlers, REPLIED, type FeatureHandlers, type HandlerResult, type 
 import { Listeners, type ConnectionListener } from "./hooks.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
-import { SlowLane, type LaneOwner } from "./slow-lane.ts";
+import { isLatestValueTopic, SlowLane, type LaneOwner } from "./slow-lane.ts";
 
 /** Distinct latest-value keys a slow client may be behind on before it counts as a slow consumer. */
 const MAX_CONFLATED_KEYS = 1000;
-const LATEST_VALUE_KINDS = ["roulette:", "strategy:", "presence"];
-/** A topic whose publications are all latest values (feeds, presence): never a reason for 4009. */
-const isLatestValueTopic = (topic: string) => LATEST_VALUE_KINDS.some((kind) => topic.startsWith(kind, topic.indexOf("/") + 1));
 
 export interface GatewayDeps {
   limits: Limits;

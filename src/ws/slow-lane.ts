@@ -6,6 +6,11 @@ import type { Connection } from "./connection.ts";
 /** Kinds whose every publication is a "latest value": a newer one for the same key replaces an unsent older one. */
 const LATEST_VALUE_KINDS: ReadonlySet<string> = new Set<ChannelKind>(["roulette", "strategy", "presence"]);
 
+/** A topic (`<tenant>/<channel>`) whose publications are all latest values: never a reason for 4009. */
+export function isLatestValueTopic(topic: string): boolean {
+  return LATEST_VALUE_KINDS.has(topic.slice(topic.indexOf("/") + 1).split(":", 1)[0]!);
+}
+
 interface Pending {
   frame: string;
   /** How many older updates this one replaced. */
