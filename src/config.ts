@@ -36,6 +36,18 @@ export interface Limits {
   conflateBytes: number;
   /** Largest REST request body in bytes. */
   maxBodyBytes: number;
+  /** A REST body must arrive within this time, or the request ends with 408. */
+  bodyTimeoutMs: number;
+  /** REST requests one credential may have in flight at once; past it 429. */
+  maxRestConcurrentPerClient: number;
+  /** Deepest nesting of arrays and objects accepted in any JSON (REST bodies, WebSocket frames). */
+  maxJsonDepth: number;
+  /** Channels with in-memory state (history, position) on this node, all tenants together. */
+  maxChannels: number;
+  /** The same, per tenant. */
+  maxChannelsPerTenant: number;
+  /** Edit locks one user may hold at once. */
+  maxLocksPerUser: number;
 }
 
 export interface Config {
@@ -212,6 +224,12 @@ export function loadConfig(env: Env = process.env): Config {
       slowConsumerBytes,
       conflateBytes,
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+      bodyTimeoutMs: int(env, "BODY_TIMEOUT_MS", 10_000, 100, 600_000),
+      maxRestConcurrentPerClient: int(env, "REST_MAX_CONCURRENT_PER_CLIENT", 32, 1),
+      maxJsonDepth: int(env, "MAX_JSON_DEPTH", 64, 2, 512),
+      maxChannels: int(env, "MAX_CHANNELS", 200_000, 100),
+      maxChannelsPerTenant: int(env, "MAX_CHANNELS_PER_TENANT", 20_000, 10),
+      maxLocksPerUser: int(env, "MAX_LOCKS_PER_USER", 100, 1),
     },
   };
 }

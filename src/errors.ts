@@ -12,6 +12,8 @@ export type ErrorCode =
   | "rate_limited"
   | "too_many_subscriptions"
   | "payload_too_large"
+  | "request_timeout"
+  | "quota_exceeded"
   | "not_found"
   | "conflict"
   | "locked"
@@ -27,6 +29,8 @@ const statusOf: Record<ErrorCode, number> = {
   rate_limited: 429,
   too_many_subscriptions: 429,
   payload_too_large: 413,
+  request_timeout: 408,
+  quota_exceeded: 429,
   not_found: 404,
   conflict: 409,
   locked: 409,
