@@ -57,8 +57,10 @@ export function createApp(deps: AppDeps) {
   const metrics = new Metrics(config.metricsTopTenants);
   const broker = deps.broker ?? new MemoryBroker();
   const { policy, memoryMaxBytes } = config.history;
-  const history = new ChannelHistory(new MemoryHistory(memoryMaxBytes), new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room), policy);
-  const publisher = new Publisher(history, broker, metrics);
+  const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
+  metrics.countChannelsEvicted(() => memoryHistory.evicted);
+  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room, limits.maxChannels), policy);
+  const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);
   const activity = new Activity();
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
   const verifier = createVerifier(config.jwt);
@@ -185,9 +187,17 @@ export function createApp(deps: AppDeps) {
     // First: no feed publication during the drain, and each feed's position is saved.
     await feeds?.stop();
     const server = app.server;
-    // Half the drain budget for clients to see their 1001; the rest for the server and store.
+    // Half the drain budget for clients to see their 1001; a quarter for REST requests in flight
+    // to be answered (Bun's graceful stop waits for them; an answered publication's idempotency
+    // key is stored before its answer); the rest for the store.
     await gateway.shutdown(config.shutdownTimeoutMs / 2);
-    if (server) await server.stop(true);
+    if (server) {
+      let timer: Timer | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs / 4)));
+      await Promise.race([server.stop(false), deadline]);
+      clearTimeout(timer);
+      await server.stop(true);
+    }
     await broker.close();
     await history.close();
     await audit.flush();

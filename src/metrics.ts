@@ -58,6 +58,13 @@ export class Metrics {
     });
   }
 
+  /** `sinal_channels_evicted_total`: channels whose in-memory state the channel bounds evicted. */
+  countChannelsEvicted(read: () => number): void {
+    this.counter("sinal_channels_evicted_total", "Channels evicted from memory past MAX_CHANNELS or MAX_CHANNELS_PER_TENANT (they start again under a new epoch)", [], () => [
+      { labels: {}, value: read() },
+    ]);
+  }
+
   private gauge(name: string, help: string, values: () => { labels: Record<string, string>; value: number }[]): void {
     new Gauge({
       name,

@@ -54,7 +54,10 @@ export class PublishService {
   /**
    * Validates every item first (a bad item publishes nothing), then publishes them in order and
    * records who published what in the audit log. Idempotency keys of the whole request are looked
-   * up in one query and stored in one transaction after their items were published.
+   * up in one query. A key of a durable channel (a room) is stored in the same transaction as its
+   * publication, so no crash can publish it twice; a key of a memory channel is stored in a group
+   * commit right after its publication (a kill -9 between the two loses the channel's history as
+   * well: it restarts under a new epoch, and a retry publishes into that one).
    */
   async publishMany(principal: { tenant: string; actor: string }, items: unknown[]): Promise<Position[]> {
     const { tenant } = principal;
@@ -115,14 +118,16 @@ export class PublishService {
           results.push(known);
           continue;
         }
-        const position = await this.publisher.publish(item.channel, item.event, item.data);
+        // A durable channel stores the key in the publication's own commit: a crash keeps both or neither.
+        const together = key !== undefined && this.publisher.history.isDurable(item.channel);
+        const position = await this.publisher.publish(item.channel, item.event, item.data, together ? { tenant, key } : undefined);
         if (key !== undefined) {
           answers.set(key, position);
-          fresh.push({ tenant, key, response: JSON.stringify(position) });
+          if (!together) fresh.push({ tenant, key, response: JSON.stringify(position) });
         }
         results.push(position);
       }
-      // Concurrent requests share a commit; each answers only once its keys are stored.
+      // Memory channels: concurrent requests share a commit; each answers only once its keys are stored.
       await Promise.all(fresh.map((entry) => this.keyWriter.write(entry)));
       return results;
     } finally {

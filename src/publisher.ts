@@ -1,8 +1,10 @@
 import type { ServerWebSocket } from "bun";
 import type { Broker } from "./broker/broker.ts";
 import type { Channel } from "./channel.ts";
+import { SinalError } from "./errors.ts";
 import type { ChannelHistory } from "./history/channel-history.ts";
-import type { MaybePromise, Position } from "./history/history.ts";
+import type { IdempotencyKey, MaybePromise, Position } from "./history/history.ts";
+import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { NewMessage, StoredMessage } from "./store/chat-store.ts";
 
@@ -12,8 +14,11 @@ export type { Position } from "./history/history.ts";
 export type PublishObserver = (channel: Channel, event: string, reached: number) => void;
 
 /**
- * The one path every publication takes (WebSocket publish, REST publish, chat, the MongoDB
- * feeds): sequence and keep it in the channel's history, serialize once, fan out, count.
+ * The one path every publication takes (WebSocket publish, REST publish, chat, notifications,
+ * room announcements, locks, the MongoDB feeds): check its size, sequence and keep it in the
+ * channel's history, serialize once, fan out, count. Fan-out happens inside the history's
+ * `deliver` call, so every subscriber gets a channel's publications in offset order whatever
+ * path each took (see HistoryStore).
  */
 export class Publisher {
   private readonly observers: PublishObserver[] = [];
@@ -22,6 +27,9 @@ export class Publisher {
     readonly history: ChannelHistory,
     private readonly broker: Broker,
     private readonly metrics: Metrics,
+    /** Largest `data` of a publication, as serialized JSON bytes (MAX_FRAME_BYTES): past it payload_too_large. */
+    private readonly maxDataBytes = 64 * 1024,
+    private readonly logger?: Logger,
   ) {}
 
   /** Calls `observer` after every publication, durable or ephemeral. */
@@ -35,13 +43,16 @@ export class Publisher {
    * own state in the same step (the feeds' snapshot cache) stays consistent with the positions
    * that subscribe replies report. Durable channels fan out once the publication is committed.
    */
-  async publish(channel: Channel, event: string, data: unknown): Promise<Position> {
+  async publish(channel: Channel, event: string, data: unknown, key?: IdempotencyKey): Promise<Position> {
     const ts = Date.now();
-    const json = JSON.stringify(data) ?? "null";
-    const kept = this.history.append(channel, (p) => pubFrame(channel, event, json, p, ts));
-    const { position, frame } = kept instanceof Promise ? await kept : kept;
-    this.fanOut(channel, event, frame);
-    return position;
+    const json = this.serialize(data, "data");
+    const kept = this.history.append(
+      channel,
+      (p) => pubFrame(channel, event, json, p, ts),
+      (_p, frame) => this.fanOut(channel, event, frame),
+      key,
+    );
+    return (kept instanceof Promise ? await kept : kept).position;
   }
 
   /**
@@ -49,16 +60,42 @@ export class Publisher {
    * then fanned out. A repeated client_msg_id returns the first copy and publishes nothing.
    */
   async publishMessage(channel: Channel, message: NewMessage, view: (stored: StoredMessage) => unknown): Promise<{ message: StoredMessage; duplicate: boolean }> {
-    const committed = await this.history.appendMessage(channel, message, (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt));
+    this.serialize(message.content, "content");
+    const committed = await this.history.appendMessage(
+      channel,
+      message,
+      (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt),
+      (_p, frame) => this.fanOut(channel, "new_message", frame),
+    );
     if (committed.duplicate) return { message: committed.message, duplicate: true };
-    this.fanOut(channel, "new_message", committed.frame);
     return { message: committed.message!, duplicate: false };
   }
 
+  /** Throws payload_too_large when `data` serializes to more than MAX_FRAME_BYTES (checked by every path: REST, WebSocket, features). */
+  checkSize(data: unknown, field: string): void {
+    this.serialize(data, field);
+  }
+
+  private serialize(data: unknown, field: string): string {
+    const json = JSON.stringify(data) ?? "null";
+    // A string has at least as many UTF-8 bytes as UTF-16 units, and at most three per unit.
+    const bytes = json.length * 3 <= this.maxDataBytes ? json.length : Buffer.byteLength(json);
+    if (bytes > this.maxDataBytes) throw new SinalError("payload_too_large", `${field}: ${bytes} bytes of JSON; at most ${this.maxDataBytes}`);
+    return json;
+  }
+
+  /**
+   * Runs inside the history's `deliver`, possibly for every entry of a commit in turn: it must not
+   * throw, or the publications after it would not be fanned out (and a committed one would look failed).
+   */
   private fanOut(channel: Channel, event: string, frame: string): void {
-    const reached = this.broker.publish(channel.topic, frame);
-    this.metrics.published(channel.tenant, reached);
-    for (const observe of this.observers) observe(channel, event, reached);
+    try {
+      const reached = this.broker.publish(channel.topic, frame);
+      this.metrics.published(channel.tenant, reached);
+      for (const observe of this.observers) observe(channel, event, reached);
+    } catch (err) {
+      this.logger?.error({ err, channel: channel.name }, "fan-out failed");
+    }
   }
 
   /**

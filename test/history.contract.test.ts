@@ -11,6 +11,7 @@ import type { Store } from "../src/store/store.ts";
 // One contract, every HistoryStore: the guarantees written on the interface in src/history/history.ts.
 
 const KEEP: Retention = { size: 100, ttlMs: 3_600_000 };
+const NO_DELIVER = () => undefined;
 const frameOf = (topic: string, n: number) => (p: Position) => JSON.stringify({ type: "pub", channel: topic, data: n, offset: p.offset, epoch: p.epoch });
 
 interface Subject {
@@ -44,7 +45,7 @@ const subjects: Record<string, () => Subject> = {
 
 async function appendN(h: HistoryStore, topic: string, n: number, retention = KEEP): Promise<Position[]> {
   // All issued before any settles: offsets must follow call order even when commits are batched.
-  return (await Promise.all(Array.from({ length: n }, (_, i) => h.append(topic, frameOf(topic, i + 1), retention)))).map((r) => r.position);
+  return (await Promise.all(Array.from({ length: n }, (_, i) => h.append(topic, frameOf(topic, i + 1), retention, NO_DELIVER)))).map((r) => r.position);
 }
 
 for (const [name, make] of Object.entries(subjects)) {
@@ -62,6 +63,27 @@ for (const [name, make] of Object.entries(subjects)) {
       expect(b.map((p) => p.offset)).toEqual([1, 2, 3]);
       expect(await h.position("t/a")).toEqual({ epoch: a[0]!.epoch, offset: 50 });
       expect((await h.position("t/never")).offset).toBe(0);
+    });
+
+    test("deliver runs once per publication, in offset order, before its append settles, across topics and batched commits", async () => {
+      subject = make();
+      const h = subject.history;
+      const delivered: string[] = [];
+      const settledBeforeDelivery: string[] = [];
+      const appends = Array.from({ length: 60 }, (_, i) => {
+        const topic = i % 3 === 0 ? "t/x" : "t/y";
+        const kept = h.append(topic, frameOf(topic, i), KEEP, (p) => delivered.push(`${topic}#${p.offset}`));
+        return Promise.resolve(kept).then((r) => {
+          if (!delivered.includes(`${topic}#${r.position.offset}`)) settledBeforeDelivery.push(`${topic}#${r.position.offset}`);
+        });
+      });
+      await Promise.all(appends);
+      expect(settledBeforeDelivery).toEqual([]);
+      for (const topic of ["t/x", "t/y"]) {
+        const offsets = delivered.filter((d) => d.startsWith(`${topic}#`)).map((d) => Number(d.split("#")[1]));
+        expect(offsets).toEqual(Array.from({ length: offsets.length }, (_, i) => i + 1));
+      }
+      expect(delivered.length).toBe(60);
     });
 
     test("recover returns exactly the publications after since, in order", async () => {
@@ -147,9 +169,9 @@ for (const [name, make] of Object.entries(subjects)) {
 }
 
 test("the memory history stays under its byte bound by dropping the oldest publications of any topic first", () => {
-  const h = new MemoryHistory(10_000);
+  const h = new MemoryHistory({ maxBytes: 10_000 });
   const frame = "x".repeat(100);
-  for (let i = 0; i < 200; i++) h.append(i % 2 === 0 ? "t/even" : "t/odd", () => frame, KEEP);
+  for (let i = 0; i < 200; i++) h.append(i % 2 === 0 ? "t/even" : "t/odd", () => frame, KEEP, NO_DELIVER);
   expect(h.stats().bytes).toBeLessThanOrEqual(10_000);
   expect(h.stats().publications).toBe(100);
   const even = h.recover("t/even", { epoch: h.position("t/even").epoch, offset: 40 }, KEEP);
@@ -158,11 +180,11 @@ test("the memory history stays under its byte bound by dropping the oldest publi
 
 test("the memory history forgets topics idle past an hour once it keeps nothing for them, and keeps active ones", () => {
   let now = 0;
-  const h = new MemoryHistory(1 << 20, () => now);
-  h.append("t/idle", () => "f", { size: 0, ttlMs: 0 });
-  h.append("t/aged", () => "f", KEEP);
+  const h = new MemoryHistory({ maxBytes: 1 << 20 }, () => now);
+  h.append("t/idle", () => "f", { size: 0, ttlMs: 0 }, NO_DELIVER);
+  h.append("t/aged", () => "f", KEEP, NO_DELIVER);
   now = 2 * 3_600_000;
-  const recent = h.append("t/recent", () => "f", KEEP).position;
+  const recent = h.append("t/recent", () => "f", KEEP, NO_DELIVER).position;
   h.trim(now);
   // t/aged's publication outlived its 1 h retention, so it holds nothing and was idle past the hour.
   expect(h.stats()).toEqual({ topics: 1, publications: 1, bytes: 1 });
@@ -226,8 +248,8 @@ test("a failed durable commit uses up no offset: the next publication takes it, 
       },
     };
     const h = new DurableHistory(flaky, 0, KEEP);
-    await expect(h.append("t/f", frameOf("t/f", 1), KEEP)).rejects.toThrow("disk full");
-    const { position } = await h.append("t/f", frameOf("t/f", 2), KEEP);
+    await expect(h.append("t/f", frameOf("t/f", 1), KEEP, NO_DELIVER)).rejects.toThrow("disk full");
+    const { position } = await h.append("t/f", frameOf("t/f", 2), KEEP, NO_DELIVER);
     expect(position.offset).toBe(1);
     expect(await h.position("t/f")).toEqual(position);
     expect((await log.read("t/f", 0, 10, 0, 10)).map((r) => JSON.parse(r.frame).data)).toEqual([2]);
@@ -235,4 +257,31 @@ test("a failed durable commit uses up no offset: the next publication takes it, 
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the memory history keeps at most MAX_CHANNELS_PER_TENANT channels per tenant, evicting the one used least recently with its epoch", () => {
+  const h = new MemoryHistory({ maxTopics: 1000, maxTopicsPerTenant: 10 });
+  const first = h.append("a/dept:0", () => "f", KEEP, NO_DELIVER).position;
+  const busy = h.append("a/dept:busy", () => "f", KEEP, NO_DELIVER).position;
+  const other = h.append("b/dept:0", () => "f", KEEP, NO_DELIVER).position;
+  for (let i = 1; i <= 50; i++) {
+    h.append(`a/dept:${i}`, () => "f", KEEP, NO_DELIVER);
+    // a channel in use is not the least recently used one
+    h.position("a/dept:busy");
+  }
+  expect(h.stats().topics).toBe(11);
+  expect(h.evicted).toBe(42);
+  // the evicted channel starts again under a new epoch: a client coming back is told so
+  expect(h.recover("a/dept:0", first, KEEP)).toMatchObject({ recovered: false, reason: "epoch_changed" });
+  expect(h.position("a/dept:busy")).toEqual(busy);
+  // another tenant's channel was never touched
+  expect(h.position("b/dept:0")).toEqual(other);
+});
+
+test("the memory history keeps at most MAX_CHANNELS channels of all tenants together", () => {
+  const h = new MemoryHistory({ maxTopics: 100, maxTopicsPerTenant: 100 });
+  for (let t = 0; t < 10; t++) for (let i = 0; i < 30; i++) h.append(`t${t}/dept:${i}`, () => "f", KEEP, NO_DELIVER);
+  expect(h.stats().topics).toBe(100);
+  expect(h.stats().publications).toBe(100);
+  expect(h.evicted).toBe(200);
 });

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import type { ServerWebSocket } from "bun";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
 import { ChannelHistory, type HistoryPolicy, type MessageHistoryStore } from "../src/history/channel-history.ts";
-import type { FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
+import type { Deliver, FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
 import { Publisher } from "../src/publisher.ts";
@@ -19,8 +19,8 @@ import { parseChannel } from "../src/channel.ts";
 class SlowHistory implements MessageHistoryStore {
   readonly inner = new MemoryHistory();
   readonly waiting: (() => void)[] = [];
-  append(topic: string, build: FrameBuilder, retention: Retention) {
-    return this.inner.append(topic, build, retention);
+  append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver) {
+    return this.inner.append(topic, build, retention, deliver);
   }
   position(topic: string): Promise<Position> {
     const answer = this.inner.position(topic);

@@ -1,14 +1,14 @@
 import type { Channel, ChannelKind } from "../channel.ts";
 import type { CommittedEntry } from "../store/channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
-import type { FrameBuilder, HistoryStore, MaybePromise, Position, Recovery, Retention } from "./history.ts";
+import type { Deliver, FrameBuilder, HistoryStore, IdempotencyKey, MaybePromise, Position, Recovery, Retention } from "./history.ts";
 
 /** Which history each kind of channel keeps, and whether it must survive a restart. */
 export type HistoryPolicy = Record<ChannelKind, Retention>;
 
 /** A history that can also store the chat message a room publication announces (durable-history.ts). */
 export interface MessageHistoryStore extends HistoryStore {
-  appendMessage(topic: string, message: NewMessage, build: (position: Position, stored: StoredMessage) => string): Promise<CommittedEntry>;
+  appendMessage(topic: string, message: NewMessage, build: (position: Position, stored: StoredMessage) => string, deliver: Deliver): Promise<CommittedEntry>;
 }
 
 /** Kinds whose history lives in the store: chat rooms keep epoch and offsets across restarts. */
@@ -29,14 +29,19 @@ export class ChannelHistory {
     return DURABLE_KINDS.has(channel.kind) ? this.durable : this.memory;
   }
 
-  append(channel: Channel, build: FrameBuilder): MaybePromise<{ position: Position; frame: string }> {
-    return this.storeFor(channel).append(channel.topic, build, this.policy[channel.kind]);
+  /** True for channels whose history is in the store (and takes idempotency keys in the same commit). */
+  isDurable(channel: Channel): boolean {
+    return DURABLE_KINDS.has(channel.kind);
+  }
+
+  append(channel: Channel, build: FrameBuilder, deliver: Deliver, key?: IdempotencyKey): MaybePromise<{ position: Position; frame: string }> {
+    return this.storeFor(channel).append(channel.topic, build, this.policy[channel.kind], deliver, key);
   }
 
   /** A chat message and its `new_message` publication on a room, stored in one commit. */
-  appendMessage(channel: Channel, message: NewMessage, build: (position: Position, stored: StoredMessage) => string): Promise<CommittedEntry> {
+  appendMessage(channel: Channel, message: NewMessage, build: (position: Position, stored: StoredMessage) => string, deliver: Deliver): Promise<CommittedEntry> {
     if (!DURABLE_KINDS.has(channel.kind)) throw new Error(`${channel.kind} channels keep no messages`);
-    return this.durable.appendMessage(channel.topic, message, build);
+    return this.durable.appendMessage(channel.topic, message, build, deliver);
   }
 
   position(channel: Channel): MaybePromise<Position> {

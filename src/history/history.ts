@@ -7,7 +7,11 @@
  * - `append` assigns offsets 1, 2, 3 ... with no gap and no repeat within one epoch, and keeps
  *   the publication before its result is available: a publication is never fanned out before it
  *   is in history, so a client that recovers can never miss one it was not sent.
- * - Appends resolve in offset order (the Publisher fans out in that order).
+ * - Fan-out follows offset order, by construction: `append` calls its `deliver` once the
+ *   publication is kept, synchronously and in offset order per topic (for a durable history,
+ *   right after the commit, for every entry of the commit in turn), before its result settles.
+ *   The Publisher fans out inside `deliver`, never after an `await`, so no path (a join, a chat
+ *   message, a REST publish in the same group commit) can overtake another.
  * - `recover` returns either every publication after `since`, in order, up to the position it
  *   reports (`recovered: true`), or none (`recovered: false`, with the reason).
  * - A new epoch (`reset`, lost state, a restart of a memory history) means earlier offsets are gone.
@@ -49,9 +53,22 @@ export type MaybePromise<T> = T | Promise<T>;
 /** Builds the serialized frame of a publication once its position is known. */
 export type FrameBuilder = (position: Position) => string;
 
+/** Fans a kept publication out (see HistoryStore: called in offset order, before `append` settles). */
+export type Deliver = (position: Position, frame: string) => void;
+
+/** Stored with a publication of a durable history in the same commit (see PublishService). */
+export interface IdempotencyKey {
+  tenant: string;
+  key: string;
+}
+
 export interface HistoryStore {
-  /** Sequences one publication of `topic`, keeps it per `retention`, and returns its position and frame. */
-  append(topic: string, build: FrameBuilder, retention: Retention): MaybePromise<{ position: Position; frame: string }>;
+  /**
+   * Sequences one publication of `topic`, keeps it per `retention`, calls `deliver` (see above)
+   * and returns its position and frame. `key`: an idempotency key a durable history stores in the
+   * same commit as the publication (a memory history ignores it).
+   */
+  append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver, key?: IdempotencyKey): MaybePromise<{ position: Position; frame: string }>;
   /** Where `topic` stands now. */
   position(topic: string): MaybePromise<Position>;
   /** The publications after `since` (see Recovery). */

@@ -1,4 +1,4 @@
-import { keepsHistory, randomEpoch, recoveryFrom, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
+import { keepsHistory, randomEpoch, recoveryFrom, type Deliver, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
 
 interface Entry {
   offset: number;
@@ -9,6 +9,8 @@ interface Entry {
 }
 
 interface TopicHistory {
+  topic: string;
+  tenant: string;
   epoch: string;
   offset: number;
   /** Kept publications, oldest first, from index `head` on. */
@@ -21,26 +23,48 @@ interface TopicHistory {
 /** A topic with nothing kept and no publication for this long is forgotten (its epoch with it). */
 const FORGET_IDLE_MS = 60 * 60 * 1000;
 
+export interface MemoryHistoryLimits {
+  /** Bound on the bytes of all kept publications together (HISTORY_MEMORY_MAX_BYTES). */
+  maxBytes: number;
+  /** Topics with state (epoch, offset, kept publications), all tenants together (MAX_CHANNELS). */
+  maxTopics: number;
+  /** The same per tenant (MAX_CHANNELS_PER_TENANT). */
+  maxTopicsPerTenant: number;
+}
+
 /**
- * History in process memory (see HistoryStore for the guarantees). Bounded three ways: per topic
- * by its retention (size and age), and in total by `maxBytes`: past it the oldest publications
- * of all topics go first, and a client that needed them gets `recovered:false` ("trimmed").
+ * History in process memory (see HistoryStore for the guarantees). Bounded four ways: per topic
+ * by its retention (size and age); in total by `maxBytes`: past it the oldest publications of all
+ * topics go first, and a client that needed them gets `recovered:false` ("trimmed"); and in the
+ * number of topics, in total and per tenant: past either bound the topic used least recently
+ * (published to, subscribed to or recovered) is evicted whole, so it starts again under a new
+ * epoch and a client that comes back with the old one gets `recovered:false` ("epoch_changed").
+ * A tenant publishing to ever new channel names thus evicts its own channels first, never
+ * another tenant's (unless the total bound is reached).
  * A restart loses everything; every topic then starts under a new epoch.
  */
 export class MemoryHistory implements HistoryStore {
+  /** Every topic with state, least recently used first (a use moves it to the end). */
   private readonly topics = new Map<string, TopicHistory>();
+  /** The same topics per tenant, least recently used first. */
+  private readonly byTenant = new Map<string, Map<string, TopicHistory>>();
   /** Every kept entry in append order, for the global byte bound. */
   private order: { topic: TopicHistory; entry: Entry }[] = [];
   private orderHead = 0;
   private bytes = 0;
   private kept = 0;
+  /** Topics evicted by the topic bounds since start (sinal_channels_evicted_total). */
+  evicted = 0;
+  private readonly limits: MemoryHistoryLimits;
 
   constructor(
-    private readonly maxBytes = 256 * 1024 * 1024,
+    limits: Partial<MemoryHistoryLimits> = {},
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.limits = { maxBytes: 256 * 1024 * 1024, maxTopics: 200_000, maxTopicsPerTenant: 20_000, ...limits };
+  }
 
-  append(topic: string, build: FrameBuilder, retention: Retention): { position: Position; frame: string } {
+  append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver): { position: Position; frame: string } {
     const state = this.state(topic);
     const at = this.now();
     state.offset++;
@@ -57,6 +81,7 @@ export class MemoryHistory implements HistoryStore {
       this.expire(state, at, retention.size);
       this.enforceBytes();
     }
+    deliver(position, frame);
     return { position, frame };
   }
 
@@ -75,22 +100,22 @@ export class MemoryHistory implements HistoryStore {
 
   reset(topic: string): Position {
     const old = this.topics.get(topic);
-    if (old !== undefined) this.dropAll(old);
-    const state = this.fresh();
-    this.topics.set(topic, state);
+    if (old !== undefined) this.forget(old);
+    const state = this.state(topic);
     return { epoch: state.epoch, offset: 0 };
   }
 
   trim(now: number): void {
-    for (const [topic, state] of this.topics) {
+    for (const state of this.topics.values()) {
       this.expire(state, now, Infinity);
-      if (state.entries.length === state.head && now - state.lastAt > Math.max(FORGET_IDLE_MS, state.ttlMs)) this.topics.delete(topic);
+      if (state.entries.length === state.head && now - state.lastAt > Math.max(FORGET_IDLE_MS, state.ttlMs)) this.forget(state);
     }
     this.compactOrder();
   }
 
   async close(): Promise<void> {
     this.topics.clear();
+    this.byTenant.clear();
     this.order = [];
     this.orderHead = 0;
     this.bytes = 0;
@@ -102,17 +127,41 @@ export class MemoryHistory implements HistoryStore {
     return { topics: this.topics.size, publications: this.kept, bytes: this.bytes };
   }
 
+  /** The topic's state, created if new (evicting past the bounds), and marked as used now. */
   private state(topic: string): TopicHistory {
     let state = this.topics.get(topic);
-    if (state === undefined) {
-      state = this.fresh();
+    if (state !== undefined) {
+      // Re-inserted: the maps' order is the order of last use.
+      this.topics.delete(topic);
       this.topics.set(topic, state);
+      const own = this.byTenant.get(state.tenant)!;
+      own.delete(topic);
+      own.set(topic, state);
+      return state;
     }
+    const tenant = topic.slice(0, topic.indexOf("/"));
+    let own = this.byTenant.get(tenant);
+    if (own === undefined) this.byTenant.set(tenant, (own = new Map()));
+    if (own.size >= this.limits.maxTopicsPerTenant) this.evict(own.values().next().value!);
+    if (this.topics.size >= this.limits.maxTopics) this.evict(this.topics.values().next().value!);
+    state = { topic, tenant, epoch: randomEpoch(), offset: 0, entries: [], head: 0, lastAt: this.now(), ttlMs: 0 };
+    this.topics.set(topic, state);
+    own.set(topic, state);
     return state;
   }
 
-  private fresh(): TopicHistory {
-    return { epoch: randomEpoch(), offset: 0, entries: [], head: 0, lastAt: this.now(), ttlMs: 0 };
+  private evict(state: TopicHistory): void {
+    this.forget(state);
+    this.evicted++;
+  }
+
+  /** Drops a topic whole: its kept publications, its epoch and its offsets. */
+  private forget(state: TopicHistory): void {
+    this.dropAll(state);
+    this.topics.delete(state.topic);
+    const own = this.byTenant.get(state.tenant);
+    own?.delete(state.topic);
+    if (own?.size === 0) this.byTenant.delete(state.tenant);
   }
 
   /** Drops the entries past the topic's size or older than its ttl. */
@@ -140,7 +189,7 @@ export class MemoryHistory implements HistoryStore {
 
   /** Past maxBytes, the oldest kept publications (of any topic) go first. */
   private enforceBytes(): void {
-    while (this.bytes > this.maxBytes && this.orderHead < this.order.length) {
+    while (this.bytes > this.limits.maxBytes && this.orderHead < this.order.length) {
       const { topic, entry } = this.order[this.orderHead++]!;
       // Each topic's entries leave oldest first, so a live entry at the front is its topic's head.
       if (!entry.dropped) this.dropHead(topic);

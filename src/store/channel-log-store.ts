@@ -1,4 +1,4 @@
-import type { Position } from "../history/history.ts";
+import type { Deliver, IdempotencyKey, Position } from "../history/history.ts";
 import type { NewMessage, StoredMessage } from "./chat-store.ts";
 
 /** One publication of a durable channel to commit (see ChannelLogStore.commit). */
@@ -9,6 +9,10 @@ export interface DurableEntry {
   message?: NewMessage;
   /** The serialized `pub` frame at its position (with the stored message, for a message entry). */
   build(position: Position, stored: StoredMessage | null): string;
+  /** Fans the publication out once committed (the history calls it; the store does not). */
+  deliver: Deliver;
+  /** Stored in the same transaction, answering with the publication's position (`{epoch, offset}` as JSON). */
+  idempotency?: IdempotencyKey;
 }
 
 /** What a committed entry became; a repeated client_msg_id publishes nothing and takes no offset. */
@@ -20,8 +24,9 @@ export type CommittedEntry =
  * The durable channels' history (history/durable-history.ts keeps it here): per topic its
  * position and its kept publications. Guarantees: `commit` stores a batch of publications (and the
  * chat messages they announce), moves each topic's position to its last one, in ONE transaction,
- * so a stored position never points past what is stored and a message is never stored without
- * its publication. Implementations: sqlite-channel-log-store.ts.
+ * so a stored position never points past what is stored, a message is never stored without
+ * its publication, and an idempotency key never without the publication it answers with (an
+ * existing (tenant, key) keeps its first answer). Implementations: sqlite-channel-log-store.ts.
  */
 export interface ChannelLogStore {
   /** Where `topic` stands as stored; null when it never had a publication or a reset. */

@@ -13,6 +13,7 @@ export class SqliteChannelLogStore implements ChannelLogStore {
   private readonly insertPublication;
   private readonly upsertPosition;
   private readonly readRange;
+  private readonly insertKey;
 
   constructor(
     private readonly db: Db,
@@ -24,6 +25,9 @@ export class SqliteChannelLogStore implements ChannelLogStore {
     this.insertPublication = sqlite.prepare<void, [string, number, string, number]>('INSERT INTO channel_log (topic, "offset", frame, at) VALUES (?, ?, ?, ?)');
     this.upsertPosition = sqlite.prepare<void, [string, string, number]>(
       'INSERT INTO channel_positions (topic, epoch, "offset") VALUES (?, ?, ?) ON CONFLICT (topic) DO UPDATE SET epoch = excluded.epoch, "offset" = excluded."offset"',
+    );
+    this.insertKey = sqlite.prepare<void, [string, string, string, number]>(
+      "INSERT INTO idempotency (tenant, key, response, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
     );
     // Every recovery of a durable channel runs this (1,000 clients back from an outage: 1,000 reads).
     this.readRange = db
@@ -66,6 +70,9 @@ export class SqliteChannelLogStore implements ChannelLogStore {
           const position = assign(entry.topic);
           const frame = entry.build(position, stored);
           if (keep) this.insertPublication.run(entry.topic, position.offset, frame, entry.at);
+          if (entry.idempotency !== undefined) {
+            this.insertKey.run(entry.idempotency.tenant, entry.idempotency.key, JSON.stringify({ offset: position.offset, epoch: position.epoch }), entry.at);
+          }
           last.set(entry.topic, position);
           out.push({ duplicate: false, position, frame, message: stored });
         }

@@ -3,6 +3,9 @@ import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { ChatStore, NewMessage, RoomChange, StoredMessage, StoredRoom } from "./chat-store.ts";
 import { messages, readReceipts, roomMembers, rooms } from "./schema.sqlite.ts";
 
+/** Rooms remembered as existing; past it the set starts again (messages to ever new rooms must not grow memory). */
+const KNOWN_ROOMS_MAX = 100_000;
+
 type Db = BunSQLiteDatabase<Record<string, never>>;
 
 /** ChatStore on bun:sqlite. Writes are synchronous transactions; the Promise is the interface's. */
@@ -69,6 +72,8 @@ export class SqliteChatStore implements ChatStore {
     const roomKey = `${m.tenant}\u0000${m.room}`;
     if (!this.knownRooms.has(roomKey)) {
       this.ensureRoom.run({ tenant: m.tenant, room: m.room, now: m.createdAt });
+      // A cache, bounded: forgetting rooms only costs a harmless INSERT OR IGNORE later.
+      if (this.knownRooms.size >= KNOWN_ROOMS_MAX) this.knownRooms.clear();
       this.knownRooms.add(roomKey);
       created.push(roomKey);
     }
@@ -81,8 +86,6 @@ export class SqliteChatStore implements ChatStore {
   /** After a rolled-back transaction: the rooms it created do not exist. */
   forgetRooms(created: readonly string[]): void {
     for (const key of created) this.knownRooms.delete(key);
-    // Bounded: forgetting rooms only costs a harmless INSERT OR IGNORE later.
-    if (this.knownRooms.size > 100_000) this.knownRooms.clear();
   }
 
   async listMessages(tenant: string, room: string, before: number | null, limit: number): Promise<StoredMessage[]> {
