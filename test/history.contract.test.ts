@@ -90,7 +90,7 @@ for (const [name, make] of Object.entries(subjects)) {
       subject = make();
       const h = subject.history;
       const [first] = await appendN(h, "t/r", 30);
-      const r = await h.recover("t/r", { epoch: first!.epoch, offset: 10 }, KEEP);
+      const r = await h.recover("t/r", { epoch: first!.epoch, offset: 10 }, KEEP, Infinity);
       expect(r.recovered).toBe(true);
       expect(r.position).toEqual({ epoch: first!.epoch, offset: 30 });
       expect(r.publications.map((f) => JSON.parse(f).offset)).toEqual(Array.from({ length: 20 }, (_, i) => i + 11));
@@ -101,7 +101,7 @@ for (const [name, make] of Object.entries(subjects)) {
       subject = make();
       const h = subject.history;
       const [p] = await appendN(h, "t/n", 1);
-      expect(await h.recover("t/n", p!, KEEP)).toMatchObject({ recovered: true, publications: [], position: p });
+      expect(await h.recover("t/n", p!, KEEP, Infinity)).toMatchObject({ recovered: true, publications: [], position: p });
     });
 
     test("another epoch, an offset from the future, and history trimmed by size are refused with their reason", async () => {
@@ -109,12 +109,34 @@ for (const [name, make] of Object.entries(subjects)) {
       const h = subject.history;
       const small: Retention = { size: 5, ttlMs: 3_600_000 };
       const [p] = await appendN(h, "t/s", 20, small);
-      expect(await h.recover("t/s", { epoch: "elsewhere", offset: 3 }, small)).toMatchObject({ recovered: false, reason: "epoch_changed", publications: [] });
-      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 21 }, small)).toMatchObject({ recovered: false, reason: "ahead" });
-      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 10 }, small)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 16 });
-      const edge = await h.recover("t/s", { epoch: p!.epoch, offset: 15 }, small);
+      expect(await h.recover("t/s", { epoch: "elsewhere", offset: 3 }, small, Infinity)).toMatchObject({ recovered: false, reason: "epoch_changed", publications: [] });
+      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 21 }, small, Infinity)).toMatchObject({ recovered: false, reason: "ahead" });
+      expect(await h.recover("t/s", { epoch: p!.epoch, offset: 10 }, small, Infinity)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 16 });
+      const edge = await h.recover("t/s", { epoch: p!.epoch, offset: 15 }, small, Infinity);
       expect(edge.recovered).toBe(true);
       expect(edge.publications.map((f) => JSON.parse(f).offset)).toEqual([16, 17, 18, 19, 20]);
+    });
+
+    test("a recovery larger than the byte budget comes in pages of at most that budget, in order, none twice", async () => {
+      subject = make();
+      const h = subject.history;
+      const [p] = await appendN(h, "t/big", 30);
+      const frameBytes = JSON.stringify({ type: "pub", channel: "t/big", data: 10, offset: 10, epoch: p!.epoch }).length;
+      const budget = 7 * frameBytes;
+      const first = await h.recover("t/big", { epoch: p!.epoch, offset: 2 }, KEEP, budget);
+      expect(first).toMatchObject({ recovered: true, through: 9 });
+      const got = first.publications.map((f) => JSON.parse(f).offset);
+      let after = first.through;
+      while (after < 30) {
+        const page = (await h.page("t/big", p!.epoch, after, 30, KEEP, budget))!;
+        expect(page.reduce((n, k) => n + k.frame.length, 0)).toBeLessThanOrEqual(budget);
+        got.push(...page.map((k) => k.offset));
+        after = page.at(-1)!.offset;
+      }
+      expect(got).toEqual(Array.from({ length: 28 }, (_, i) => i + 3));
+      // A page of an epoch that is gone, or from before what is kept, is refused.
+      expect(await h.page("t/big", "elsewhere", 2, 30, KEEP, budget)).toBeNull();
+      expect(await h.page("t/big", p!.epoch, 2, 30, { size: 10, ttlMs: 3_600_000 }, budget)).toBeNull();
     });
 
     test("history older than the retention age is trimmed", async () => {
@@ -124,8 +146,8 @@ for (const [name, make] of Object.entries(subjects)) {
       const [p] = await appendN(h, "t/age", 3, short);
       await Bun.sleep(80);
       await appendN(h, "t/age", 1, short);
-      expect(await h.recover("t/age", { epoch: p!.epoch, offset: 1 }, short)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 4 });
-      expect((await h.recover("t/age", { epoch: p!.epoch, offset: 3 }, short)).publications).toHaveLength(1);
+      expect(await h.recover("t/age", { epoch: p!.epoch, offset: 1 }, short, Infinity)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 4 });
+      expect((await h.recover("t/age", { epoch: p!.epoch, offset: 3 }, short, Infinity)).publications).toHaveLength(1);
     });
 
     test("a channel without history recovers only when nothing was missed", async () => {
@@ -133,8 +155,8 @@ for (const [name, make] of Object.entries(subjects)) {
       const h = subject.history;
       const off: Retention = { size: 0, ttlMs: 0 };
       const [p] = await appendN(h, "t/off", 2, off);
-      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 2 }, off)).toMatchObject({ recovered: true });
-      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 1 }, off)).toMatchObject({ recovered: false, reason: "no_history" });
+      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 2 }, off, Infinity)).toMatchObject({ recovered: true });
+      expect(await h.recover("t/off", { epoch: p!.epoch, offset: 1 }, off, Infinity)).toMatchObject({ recovered: false, reason: "no_history" });
     });
 
     test("reset starts a new epoch at offset 0 for that topic only", async () => {
@@ -145,7 +167,7 @@ for (const [name, make] of Object.entries(subjects)) {
       const fresh = await h.reset("t/x");
       expect(fresh.offset).toBe(0);
       expect(fresh.epoch).not.toBe(a!.epoch);
-      expect(await h.recover("t/x", { epoch: a!.epoch, offset: 1 }, KEEP)).toMatchObject({ recovered: false, reason: "epoch_changed" });
+      expect(await h.recover("t/x", { epoch: a!.epoch, offset: 1 }, KEEP, Infinity)).toMatchObject({ recovered: false, reason: "epoch_changed" });
       expect((await appendN(h, "t/x", 1))[0]).toEqual({ epoch: fresh.epoch, offset: 1 });
       expect(await h.position("t/y")).toEqual({ epoch: b!.epoch, offset: 1 });
     });
@@ -161,7 +183,7 @@ for (const [name, make] of Object.entries(subjects)) {
       }
       subject.history = again;
       expect(await again.position("t/keep")).toEqual({ epoch: p!.epoch, offset: 12 });
-      const r = await again.recover("t/keep", { epoch: p!.epoch, offset: 7 }, KEEP);
+      const r = await again.recover("t/keep", { epoch: p!.epoch, offset: 7 }, KEEP, Infinity);
       expect(r.publications.map((f) => JSON.parse(f).offset)).toEqual([8, 9, 10, 11, 12]);
       expect((await appendN(again, "t/keep", 1))[0]).toEqual({ epoch: p!.epoch, offset: 13 });
     });
@@ -174,7 +196,7 @@ test("the memory history stays under its byte bound by dropping the oldest publi
   for (let i = 0; i < 200; i++) h.append(i % 2 === 0 ? "t/even" : "t/odd", () => frame, KEEP, NO_DELIVER);
   expect(h.stats().bytes).toBeLessThanOrEqual(10_000);
   expect(h.stats().publications).toBe(100);
-  const even = h.recover("t/even", { epoch: h.position("t/even").epoch, offset: 40 }, KEEP);
+  const even = h.recover("t/even", { epoch: h.position("t/even").epoch, offset: 40 }, KEEP, Infinity);
   expect(even).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 51 });
 });
 
@@ -197,11 +219,11 @@ test("the durable history deletes from the store what its retention no longer ke
   try {
     const h = new DurableHistory(store.channelLog, 0, { size: 5, ttlMs: 3_600_000 });
     const [p] = await appendN(h, "t/trim", 20, { size: 5, ttlMs: 3_600_000 });
-    expect(await store.channelLog.read("t/trim", 0, 20, 0, 100)).toHaveLength(20);
+    expect(await store.channelLog.readFrom("t/trim", 0, 20, 0, Infinity)).toHaveLength(20);
     h.trim(Date.now());
     await h.close();
     await Bun.sleep(0);
-    const left = await store.channelLog.read("t/trim", 0, 20, 0, 100);
+    const left = await store.channelLog.readFrom("t/trim", 0, 20, 0, Infinity);
     expect(left.map((r) => r.offset)).toEqual([16, 17, 18, 19, 20]);
     expect(await h.position("t/trim")).toEqual({ epoch: p!.epoch, offset: 20 });
   } finally {
@@ -218,7 +240,7 @@ test("the durable history with history off stores positions only: no publication
     const h = new DurableHistory(store.channelLog, 0, off);
     const [p] = await appendN(h, "t/off", 3, off);
     await h.close();
-    expect(await store.channelLog.read("t/off", 0, 3, 0, 100)).toEqual([]);
+    expect(await store.channelLog.readFrom("t/off", 0, 3, 0, Infinity)).toEqual([]);
     await store.close();
     store = openSqliteStore(join(dir, "h.db"));
     expect(await new DurableHistory(store.channelLog, 0, off).position("t/off")).toEqual({ epoch: p!.epoch, offset: 3 });
@@ -237,7 +259,7 @@ test("a failed durable commit uses up no offset: the next publication takes it, 
     // The store fails once, inside its transaction, after the offsets were handed out (a full disk).
     const flaky: typeof log = {
       position: (t) => log.position(t),
-      read: (...a) => log.read(...a),
+      readFrom: (...a) => log.readFrom(...a),
       reset: (t, e) => log.reset(t, e),
       trim: (b, t) => log.trim(b, t),
       async commit(entries, keep, assign) {
@@ -252,7 +274,7 @@ test("a failed durable commit uses up no offset: the next publication takes it, 
     const { position } = await h.append("t/f", frameOf("t/f", 2), KEEP, NO_DELIVER);
     expect(position.offset).toBe(1);
     expect(await h.position("t/f")).toEqual(position);
-    expect((await log.read("t/f", 0, 10, 0, 10)).map((r) => JSON.parse(r.frame).data)).toEqual([2]);
+    expect((await log.readFrom("t/f", 0, 10, 0, Infinity)).map((r) => JSON.parse(r.frame).data)).toEqual([2]);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -272,7 +294,7 @@ test("the memory history keeps at most MAX_CHANNELS_PER_TENANT channels per tena
   expect(h.stats().topics).toBe(11);
   expect(h.evicted).toBe(42);
   // the evicted channel starts again under a new epoch: a client coming back is told so
-  expect(h.recover("a/dept:0", first, KEEP)).toMatchObject({ recovered: false, reason: "epoch_changed" });
+  expect(h.recover("a/dept:0", first, KEEP, Infinity)).toMatchObject({ recovered: false, reason: "epoch_changed" });
   expect(h.position("a/dept:busy")).toEqual(busy);
   // another tenant's channel was never touched
   expect(h.position("b/dept:0")).toEqual(other);

@@ -26,9 +26,12 @@ class SlowHistory implements MessageHistoryStore {
     const answer = this.inner.position(topic);
     return new Promise((resolve) => this.waiting.push(() => resolve(answer)));
   }
-  recover(topic: string, since: Position, retention: Retention): Promise<Recovery> {
-    const answer = this.inner.recover(topic, since, retention);
+  recover(topic: string, since: Position, retention: Retention, maxBytes: number): Promise<Recovery> {
+    const answer = this.inner.recover(topic, since, retention, maxBytes);
     return new Promise((resolve) => this.waiting.push(() => resolve(answer)));
+  }
+  page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number) {
+    return this.inner.page(topic, epoch, after, upTo, retention, maxBytes);
   }
   reset(topic: string) {
     return this.inner.reset(topic);
@@ -43,10 +46,11 @@ class SlowHistory implements MessageHistoryStore {
 const KEEP = { size: 100, ttlMs: 3_600_000 };
 const policy = Object.fromEntries(["global", "system", "presence", "dept", "room", "user", "roulette", "strategy", "sync"].map((k) => [k, KEEP])) as HistoryPolicy;
 
-function setup() {
+function setup(budget = 1 << 20) {
   const slow = new SlowHistory();
   const broker = new MemoryBroker();
   const sent: string[] = [];
+  const overflowed: string[] = [];
   // A socket as Bun's pub/sub sees it: what reaches it directly lands in `sent`.
   const topics = new Set<string>();
   const ws = {
@@ -68,6 +72,11 @@ function setup() {
       respond: {
         reply: (_c, id, fields) => void sent.push(JSON.stringify({ type: "reply", id, ok: true, ...fields })),
         sendFrames: (_c, frames) => void sent.push(...frames),
+        budget: () => budget,
+        overflow: () => void overflowed.push(conn.id),
+        replay: () => {
+          throw new Error("no paged replay in this test");
+        },
       },
       verifier: {} as never,
       publisher,
@@ -81,7 +90,7 @@ function setup() {
   );
   const room = parseChannel("acme", "room:1");
   const frames = () => sent.map((f) => JSON.parse(f) as Record<string, any>).map((f) => (f.type === "reply" ? `reply ${f.id} @${f.offset}` : `pub ${f.offset}`));
-  return { slow, handlers, conn, publisher, room, frames };
+  return { slow, handlers, conn, publisher, room, frames, overflowed };
 }
 
 test("live publications during a slow history read come after the reply and the replay, once each", async () => {
@@ -99,7 +108,7 @@ test("live publications during a slow history read come after the reply and the 
   expect(frames()).toEqual(["reply 1 @2", "pub 2", "pub 3", "pub 4", "pub 5"]);
 });
 
-test("a second subscribe to a topic whose history read is in flight waits for the first to answer", async () => {
+test("a second subscribe waits for the read in flight; as a repeat of a held channel it replays nothing", async () => {
   const { slow, handlers, conn, publisher, room, frames } = setup();
   await publisher.publish(room, "e", 1);
   const one = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1" });
@@ -110,14 +119,42 @@ test("a second subscribe to a topic whose history read is in flight waits for th
   slow.waiting.shift()!();
   await one;
   await Bun.sleep(0);
+  // The repeat only reads the position: live frames keep flowing meanwhile.
   await publisher.publish(room, "e", 3);
   expect(slow.waiting).toHaveLength(1);
   slow.waiting.shift()!();
   await two;
   await publisher.publish(room, "e", 4);
-  // First: its reply as of offset 1, then 2 (held during its read). The second read started as the
-  // first answered (as of 2), so 3 was held for it: its reply, its replay of 1 and 2 (it asked
-  // from 0), then 3, then live 4. No frame of the topic jumped ahead of either reply.
-  expect(frames()).toEqual(["reply 1 @1", "pub 2", "reply 2 @2", "pub 1", "pub 2", "pub 3", "pub 4"]);
+  // Every publication since the first subscribe was sent on this connection, in order: offsets
+  // 1 and 2 are never sent again, whatever `since` the repeat names.
+  expect(frames()).toEqual(["reply 1 @1", "pub 2", "pub 3", "reply 2 @2", "pub 4"]);
   expect(conn.holding?.size ?? 0).toBe(0);
+});
+
+test("one history read per connection at a time: a subscribe to another channel waits for the read in flight", async () => {
+  const { slow, handlers, conn, publisher, room, frames } = setup();
+  const other = parseChannel("acme", "room:2");
+  await publisher.publish(room, "e", 1);
+  await publisher.publish(other, "e", 1);
+  const one = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1" });
+  const two = handlers.handle(conn, { type: "subscribe", id: 2, channel: "room:2" });
+  expect(slow.waiting).toHaveLength(1);
+  slow.waiting.shift()!();
+  await one;
+  await Bun.sleep(0);
+  expect(slow.waiting).toHaveLength(1);
+  slow.waiting.shift()!();
+  await two;
+  expect(frames()).toEqual(["reply 1 @1", "reply 2 @1"]);
+});
+
+test("frames held during a read past the connection's budget close it instead of piling up", async () => {
+  const { slow, handlers, conn, publisher, room, frames, overflowed } = setup(600);
+  await publisher.publish(room, "e", 1);
+  const answered = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1" });
+  for (let i = 0; i < 20; i++) await publisher.publish(room, "e", "x".repeat(50));
+  slow.waiting.shift()!();
+  await answered;
+  expect(overflowed).toEqual(["c1"]);
+  expect(frames()).toEqual([]);
 });

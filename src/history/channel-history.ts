@@ -1,7 +1,7 @@
 import type { Channel, ChannelKind } from "../channel.ts";
 import type { CommittedEntry } from "../store/channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
-import type { Deliver, FrameBuilder, HistoryStore, IdempotencyKey, MaybePromise, Position, Recovery, Retention } from "./history.ts";
+import type { Deliver, FrameBuilder, HistoryStore, IdempotencyKey, Kept, MaybePromise, Position, Recovery, Retention } from "./history.ts";
 
 /** Which history each kind of channel keeps, and whether it must survive a restart. */
 export type HistoryPolicy = Record<ChannelKind, Retention>;
@@ -48,8 +48,13 @@ export class ChannelHistory {
     return this.storeFor(channel).position(channel.topic);
   }
 
-  recover(channel: Channel, since: Position): MaybePromise<Recovery> {
-    return this.storeFor(channel).recover(channel.topic, since, this.policy[channel.kind]);
+  recover(channel: Channel, since: Position, maxBytes: number): MaybePromise<Recovery> {
+    return this.storeFor(channel).recover(channel.topic, since, this.policy[channel.kind], maxBytes);
+  }
+
+  /** The next page of a recovery (see HistoryStore.page). */
+  page(channel: Channel, epoch: string, after: number, upTo: number, maxBytes: number): MaybePromise<Kept[] | null> {
+    return this.storeFor(channel).page(channel.topic, epoch, after, upTo, this.policy[channel.kind], maxBytes);
   }
 
   reset(channel: Channel): MaybePromise<Position> {

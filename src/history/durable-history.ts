@@ -2,7 +2,7 @@ import { GroupCommit } from "../group-commit.ts";
 import type { ChannelLogStore, CommittedEntry, DurableEntry } from "../store/channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
 import type { MessageHistoryStore } from "./channel-history.ts";
-import { keepsHistory, randomEpoch, recoveryFrom, type Deliver, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
+import { keepsHistory, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
 
 interface TopicState {
   epoch: string;
@@ -65,13 +65,22 @@ export class DurableHistory implements MessageHistoryStore {
     return { epoch: state.epoch, offset: state.committed };
   }
 
-  async recover(topic: string, since: Position, retention: Retention): Promise<Recovery> {
+  async recover(topic: string, since: Position, retention: Retention, maxBytes: number): Promise<Recovery> {
     const state = await this.stateOf(topic);
     const position = { epoch: state.epoch, offset: state.committed };
     const missed = position.offset - since.offset;
-    if (since.epoch !== position.epoch || missed <= 0 || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention);
-    const kept = await this.store.read(topic, since.offset, position.offset, Date.now() - retention.ttlMs, Math.min(missed, retention.size));
-    return recoveryFrom(position, since, kept, retention);
+    if (since.epoch !== position.epoch || missed <= 0 || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention, maxBytes);
+    // Past the retention size nothing older is kept, even before the next trim deletes it.
+    const from = Math.max(since.offset, position.offset - retention.size);
+    const kept = await this.store.readFrom(topic, from, position.offset, Date.now() - retention.ttlMs, maxBytes);
+    return recoveryFrom(position, since, kept, retention, maxBytes);
+  }
+
+  async page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number): Promise<Kept[] | null> {
+    const state = await this.stateOf(topic);
+    if (state.epoch !== epoch || after < state.committed - retention.size) return null;
+    const kept = await this.store.readFrom(topic, after, upTo, Date.now() - retention.ttlMs, maxBytes);
+    return kept[0]?.offset === after + 1 ? kept : null;
   }
 
   async reset(topic: string): Promise<Position> {

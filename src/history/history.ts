@@ -40,8 +40,14 @@ export interface Recovery {
   /** Where the channel stands; when recovered, the last replayed publication is at this offset. */
   position: Position;
   recovered: boolean;
-  /** The serialized `pub` frames after `since`, in offset order (empty unless recovered). */
+  /**
+   * The serialized `pub` frames after `since`, in offset order (empty unless recovered): the first
+   * page of them, at most the `maxBytes` asked for (at least one). When `through` is below
+   * `position.offset` the rest is read with `page`, at the client's pace.
+   */
   publications: string[];
+  /** Offset of the last frame in `publications` (`since.offset` when there is none). */
+  through: number;
   /** Set when not recovered. */
   reason?: RecoveryFailure;
   /** The oldest offset still kept in the current epoch (position.offset + 1 when none is). */
@@ -71,8 +77,17 @@ export interface HistoryStore {
   append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver, key?: IdempotencyKey): MaybePromise<{ position: Position; frame: string }>;
   /** Where `topic` stands now. */
   position(topic: string): MaybePromise<Position>;
-  /** The publications after `since` (see Recovery). */
-  recover(topic: string, since: Position, retention: Retention): MaybePromise<Recovery>;
+  /**
+   * Whether every publication after `since` is kept, with the first page of them (see Recovery):
+   * at most `maxBytes` of frames, so a recovery never holds more than that in memory at once.
+   */
+  recover(topic: string, since: Position, retention: Retention, maxBytes: number): MaybePromise<Recovery>;
+  /**
+   * The next page of a recovery: the kept publications with `after < offset <= upTo` in `epoch`,
+   * oldest first, at most `maxBytes` of frames (at least one); null when the one after `after` is
+   * no longer kept (trimmed meanwhile, or the epoch changed).
+   */
+  page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number): MaybePromise<Kept[] | null>;
   /** Starts a fresh history for one topic: a new epoch no client has seen, at offset 0. */
   reset(topic: string): MaybePromise<Position>;
   /** Drops what retention no longer keeps; called periodically. */
@@ -84,22 +99,40 @@ export function randomEpoch(): string {
   return crypto.getRandomValues(new Uint32Array(2)).reduce((s, n) => s + n.toString(36), "").slice(0, 8).padEnd(8, "0");
 }
 
-/** Decides recovery from what a history keeps: `kept` are the publications (oldest first) with offsets. */
-export function recoveryFrom(
-  position: Position,
-  since: Position,
-  kept: readonly { offset: number; frame: string }[],
-  retention: Retention,
-): Recovery {
+/** A kept publication: its offset and its serialized frame. */
+export interface Kept {
+  offset: number;
+  frame: string;
+}
+
+/**
+ * Decides recovery from what a history keeps: `kept` are the kept publications with offsets,
+ * oldest first, from the oldest kept (or at least from the first one after `since`).
+ */
+export function recoveryFrom(position: Position, since: Position, kept: readonly Kept[], retention: Retention, maxBytes: number): Recovery {
   const historyFrom = kept.length > 0 ? kept[0]!.offset : position.offset + 1;
-  const fail = (reason: RecoveryFailure): Recovery => ({ position, recovered: false, publications: [], reason, historyFrom });
+  const fail = (reason: RecoveryFailure): Recovery => ({ position, recovered: false, publications: [], through: since.offset, reason, historyFrom });
   if (since.epoch !== position.epoch) return fail("epoch_changed");
   if (since.offset > position.offset) return fail("ahead");
-  if (since.offset === position.offset) return { position, recovered: true, publications: [], historyFrom };
+  if (since.offset === position.offset) return { position, recovered: true, publications: [], through: since.offset, historyFrom };
   if (historyFrom > since.offset + 1) return fail(keepsHistory(retention) ? "trimmed" : "no_history");
-  const publications: string[] = [];
-  for (const entry of kept) if (entry.offset > since.offset) publications.push(entry.frame);
-  return { position, recovered: true, publications, historyFrom };
+  const first = pageOf(kept, since.offset, position.offset, maxBytes);
+  return { position, recovered: true, publications: first.map((k) => k.frame), through: first.at(-1)?.offset ?? since.offset, historyFrom };
+}
+
+/** From `kept` (oldest first, consecutive offsets): those after `after` up to `upTo`, at most `maxBytes` of frames but at least one. */
+export function pageOf(kept: readonly Kept[], after: number, upTo: number, maxBytes: number): Kept[] {
+  const out: Kept[] = [];
+  let bytes = 0;
+  const start = kept.length > 0 ? Math.max(0, after + 1 - kept[0]!.offset) : 0;
+  for (let i = start; i < kept.length; i++) {
+    const entry = kept[i]!;
+    if (entry.offset > upTo) break;
+    bytes += entry.frame.length;
+    if (bytes > maxBytes && out.length > 0) break;
+    out.push(entry);
+  }
+  return out;
 }
 
 export function keepsHistory(retention: Retention): boolean {

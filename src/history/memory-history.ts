@@ -1,4 +1,4 @@
-import { keepsHistory, randomEpoch, recoveryFrom, type Deliver, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
+import { keepsHistory, pageOf, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
 
 interface Entry {
   offset: number;
@@ -91,11 +91,20 @@ export class MemoryHistory implements HistoryStore {
     return { epoch: state.epoch, offset: state.offset };
   }
 
-  recover(topic: string, since: Position, retention: Retention): Recovery {
+  recover(topic: string, since: Position, retention: Retention, maxBytes: number): Recovery {
     const state = this.state(topic);
     this.expire(state, this.now(), retention.size);
     const position = { epoch: state.epoch, offset: state.offset };
-    return recoveryFrom(position, since, state.head === 0 ? state.entries : state.entries.slice(state.head), retention);
+    return recoveryFrom(position, since, state.head === 0 ? state.entries : state.entries.slice(state.head), retention, maxBytes);
+  }
+
+  page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number): Kept[] | null {
+    const state = this.topics.get(topic);
+    if (state === undefined || state.epoch !== epoch) return null;
+    this.expire(state, this.now(), retention.size);
+    const first = state.entries[state.head];
+    if (first === undefined || first.offset > after + 1) return null;
+    return pageOf(state.head === 0 ? state.entries : state.entries.slice(state.head), after, upTo, maxBytes);
   }
 
   reset(topic: string): Position {

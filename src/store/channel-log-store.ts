@@ -39,9 +39,10 @@ export interface ChannelLogStore {
   commit(entries: readonly DurableEntry[], keep: boolean, assign: (topic: string) => Position): Promise<CommittedEntry[]>;
   /**
    * The kept publications of `topic` with `after < offset <= upTo`, stored at or after `minAt`,
-   * oldest first, at most the last `limit` of them.
+   * oldest first, as many as fit in `maxBytes` characters of frames (at least one): a read never
+   * holds more than that in memory.
    */
-  read(topic: string, after: number, upTo: number, minAt: number, limit: number): Promise<{ offset: number; frame: string }[]>;
+  readFrom(topic: string, after: number, upTo: number, minAt: number, maxBytes: number): Promise<{ offset: number; frame: string }[]>;
   /** A new epoch at offset 0 for `topic`; its kept publications are deleted. */
   reset(topic: string, epoch: string): Promise<void>;
   /** Deletes publications stored before `before`, and those of each listed topic at or below its `upTo`. */

@@ -30,20 +30,9 @@ export class SqliteChannelLogStore implements ChannelLogStore {
       "INSERT INTO idempotency (tenant, key, response, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
     );
     // Every recovery of a durable channel runs this (1,000 clients back from an outage: 1,000 reads).
-    this.readRange = db
-      .select({ offset: channelLog.offset, frame: channelLog.frame })
-      .from(channelLog)
-      .where(
-        and(
-          eq(channelLog.topic, sql.placeholder("topic")),
-          gt(channelLog.offset, sql.placeholder("after")),
-          lte(channelLog.offset, sql.placeholder("upTo")),
-          gte(channelLog.at, sql.placeholder("minAt")),
-        ),
-      )
-      .orderBy(desc(channelLog.offset))
-      .limit(sql.placeholder("limit"))
-      .prepare();
+    this.readRange = sqlite.prepare<{ offset: number; frame: string }, [string, number, number, number]>(
+      'SELECT "offset", frame FROM channel_log WHERE topic = ? AND "offset" > ? AND "offset" <= ? AND at >= ? ORDER BY "offset"',
+    );
   }
 
   async position(topic: string): Promise<Position | null> {
@@ -85,8 +74,16 @@ export class SqliteChannelLogStore implements ChannelLogStore {
     }
   }
 
-  async read(topic: string, after: number, upTo: number, minAt: number, limit: number): Promise<{ offset: number; frame: string }[]> {
-    return this.readRange.all({ topic, after, upTo, minAt, limit }).reverse();
+  async readFrom(topic: string, after: number, upTo: number, minAt: number, maxBytes: number): Promise<{ offset: number; frame: string }[]> {
+    const rows: { offset: number; frame: string }[] = [];
+    let bytes = 0;
+    // One row at a time: a page stops at its byte budget, whatever the range holds.
+    for (const row of this.readRange.iterate(topic, after, upTo, minAt)) {
+      bytes += row.frame.length;
+      if (bytes > maxBytes && rows.length > 0) break;
+      rows.push(row);
+    }
+    return rows;
   }
 
   async reset(topic: string, epoch: string): Promise<void> {

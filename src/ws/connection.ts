@@ -27,8 +27,10 @@ export class Connection implements RateState {
   closing = false;
   /** Set while the client is behind and its frames are conflated (see SlowLane). */
   slow: SlowLane | null = null;
-  /** Topics whose live frames are held while a subscribe reads history, with that subscribe's end. */
+  /** The topic whose live frames are held while a subscribe reads history (one at a time), with that subscribe's end. */
   holding: Map<string, Promise<unknown>> | null = null;
+  /** The client subscribed to its own user channel itself (later subscribes to it replay nothing). */
+  ownChannelClaimed = false;
   tokens: number;
   refilledAt: number;
   rejected = 0;

@@ -59,7 +59,13 @@ export class Gateway implements ConnectionEvents {
     this.listeners = new Listeners(deps.listeners ?? [], (err, hook) => deps.logger.error({ err, hook }, "connection listener failed"));
     this.handlers = new FrameHandlers(
       {
-        respond: { reply: (conn, id, fields) => this.reply(conn, id, fields), sendFrames: (conn, frames) => this.sendFrames(conn, frames) },
+        respond: {
+          reply: (conn, id, fields) => this.reply(conn, id, fields),
+          sendFrames: (conn, frames) => this.sendFrames(conn, frames),
+          budget: (conn) => this.budget(conn),
+          overflow: (conn) => this.closeSlow(conn, this.queuedBytes(conn), "frames held during a history read past SLOW_CONSUMER_BYTES"),
+          replay: (conn, replay) => this.slowLane(conn).replay(replay),
+        },
         verifier: deps.verifier,
         publisher: deps.publisher,
         broker: deps.broker,
@@ -238,6 +244,16 @@ export class Gateway implements ConnectionEvents {
 
   onDrain(conn: Connection): void {
     conn.slow?.pump();
+  }
+
+  /** Everything queued for one connection: Bun's send buffer and what waits in its lane. */
+  private queuedBytes(conn: Connection): number {
+    return conn.ws.getBufferedAmount() + (conn.slow?.bytes ?? 0);
+  }
+
+  /** What a connection may still have queued before SLOW_CONSUMER_BYTES (a replay must fit in it). */
+  private budget(conn: Connection): number {
+    return Math.max(0, this.deps.limits.slowConsumerBytes - this.queuedBytes(conn));
   }
 
   /** Frames after a reply (a replay): written at once when small, else at the client's pace in its lane. */

@@ -8,6 +8,7 @@ import type { Publisher } from "../publisher.ts";
 import type { Connection } from "./connection.ts";
 import type { AnyFrame, Frame, FrameType } from "./frames.ts";
 import type { Listeners } from "./hooks.ts";
+import { isCovered, type Replay } from "./slow-lane.ts";
 
 /** Result fields of a successful reply (flat, PROTOCOL.md). */
 export type ReplyFields = Record<string, unknown>;
@@ -26,6 +27,12 @@ export interface Responder {
   reply(conn: Connection, id: number | string | undefined, fields: ReplyFields): void;
   /** Frames that follow a reply, in order (written at the client's pace when many). */
   sendFrames(conn: Connection, frames: readonly string[]): void;
+  /** Bytes the connection may still have queued before its bound (SLOW_CONSUMER_BYTES). */
+  budget(conn: Connection): number;
+  /** The connection went past its bound while frames were held for it: close it (4009). */
+  overflow(conn: Connection): void;
+  /** The rest of a recovery larger than one page, written page by page at the client's pace. */
+  replay(conn: Connection, replay: Replay): void;
 }
 
 export interface HandlerDeps {
@@ -72,6 +79,12 @@ export class FrameHandlers {
    * followed by the missed publications, then live ones, none twice (PROTOCOL.md). A history that
    * answers asynchronously (the durable one) reads while the broker holds this socket's live
    * frames of the channel; the held frames already replayed are dropped, the rest follow.
+   * Memory stays bounded whatever the client sends: one history read per connection at a time (a
+   * second subscribe waits for the first), a replay is read in pages that count toward the
+   * connection's bound with everything else queued for it (the next page is read once the client
+   * took the last), frames held during a read count too (past the bound: 4009), and a channel the
+   * connection already holds is never replayed again (everything since its first subscribe was
+   * sent on this connection, in order).
    */
   private subscribe(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>): typeof REPLIED | Promise<typeof REPLIED> {
     const channel = parseChannel(conn.tenant, frame.channel);
@@ -84,12 +97,17 @@ export class FrameHandlers {
       this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
       throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
     }
-    // One history read per topic and connection at a time: a second subscribe waits for the first.
-    const inFlight = conn.holding?.get(channel.topic);
+    const inFlight = conn.holding?.values().next().value;
     if (inFlight !== undefined) return inFlight.then(() => this.subscribe(conn, frame));
+    // The implicit own channel counts as held once the client subscribed to it itself (its first
+    // subscribe, with `since` after a reconnect, is the one that recovers it).
+    const isOwnFirst = !joins && channel.kind === "user" && channel.id === conn.user && !conn.ownChannelClaimed;
+    if (!joins && !isOwnFirst) return this.answerRepeat(conn, frame, channel);
+    if (isOwnFirst) conn.ownChannelClaimed = true;
     const { since } = frame;
     const history = this.deps.publisher.history;
-    const read = since === undefined ? history.position(channel) : history.recover(channel, since);
+    const budget = this.deps.respond.budget(conn);
+    const read = since === undefined ? history.position(channel) : history.recover(channel, since, budget);
     if (!(read instanceof Promise)) {
       if (joins) this.join(conn, channel, null);
       this.answer(conn, frame.id, channel, read, since !== undefined, []);
@@ -98,7 +116,19 @@ export class FrameHandlers {
     }
     const { broker } = this.deps;
     const held: string[] = [];
-    const hold = (frame: string) => void held.push(frame);
+    let heldBytes = 0;
+    let overflow = false;
+    const hold = (frame: string) => {
+      if (overflow) return;
+      heldBytes += frame.length;
+      if (heldBytes <= budget) {
+        held.push(frame);
+        return;
+      }
+      // Past the bound while reading: the client is closed (4009) and recovers when it reconnects.
+      overflow = true;
+      held.length = 0;
+    };
     if (joins) this.join(conn, channel, hold);
     else broker.divert(conn.ws, channel.topic, hold);
     const holding = (conn.holding ??= new Map());
@@ -110,6 +140,10 @@ export class FrameHandlers {
       (result) => {
         done();
         if (conn.closing) return REPLIED;
+        if (overflow) {
+          this.deps.respond.overflow(conn);
+          return REPLIED;
+        }
         conn.slow?.add(channel.topic);
         this.answer(conn, frame.id, channel, result, since !== undefined, held);
         if (joins) this.deps.listeners.subscribed(conn, channel);
@@ -123,6 +157,20 @@ export class FrameHandlers {
     );
     holding.set(channel.topic, answered.catch(() => undefined));
     return answered;
+  }
+
+  /** A subscribe to a channel the connection already holds: its position, nothing replayed. */
+  private answerRepeat(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>, channel: Channel): typeof REPLIED | Promise<typeof REPLIED> {
+    const reply = (position: Position) => this.answer(conn, frame.id, channel, frame.since === undefined ? position : heldRecovery(position, frame.since), frame.since !== undefined, []);
+    const read = this.deps.publisher.history.position(channel);
+    if (!(read instanceof Promise)) {
+      reply(read);
+      return REPLIED;
+    }
+    return read.then((position) => {
+      if (!conn.closing) reply(position);
+      return REPLIED;
+    });
   }
 
   /** Subscribes the socket; with `hold`, its live frames go there until the caller undiverts. */
@@ -142,10 +190,14 @@ export class FrameHandlers {
     this.deps.metrics.tenant(conn.tenant).subscriptions--;
   }
 
-  /** Writes the subscribe reply, the replayed publications, then the held live frames not replayed. */
+  /**
+   * Writes the subscribe reply, the replayed publications, then the held live frames not replayed.
+   * A recovery larger than its first page goes on page by page in the connection's lane.
+   */
   private answer(conn: Connection, id: number | string | undefined, channel: Channel, read: Recovery | Position, withSince: boolean, held: readonly string[]): void {
     const recovery = "position" in read ? read : null;
     const position = recovery?.position ?? (read as Position);
+    const live = held.filter((frame) => !isCovered(frame, position));
     const reply: ReplyFields = { channel: channel.name, epoch: position.epoch, offset: position.offset, recovered: recovery?.recovered ?? false };
     if (withSince && recovery !== null && !recovery.recovered) {
       reply.reason = recovery.reason;
@@ -153,8 +205,20 @@ export class FrameHandlers {
     }
     for (const extra of this.deps.subscribeExtras) Object.assign(reply, extra(conn, channel));
     this.deps.respond.reply(conn, id, reply);
-    const after = recovery?.recovered ? [...recovery.publications] : [];
-    for (const live of held) if (!isCovered(live, position)) after.push(live);
+    if (recovery?.recovered && recovery.through < position.offset) {
+      const { history } = this.deps.publisher;
+      this.deps.respond.sendFrames(conn, recovery.publications);
+      this.deps.respond.replay(conn, {
+        topic: channel.topic,
+        epoch: position.epoch,
+        last: recovery.through,
+        upTo: position.offset,
+        held: live,
+        fetch: (after, maxBytes) => history.page(channel, position.epoch, after, position.offset, maxBytes),
+      });
+      return;
+    }
+    const after = recovery?.recovered ? [...recovery.publications, ...live] : live;
     if (after.length > 0) this.deps.respond.sendFrames(conn, after);
   }
 
@@ -187,8 +251,11 @@ export class FrameHandlers {
   }
 }
 
-/** A held live frame the reply's position already covers (its offset was replayed or predates the reply). */
-function isCovered(frame: string, position: Position): boolean {
-  const pub = JSON.parse(frame) as { offset?: number; epoch?: string };
-  return pub.offset !== undefined && pub.epoch === position.epoch && pub.offset <= position.offset;
+/** `since` on a channel the connection holds: nothing to replay, unless the epoch changed or since is ahead. */
+function heldRecovery(position: Position, since: Position): Recovery {
+  const fail = (reason: "epoch_changed" | "ahead"): Recovery => ({ position, recovered: false, publications: [], through: since.offset, reason, historyFrom: position.offset + 1 });
+  if (since.epoch !== position.epoch) return fail("epoch_changed");
+  if (since.offset > position.offset) return fail("ahead");
+  return { position, recovered: true, publications: [], through: position.offset, historyFrom: position.offset + 1 };
 }
+

@@ -1,5 +1,6 @@
 import type { Broker } from "../broker/broker.ts";
 import type { ChannelKind } from "../channel.ts";
+import type { Kept, MaybePromise, Position } from "../history/history.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Connection } from "./connection.ts";
 
@@ -12,6 +13,7 @@ export function isLatestValueTopic(topic: string): boolean {
 }
 
 interface Pending {
+  /** The frame as it will be written (with `"conflated": n` once it replaced older ones). */
   frame: string;
   /** How many older updates this one replaced. */
   replaced: number;
@@ -20,10 +22,24 @@ interface Pending {
 export interface LaneLimits {
   /** The lane writes while the socket has less than this queued (CONFLATE_AFTER_BYTES). */
   writeBelowBytes: number;
-  /** Live frames waiting past this many bytes make the client a slow consumer (SLOW_CONSUMER_BYTES). */
+  /** Frames waiting (live, replayed and conflated together) past this many bytes make the client a slow consumer (SLOW_CONSUMER_BYTES). */
   maxWaitingBytes: number;
   /** Distinct latest-value keys a client may be behind on. */
   maxKeys: number;
+}
+
+/** A recovery larger than one page, read from history as the client takes it (see SlowLane.replay). */
+export interface Replay {
+  topic: string;
+  epoch: string;
+  /** Offset of the last replayed frame queued so far. */
+  last: number;
+  /** Offset of the last publication to replay (the subscribe reply's offset). */
+  upTo: number;
+  /** Live frames of the topic that arrived meanwhile, in order: written once the replay is done. */
+  held: string[];
+  /** The next page after `after` of at most `maxBytes` (HistoryStore.page); null: no longer kept. */
+  fetch(after: number, maxBytes: number): MaybePromise<Kept[] | null>;
 }
 
 export interface LaneOwner {
@@ -45,11 +61,12 @@ export interface LaneOwner {
  *   the latest value, marked `"conflated": n` so an offset jump on a feed channel is not
  *   mistaken for a gap;
  * - everything else (chat, notifications, user and other channels) is never dropped: it waits in
- *   order, and a client with more than `maxWaitingBytes` of live frames waiting is closed with
- *   4009, so it reconnects and recovers from history. A replay does not count toward that bound
- *   (it is history the client asked for), but is written at the client's pace too.
- * Memory stays bounded: at most one waiting frame per key, at most `maxKeys` keys, and live
- * frames up to `maxWaitingBytes`.
+ *   order. A replay waits the same way, after what was queued before it.
+ * Every waiting byte counts toward one bound, `maxWaitingBytes`, whatever it is (live, replayed or
+ * conflated): past it the client is closed with 4009, so it reconnects and recovers from history.
+ * The subscribe path refuses a replay that would not fit (see FrameHandlers.subscribe). Memory
+ * stays bounded whatever the client reads: at most `maxWaitingBytes` here, at most `maxKeys` keys,
+ * and the lane writes to Bun only while its send buffer is below `writeBelowBytes`.
  */
 export class SlowLane {
   private readonly pending = new Map<string, Pending>();
@@ -59,6 +76,8 @@ export class SlowLane {
   private waitingBytes = 0;
   private timer: Timer | null = null;
   private ended = false;
+  /** A recovery in progress (one per connection at a time: subscribes read history one by one). */
+  private replaying: (Replay & { fetching: boolean }) | null = null;
 
   constructor(
     private readonly conn: Connection,
@@ -74,17 +93,48 @@ export class SlowLane {
 
   /** Routes one more of the connection's topics through the lane. */
   add(topic: string): void {
-    this.broker.divert(this.conn.ws, topic, (frame) => this.offer(frame));
+    this.broker.divert(this.conn.ws, topic, (frame) => this.offer(frame, topic));
   }
 
-  /** A replay (or frames held during one): written in order at the client's pace, not counted as waiting. */
-  enqueue(frames: readonly string[]): void {
-    for (const frame of frames) this.queue.push(frame);
-    this.pump();
-  }
-
-  offer(frame: string): void {
+  /**
+   * Replays the rest of a recovery page by page, each read only once the client took the one
+   * before (so the lane never holds more than its bound); live frames of that topic wait behind
+   * it. A page no longer kept (trimmed meanwhile) closes the client with 4009: it reconnects
+   * with the last offset it got and learns what is lost.
+   */
+  replay(replay: Replay): void {
     if (this.ended) return;
+    this.replaying = { ...replay, fetching: false };
+    for (const frame of replay.held) this.waitingBytes += frame.length;
+    if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
+    else this.pump();
+  }
+
+  /** Bytes waiting in the lane: live, replayed and conflated frames together. */
+  get bytes(): number {
+    return this.waitingBytes;
+  }
+
+  /** A replay (or frames held during one): written in order at the client's pace, counted like live frames. */
+  enqueue(frames: readonly string[]): void {
+    if (this.ended) return;
+    for (const frame of frames) {
+      this.queue.push(frame);
+      this.waitingBytes += frame.length;
+    }
+    if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
+    else this.pump();
+  }
+
+  offer(frame: string, topic?: string): void {
+    if (this.ended) return;
+    const replaying = this.replaying;
+    if (replaying !== null && topic === replaying.topic) {
+      replaying.held.push(frame);
+      this.waitingBytes += frame.length;
+      if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
+      return;
+    }
     const key = conflationKey(frame);
     if (key === null) {
       this.queue.push(frame);
@@ -96,14 +146,19 @@ export class SlowLane {
     const older = this.pending.get(key.key);
     if (older !== undefined) {
       this.pending.delete(key.key);
+      this.waitingBytes -= older.frame.length;
       this.metrics.conflate(this.conn.tenant, key.kind);
     } else if (this.pending.size >= this.limits.maxKeys) {
       this.end(true);
       return;
     }
+    const replaced = older === undefined ? 0 : older.replaced + 1;
+    const marked = replaced === 0 ? frame : `${frame.slice(0, -1)},"conflated":${replaced}}`;
     // Re-inserted: the map's order is the order of the latest updates.
-    this.pending.set(key.key, { frame, replaced: older === undefined ? 0 : older.replaced + 1 });
-    this.pump();
+    this.pending.set(key.key, { frame: marked, replaced });
+    this.waitingBytes += marked.length;
+    if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
+    else this.pump();
   }
 
   /**
@@ -118,18 +173,19 @@ export class SlowLane {
       if (this.head < this.queue.length) {
         const frame = this.queue[this.head]!;
         this.queue[this.head++] = "";
-        // Live frames leave the waiting count as they are written (replayed ones were never in it).
-        this.waitingBytes = Math.max(0, this.waitingBytes - frame.length);
+        this.waitingBytes -= frame.length;
         this.owner.write(this.conn, frame);
         wrote = true;
         if (this.conn.closing) return this.end(false);
         continue;
       }
+      if (this.replaying !== null && this.nextPage()) continue;
       const next = this.pending.entries().next();
       if (next.done) break;
-      const [key, { frame, replaced }] = next.value;
+      const [key, { frame }] = next.value;
       this.pending.delete(key);
-      this.owner.write(this.conn, replaced === 0 ? frame : `${frame.slice(0, -1)},"conflated":${replaced}}`);
+      this.waitingBytes -= frame.length;
+      this.owner.write(this.conn, frame);
       wrote = true;
       if (this.conn.closing) return this.end(false);
     }
@@ -137,7 +193,7 @@ export class SlowLane {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
-    const idle = this.head === this.queue.length && this.pending.size === 0;
+    const idle = this.head === this.queue.length && this.pending.size === 0 && this.replaying === null;
     if (idle && ws.getBufferedAmount() <= this.limits.writeBelowBytes / 2) return this.end(false);
     // Bun's drain event comes only past its own backpressure limit: poll while the client keeps
     // taking frames; a client that stopped reading is looked at by the sweep only.
@@ -149,6 +205,50 @@ export class SlowLane {
     }
   }
 
+  /**
+   * With the queue empty: queues the replay's next page, or, once it is all queued, the live frames
+   * held behind it that it did not cover. True when frames were queued now; false while a page is
+   * being read (it pumps again when it arrives).
+   */
+  private nextPage(): boolean {
+    const replay = this.replaying!;
+    if (replay.fetching) return false;
+    if (replay.last >= replay.upTo) {
+      this.replaying = null;
+      const through = { epoch: replay.epoch, offset: replay.last };
+      for (const frame of replay.held) {
+        if (isCovered(frame, through)) this.waitingBytes -= frame.length;
+        else this.queue.push(frame);
+      }
+      return true;
+    }
+    replay.fetching = true;
+    const maxBytes = Math.max(this.limits.writeBelowBytes, this.limits.maxWaitingBytes - this.waitingBytes);
+    const take = (page: Kept[] | null): boolean => {
+      replay.fetching = false;
+      if (this.ended || this.replaying !== replay) return false;
+      if (page === null || page.length === 0) {
+        this.end(true);
+        return false;
+      }
+      for (const kept of page) {
+        this.queue.push(kept.frame);
+        this.waitingBytes += kept.frame.length;
+      }
+      replay.last = page.at(-1)!.offset;
+      if (this.waitingBytes <= this.limits.maxWaitingBytes) return true;
+      this.end(true);
+      return false;
+    };
+    const page = replay.fetch(replay.last, maxBytes);
+    if (!(page instanceof Promise)) return take(page);
+    page.then(
+      (got) => take(got) && this.pump(),
+      () => take(null),
+    );
+    return false;
+  }
+
   /** Ends the lane: frames go back to Bun's pub/sub, or the client is closed as too slow. */
   end(tooSlow: boolean): void {
     if (this.ended) return;
@@ -157,6 +257,8 @@ export class SlowLane {
     this.metrics.slowClients--;
     this.queue = [];
     this.pending.clear();
+    this.replaying = null;
+    this.waitingBytes = 0;
     if (tooSlow) {
       this.owner.tooSlow(this.conn);
       return;
@@ -181,4 +283,10 @@ function conflationKey(frame: string): { key: string; kind: string } | null {
   if (!LATEST_VALUE_KINDS.has(kind)) return null;
   // A feed channel may be fed by several documents: one latest value per document.
   return { key: `${pub.channel}\u0000${pub.event}\u0000${String(data._id ?? data.id ?? "")}`, kind };
+}
+
+/** A frame the position already covers (its offset was replayed or predates it). */
+export function isCovered(frame: string, position: Position): boolean {
+  const pub = JSON.parse(frame) as { offset?: number; epoch?: string };
+  return pub.offset !== undefined && pub.epoch === position.epoch && pub.offset <= position.offset;
 }
