@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps) {
   const occupancy = new RoomOccupancy(publisher);
   const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
-  const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs);
+  const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
     ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
     : null;

@@ -20,6 +20,8 @@ export class LockService implements ConnectionListener {
     private readonly locks: Locks,
     private readonly publisher: Publisher,
     private readonly ttlMs: number,
+    /** Locks one user may hold at once (MAX_LOCKS_PER_USER). */
+    private readonly maxPerUser = 100,
   ) {}
 
   /** `customer:77` -> `sync:customer`; the user must be allowed on that channel. */
@@ -35,9 +37,10 @@ export class LockService implements ConnectionListener {
     return {
       lock: async (conn, frame) => {
         const channel = this.channelFor(conn, frame.resource);
-        const result = this.locks.acquire(conn.tenant, frame.resource, conn.user, conn.id, Date.now(), this.ttlMs);
+        const result = this.locks.acquire(conn.tenant, frame.resource, conn.user, conn.id, Date.now(), this.ttlMs, this.maxPerUser);
         if (!result.ok) {
           const { lock } = result;
+          if (lock === null) throw new SinalError("quota_exceeded", `at most ${result.quota} locks per user; release one first`);
           throw new SinalError("locked", `${lock.resource} is locked by ${lock.user} since ${new Date(lock.since).toISOString()}`, {
             lock: lockView(lock, true),
           });

@@ -1,10 +1,12 @@
 import type { AcquireResult, Lock, Locks } from "./locks.ts";
 
-/** Locks in this process: tenant -> resource -> lock. */
+/** Locks in this process: tenant -> resource -> lock, with how many each user holds (its quota). */
 export class MemoryLocks implements Locks {
   private readonly tenants = new Map<string, Map<string, Lock>>();
+  /** `tenant \0 user` -> locks held (expired ones until they are swept or replaced). */
+  private readonly perUser = new Map<string, number>();
 
-  acquire(tenant: string, resource: string, user: string, connection: string, now: number, ttlMs: number): AcquireResult {
+  acquire(tenant: string, resource: string, user: string, connection: string, now: number, ttlMs: number, maxPerUser: number): AcquireResult {
     let locks = this.tenants.get(tenant);
     if (!locks) {
       locks = new Map();
@@ -17,9 +19,20 @@ export class MemoryLocks implements Locks {
       held.connection = connection;
       return { ok: true, lock: held, renewed: true };
     }
+    const count = this.perUser.get(`${tenant}\u0000${user}`) ?? 0;
+    if (count - (held?.user === user ? 1 : 0) >= maxPerUser) return { ok: false, lock: null, quota: maxPerUser };
+    if (held) this.count(tenant, held.user, -1);
     const lock = { resource, user, connection, since: now, expiresAt: now + ttlMs };
     locks.set(resource, lock);
+    this.count(tenant, user, 1);
     return { ok: true, lock, renewed: false };
+  }
+
+  private count(tenant: string, user: string, by: number): void {
+    const key = `${tenant}\u0000${user}`;
+    const next = (this.perUser.get(key) ?? 0) + by;
+    if (next <= 0) this.perUser.delete(key);
+    else this.perUser.set(key, next);
   }
 
   release(tenant: string, resource: string, user: string): { released: Lock | null; heldBy: Lock | null } {
@@ -28,6 +41,7 @@ export class MemoryLocks implements Locks {
     if (!locks || !held) return { released: null, heldBy: null };
     if (held.user !== user) return { released: null, heldBy: held };
     locks.delete(resource);
+    this.count(tenant, user, -1);
     return { released: held, heldBy: null };
   }
 
@@ -38,6 +52,7 @@ export class MemoryLocks implements Locks {
     for (const [resource, lock] of locks) {
       if (lock.connection === connection) {
         locks.delete(resource);
+        this.count(tenant, lock.user, -1);
         released.push(lock);
       }
     }
@@ -50,6 +65,7 @@ export class MemoryLocks implements Locks {
       for (const [resource, lock] of locks) {
         if (lock.expiresAt <= now) {
           locks.delete(resource);
+          this.count(tenant, lock.user, -1);
           out.push({ tenant, lock });
         }
       }
