@@ -56,8 +56,8 @@ export function createApp(deps: AppDeps) {
   const { limits } = config;
   const metrics = new Metrics(config.metricsTopTenants);
   const broker = deps.broker ?? new MemoryBroker();
-  const { policy, memoryMaxBytes } = config.history;
-  const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
+  const { policy, memoryMaxBytes, tenantMaxBytes } = config.history;
+  const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
   metrics.countChannelsEvicted(() => memoryHistory.evicted);
   const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room, limits.maxChannels), policy);
   const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);

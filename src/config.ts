@@ -91,7 +91,7 @@ export interface Config {
    * What each kind of channel keeps for recovery (`HISTORY_<KIND>=<size>,<age>` or `off`), and
    * the bound on all in-memory history together. Rooms keep theirs in the store.
    */
-  history: { policy: HistoryPolicy; memoryMaxBytes: number };
+  history: { policy: HistoryPolicy; memoryMaxBytes: number; tenantMaxBytes: number };
   /** MongoDB change-stream feeds (src/feeds/); null when MONGODB_URI is unset. */
   mongo: MongoConfig | null;
 }
@@ -210,7 +210,11 @@ export function loadConfig(env: Env = process.env): Config {
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
-    history: { policy: parseHistoryPolicy(env), memoryMaxBytes: int(env, "HISTORY_MEMORY_MAX_BYTES", 256 * 1024 * 1024, 0) },
+    history: {
+      policy: parseHistoryPolicy(env),
+      memoryMaxBytes: int(env, "HISTORY_MEMORY_MAX_BYTES", 256 * 1024 * 1024, 0),
+      tenantMaxBytes: int(env, "HISTORY_TENANT_MAX_BYTES", 64 * 1024 * 1024, 0),
+    },
     mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000)),
     limits: {
       maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),

@@ -307,3 +307,14 @@ test("the memory history keeps at most MAX_CHANNELS channels of all tenants toge
   expect(h.stats().publications).toBe(100);
   expect(h.evicted).toBe(200);
 });
+
+test("one tenant's volume trims its own in-memory history first: another tenant's stays whole", () => {
+  const h = new MemoryHistory({ maxBytes: 1 << 20, maxBytesPerTenant: 10_000 });
+  const frame = "x".repeat(100);
+  for (let i = 0; i < 50; i++) h.append("quiet/dept:a", () => frame, KEEP, NO_DELIVER);
+  for (let i = 0; i < 1000; i++) h.append(`loud/dept:${i % 7}`, () => frame, KEEP, NO_DELIVER);
+  expect(h.stats("loud").bytes).toBeLessThanOrEqual(10_000);
+  expect(h.stats("quiet")).toMatchObject({ publications: 50, bytes: 5000 });
+  const quiet = h.recover("quiet/dept:a", { epoch: h.position("quiet/dept:a").epoch, offset: 0 }, KEEP, Infinity);
+  expect(quiet.publications).toHaveLength(50);
+});

@@ -20,12 +20,58 @@ interface TopicHistory {
   ttlMs: number;
 }
 
+/**
+ * Kept publications in append order with their byte total, for one byte bound (all tenants, or one
+ * tenant): past it the oldest go first. Entries dropped otherwise (size, age) are pruned lazily.
+ */
+class Ledger {
+  private order: { topic: TopicHistory; entry: Entry }[] = [];
+  private head = 0;
+  bytes = 0;
+  kept = 0;
+
+  add(topic: TopicHistory, entry: Entry): void {
+    this.order.push({ topic, entry });
+    this.bytes += entry.frame.length;
+    this.kept++;
+  }
+
+  removed(entry: Entry): void {
+    this.bytes -= entry.frame.length;
+    this.kept--;
+  }
+
+  /** Drops the oldest kept entries (through `drop`, which calls `removed`) until at most `maxBytes` are kept. */
+  enforce(maxBytes: number, drop: (topic: TopicHistory) => void): void {
+    while (this.bytes > maxBytes && this.head < this.order.length) {
+      const { topic, entry } = this.order[this.head++]!;
+      // Each topic's entries leave oldest first, so a live entry at the front is its topic's head.
+      if (!entry.dropped) drop(topic);
+    }
+    this.compact();
+  }
+
+  /** Keeps `order` proportional to what is kept. */
+  compact(): void {
+    while (this.head < this.order.length && this.order[this.head]!.entry.dropped) this.head++;
+    if (this.order.length - this.head > 2 * this.kept + 1024) {
+      this.order = this.order.slice(this.head).filter((item) => !item.entry.dropped);
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
 /** A topic with nothing kept and no publication for this long is forgotten (its epoch with it). */
 const FORGET_IDLE_MS = 60 * 60 * 1000;
 
 export interface MemoryHistoryLimits {
   /** Bound on the bytes of all kept publications together (HISTORY_MEMORY_MAX_BYTES). */
   maxBytes: number;
+  /** The same per tenant (HISTORY_TENANT_MAX_BYTES): past it the tenant's own oldest go first. */
+  maxBytesPerTenant: number;
   /** Topics with state (epoch, offset, kept publications), all tenants together (MAX_CHANNELS). */
   maxTopics: number;
   /** The same per tenant (MAX_CHANNELS_PER_TENANT). */
@@ -33,9 +79,11 @@ export interface MemoryHistoryLimits {
 }
 
 /**
- * History in process memory (see HistoryStore for the guarantees). Bounded four ways: per topic
- * by its retention (size and age); in total by `maxBytes`: past it the oldest publications of all
- * topics go first, and a client that needed them gets `recovered:false` ("trimmed"); and in the
+ * History in process memory (see HistoryStore for the guarantees). Bounded five ways: per topic
+ * by its retention (size and age); per tenant by `maxBytesPerTenant` and in total by `maxBytes`:
+ * past either the oldest publications (of that tenant, or of all) go first, and a client that
+ * needed them gets `recovered:false` ("trimmed"), so one tenant's volume trims its own history
+ * before anyone else's; and in the
  * number of topics, in total and per tenant: past either bound the topic used least recently
  * (published to, subscribed to or recovered) is evicted whole, so it starts again under a new
  * epoch and a client that comes back with the old one gets `recovered:false` ("epoch_changed").
@@ -48,11 +96,10 @@ export class MemoryHistory implements HistoryStore {
   private readonly topics = new Map<string, TopicHistory>();
   /** The same topics per tenant, least recently used first. */
   private readonly byTenant = new Map<string, Map<string, TopicHistory>>();
-  /** Every kept entry in append order, for the global byte bound. */
-  private order: { topic: TopicHistory; entry: Entry }[] = [];
-  private orderHead = 0;
-  private bytes = 0;
-  private kept = 0;
+  /** Every kept entry, for the global byte bound. */
+  private all = new Ledger();
+  /** Kept entries per tenant, for the per-tenant byte bound. */
+  private readonly ledgers = new Map<string, Ledger>();
   /** Topics evicted by the topic bounds since start (sinal_channels_evicted_total). */
   evicted = 0;
   private readonly limits: MemoryHistoryLimits;
@@ -61,7 +108,7 @@ export class MemoryHistory implements HistoryStore {
     limits: Partial<MemoryHistoryLimits> = {},
     private readonly now: () => number = Date.now,
   ) {
-    this.limits = { maxBytes: 256 * 1024 * 1024, maxTopics: 200_000, maxTopicsPerTenant: 20_000, ...limits };
+    this.limits = { maxBytes: 256 * 1024 * 1024, maxBytesPerTenant: 64 * 1024 * 1024, maxTopics: 200_000, maxTopicsPerTenant: 20_000, ...limits };
   }
 
   append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver): { position: Position; frame: string } {
@@ -75,11 +122,13 @@ export class MemoryHistory implements HistoryStore {
     if (keepsHistory(retention)) {
       const entry = { offset: state.offset, frame, at, dropped: false };
       state.entries.push(entry);
-      this.order.push({ topic: state, entry });
-      this.bytes += frame.length;
-      this.kept++;
+      const ledger = this.ledgerOf(state.tenant);
+      ledger.add(state, entry);
+      this.all.add(state, entry);
       this.expire(state, at, retention.size);
-      this.enforceBytes();
+      const drop = (topic: TopicHistory) => this.dropHead(topic);
+      ledger.enforce(this.limits.maxBytesPerTenant, drop);
+      this.all.enforce(this.limits.maxBytes, drop);
     }
     deliver(position, frame);
     return { position, frame };
@@ -119,21 +168,31 @@ export class MemoryHistory implements HistoryStore {
       this.expire(state, now, Infinity);
       if (state.entries.length === state.head && now - state.lastAt > Math.max(FORGET_IDLE_MS, state.ttlMs)) this.forget(state);
     }
-    this.compactOrder();
+    this.all.compact();
+    for (const [tenant, ledger] of this.ledgers) {
+      ledger.compact();
+      if (ledger.kept === 0) this.ledgers.delete(tenant);
+    }
   }
 
   async close(): Promise<void> {
     this.topics.clear();
     this.byTenant.clear();
-    this.order = [];
-    this.orderHead = 0;
-    this.bytes = 0;
-    this.kept = 0;
+    this.ledgers.clear();
+    this.all = new Ledger();
   }
 
-  /** Kept publications and topics known, for tests and metrics. */
-  stats(): { topics: number; publications: number; bytes: number } {
-    return { topics: this.topics.size, publications: this.kept, bytes: this.bytes };
+  /** Kept publications and topics known, in all or for one tenant (tests and metrics). */
+  stats(tenant?: string): { topics: number; publications: number; bytes: number } {
+    if (tenant === undefined) return { topics: this.topics.size, publications: this.all.kept, bytes: this.all.bytes };
+    const ledger = this.ledgers.get(tenant);
+    return { topics: this.byTenant.get(tenant)?.size ?? 0, publications: ledger?.kept ?? 0, bytes: ledger?.bytes ?? 0 };
+  }
+
+  private ledgerOf(tenant: string): Ledger {
+    let ledger = this.ledgers.get(tenant);
+    if (ledger === undefined) this.ledgers.set(tenant, (ledger = new Ledger()));
+    return ledger;
   }
 
   /** The topic's state, created if new (evicting past the bounds), and marked as used now. */
@@ -188,33 +247,11 @@ export class MemoryHistory implements HistoryStore {
   private dropHead(state: TopicHistory): void {
     const entry = state.entries[state.head++]!;
     entry.dropped = true;
-    this.bytes -= entry.frame.length;
-    this.kept--;
+    this.all.removed(entry);
+    this.ledgers.get(state.tenant)?.removed(entry);
   }
 
   private dropAll(state: TopicHistory): void {
     while (state.head < state.entries.length) this.dropHead(state);
-  }
-
-  /** Past maxBytes, the oldest kept publications (of any topic) go first. */
-  private enforceBytes(): void {
-    while (this.bytes > this.limits.maxBytes && this.orderHead < this.order.length) {
-      const { topic, entry } = this.order[this.orderHead++]!;
-      // Each topic's entries leave oldest first, so a live entry at the front is its topic's head.
-      if (!entry.dropped) this.dropHead(topic);
-    }
-    this.compactOrder();
-  }
-
-  /** Keeps `order` proportional to what is kept: entries dropped by size or age are pruned from it. */
-  private compactOrder(): void {
-    while (this.orderHead < this.order.length && this.order[this.orderHead]!.entry.dropped) this.orderHead++;
-    if (this.order.length - this.orderHead > 2 * this.kept + 1024) {
-      this.order = this.order.slice(this.orderHead).filter((item) => !item.entry.dropped);
-      this.orderHead = 0;
-    } else if (this.orderHead > 1024 && this.orderHead * 2 > this.order.length) {
-      this.order = this.order.slice(this.orderHead);
-      this.orderHead = 0;
-    }
   }
 }
