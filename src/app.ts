@@ -199,6 +199,7 @@ export function createApp(deps: AppDeps) {
       await server.stop(true);
     }
     await broker.close();
+    await publishService.close();
     await history.close();
     await audit.flush();
   }

@@ -51,6 +51,11 @@ export class PublishService {
   }
 
 
+  /** Stores the idempotency keys still queued (a stopping server answers nothing it has not stored). */
+  async close(): Promise<void> {
+    await this.keyWriter.drain();
+  }
+
   /**
    * Validates every item first (a bad item publishes nothing), then publishes them in order and
    * records who published what in the audit log. Idempotency keys of the whole request are looked
