@@ -1,6 +1,7 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { SinalError } from "../errors.ts";
+import { exceedsJsonDepth } from "../json-depth.ts";
 
 /** Client frames of PROTOCOL.md, validated once here; handlers receive typed values. */
 
@@ -50,8 +51,14 @@ export interface ParseFailure {
   error: SinalError;
 }
 
-/** Parses a text frame; returns the typed frame or the error to answer with (and the id if one was readable). */
-export function parseFrame(text: string): AnyFrame | ParseFailure {
+/**
+ * Parses a text frame; returns the typed frame or the error to answer with (and the id if one was
+ * readable). Nesting deeper than `maxDepth` (MAX_JSON_DEPTH) is refused before JSON.parse.
+ */
+export function parseFrame(text: string, maxDepth: number): AnyFrame | ParseFailure {
+  if (exceedsJsonDepth(text, maxDepth)) {
+    return { error: new SinalError("bad_request", `frame nests arrays and objects deeper than ${maxDepth} levels`) };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -1,0 +1,139 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Client, startServer, type TestServer } from "./helpers.ts";
+import { RawRequest, requestHead, within } from "./support/raw-http.ts";
+
+/** Hostile-client findings of issue 10 at the edge: JSON depth, data size, slow and huge bodies, Origin, auth scheme, ids. */
+
+/** `levels` arrays inside each other: `[[[]]]` for 3. */
+const nested = (levels: number) => "[".repeat(levels) + "]".repeat(levels);
+/** A 100,000-level value (~195 KiB), as in the audit. */
+const DEEP = nested(100_000);
+
+const errorLines = (server: TestServer) => server.logs.filter((line) => (line.level as number) >= 50);
+
+function send(server: TestServer, method: string, path: string, body: string, credential: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${server.http}${path}`, {
+    method,
+    headers: { "content-type": "application/json", authorization: `Bearer ${credential}`, ...headers },
+    body,
+  });
+}
+
+async function answer(res: Response): Promise<{ status: number; body: any }> {
+  return { status: res.status, body: await res.json() };
+}
+
+describe("JSON nested deeper than MAX_JSON_DEPTH", () => {
+  let server: TestServer;
+  let key: string;
+  beforeAll(async () => {
+    server = await startServer();
+    key = await server.apiKey("acme");
+  });
+  afterAll(() => server.stop());
+
+  const deepBodies: [string, string, string][] = [
+    ["POST", "/v1/publish", `{"channel":"dept:1","event":"tick","data":${DEEP}}`],
+    ["POST", "/v1/publish", `[{"channel":"dept:1","event":"tick","data":${DEEP}}]`],
+    ["POST", "/emit-event", `{"event":"roulette_update","data":{"roulette_id":7,"history":${DEEP}}}`],
+    ["POST", "/v1/sync", `{"module":"customer","action":"update","record":{"id":1,"tags":${DEEP}}}`],
+    ["POST", "/v1/notifications", `{"user":"u1","category":"billing","title":"t","message":"m","data":${DEEP}}`],
+    ["POST", "/v1/notifications", `{"channel":"dept:1","category":"billing","title":"t","message":"m","data":${DEEP}}`],
+    ["PUT", "/v1/rooms/deep", `{"meta":{"tags":${DEEP}}}`],
+  ];
+
+  for (const [method, path, body] of deepBodies) {
+    test(`${method} ${path} ${body.slice(0, 12)}... 100,000 levels deep answers 400 bad_request and logs no error`, async () => {
+      const res = await send(server, method, path, body, key);
+      expect(await answer(res)).toEqual({
+        status: 400,
+        body: { error: { code: "bad_request", message: "body nests arrays and objects deeper than 64 levels" } },
+      });
+      expect(errorLines(server)).toEqual([]);
+    });
+  }
+
+  test("a body exactly MAX_JSON_DEPTH deep is accepted, one level more is not", async () => {
+    // The body object is level 1, so its data may nest 63 levels.
+    const atLimit = await send(server, "POST", "/v1/publish", `{"channel":"dept:2","event":"tick","data":${nested(63)}}`, key);
+    expect(atLimit.status).toBe(200);
+    const past = await send(server, "POST", "/v1/publish", `{"channel":"dept:2","event":"tick","data":${nested(64)}}`, key);
+    expect((await answer(past)).body.error.code).toBe("bad_request");
+  });
+
+  test("a WebSocket frame nested deeper than MAX_JSON_DEPTH gets bad_request and the connection keeps working", async () => {
+    const client = await Client.open(server, { pubChannels: ["dept:*"] });
+    client.send(`{"type":"publish","id":1,"channel":"dept:3","event":"tick","data":${nested(64)}}`);
+    expect(await client.next()).toEqual({
+      type: "error",
+      error: { code: "bad_request", message: "frame nests arrays and objects deeper than 64 levels" },
+    });
+    client.send(`{"type":"publish","id":2,"channel":"dept:3","event":"tick","data":${nested(63)}}`);
+    expect(await client.next()).toMatchObject({ type: "reply", id: 2, ok: true, offset: 1 });
+    expect(errorLines(server)).toEqual([]);
+    client.close();
+  });
+});
+
+describe("slow REST bodies (BODY_TIMEOUT_MS)", () => {
+  let server: TestServer;
+  beforeAll(async () => (server = await startServer({ BODY_TIMEOUT_MS: "500" })));
+  afterAll(() => server.stop());
+
+  const preferencesHead = (token: string, length: number) =>
+    requestHead("PUT", "/v1/me/preferences", { Authorization: `Bearer ${token}`, "Content-Type": "application/json", "Content-Length": length });
+
+  test("a body trickled a byte at a time ends with 408 request_timeout at the deadline, and the server closes the connection", async () => {
+    const token = await server.token({ user: "loris" });
+    const started = performance.now();
+    const request = new RawRequest(server.port, preferencesHead(token, 1000));
+    request.trickle(`{"muted_categories":[${'"a",'.repeat(250)}`, 50);
+    const reply = await within(request.answer, 3000, "the answer to a trickled body");
+    const elapsed = performance.now() - started;
+    expect(reply.status).toBe(408);
+    expect(reply.headers.connection).toBe("close");
+    expect(JSON.parse(reply.body)).toEqual({ error: { code: "request_timeout", message: "request body did not arrive within 500 ms" } });
+    expect(elapsed).toBeGreaterThanOrEqual(490);
+    await within(request.ended, 1000, "the end of the stream after the 408");
+  });
+
+  test("a chunked body trickled past the deadline ends the same way", async () => {
+    const token = await server.token({ user: "loris2" });
+    const head = requestHead("PUT", "/v1/me/preferences", { Authorization: `Bearer ${token}`, "Transfer-Encoding": "chunked" });
+    const request = new RawRequest(server.port, head);
+    request.trickle("1\r\n{\r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n1\r\n \r\n", 50);
+    const reply = await within(request.answer, 3000, "the answer to a trickled chunked body");
+    expect(reply.status).toBe(408);
+    expect(JSON.parse(reply.body).error.code).toBe("request_timeout");
+    await within(request.ended, 1000, "the end of the stream after the 408");
+  });
+
+  test("a request answered before its body arrived (401) has its connection closed, not held to drain the body", async () => {
+    const request = new RawRequest(server.port, requestHead("POST", "/v1/publish", { "Content-Type": "application/json", "Content-Length": 1000 }));
+    request.write('{"channel":');
+    const reply = await within(request.answer, 3000, "the 401");
+    expect(reply.status).toBe(401);
+    expect(reply.headers.connection).toBe("close");
+    await within(request.ended, 1000, "the end of the stream after the 401");
+  });
+});
+
+test("a chunked body past MAX_BODY_BYTES gets the JSON 413 and the connection is closed", async () => {
+  const server = await startServer();
+  try {
+    const key = await server.apiKey("acme");
+    const request = new RawRequest(server.port, requestHead("POST", "/v1/publish", { Authorization: `Bearer ${key}`, "Transfer-Encoding": "chunked" }));
+    // Past Bun's former 16 MiB `maxRequestBodySize` (2x MAX_BODY_BYTES), which answered a bare 413.
+    void request.sendChunked(17 * 1024 * 1024);
+    const reply = await within(request.answer, 10_000, "the answer to a 17 MiB chunked body");
+    expect({ status: reply.status, connection: reply.headers.connection, body: JSON.parse(reply.body || "null") }).toEqual({
+      status: 413,
+      connection: "close",
+      body: { error: { code: "payload_too_large", message: "request body is larger than 8388608 bytes" } },
+    });
+    await within(request.ended, 2000, "the end of the stream after the 413");
+    expect(errorLines(server)).toEqual([]);
+  } finally {
+    await server.stop();
+  }
+});
