@@ -11,6 +11,7 @@ import { isOriginAllowed } from "./http/origin.ts";
 import { opsRoutes } from "./http/ops-routes.ts";
 import { publishRoutes } from "./http/publish-routes.ts";
 import { RestAuth } from "./http/rest-auth.ts";
+import { InFlight } from "./http/in-flight.ts";
 import { BodyReader } from "./http/json-body.ts";
 import { requestGuards } from "./http/request-guards.ts";
 import type { Logger } from "./log.ts";
@@ -65,7 +66,8 @@ export function createApp(deps: AppDeps) {
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
-  const restAuth = new RestAuth(apiKeys, verifier, metrics);
+  const inFlight = new InFlight(limits.maxRestConcurrentPerClient);
+  const restAuth = new RestAuth(apiKeys, verifier, metrics, inFlight);
   const bodies = new BodyReader({ maxBytes: limits.maxBodyBytes, timeoutMs: limits.bodyTimeoutMs, maxDepth: limits.maxJsonDepth });
   const audit = new AuditLog(store.audit, logger);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs);
@@ -133,7 +135,7 @@ export function createApp(deps: AppDeps) {
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
       }),
     )
-    .use(requestGuards({ bodies }))
+    .use(requestGuards({ bodies, inFlight }))
     .onError(({ code, error, set }) => {
       set.headers["content-type"] = "application/json";
       if (error instanceof SinalError) {

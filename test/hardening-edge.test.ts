@@ -75,9 +75,9 @@ describe("JSON nested deeper than MAX_JSON_DEPTH", () => {
   });
 });
 
-describe("slow REST bodies (BODY_TIMEOUT_MS)", () => {
+describe("slow REST bodies (BODY_TIMEOUT_MS) and requests in flight per credential", () => {
   let server: TestServer;
-  beforeAll(async () => (server = await startServer({ BODY_TIMEOUT_MS: "500" })));
+  beforeAll(async () => (server = await startServer({ BODY_TIMEOUT_MS: "500", REST_MAX_CONCURRENT_PER_CLIENT: "2" })));
   afterAll(() => server.stop());
 
   const preferencesHead = (token: string, length: number) =>
@@ -115,6 +115,31 @@ describe("slow REST bodies (BODY_TIMEOUT_MS)", () => {
     expect(reply.status).toBe(401);
     expect(reply.headers.connection).toBe("close");
     await within(request.ended, 1000, "the end of the stream after the 401");
+  });
+
+  test("past REST_MAX_CONCURRENT_PER_CLIENT in flight the credential's next request gets 429 rate_limited at once; others are unaffected", async () => {
+    const token = await server.token({ user: "busy" });
+    const body = '{"muted_categories":["a"]}';
+    const started = performance.now();
+    // Three requests of one credential, each holding its body back: two fit, one is refused.
+    const held = [0, 1, 2].map(() => new RawRequest(server.port, preferencesHead(token, body.length)));
+    for (const request of held) request.write(body.slice(0, 5));
+    const first = await within(Promise.race(held.map((r, i) => r.answer.then((a) => ({ a, i })))), 3000, "the first answer");
+    expect(performance.now() - started).toBeLessThan(400); // at once, not at the 500 ms body deadline
+    expect(first.a.status).toBe(429);
+    expect(JSON.parse(first.a.body)).toEqual({
+      error: { code: "rate_limited", message: "this credential already has 2 requests in flight; wait for one to finish" },
+    });
+    // Another credential is not affected meanwhile.
+    const other = await fetch(`${server.http}/v1/me/preferences`, { headers: { authorization: `Bearer ${await server.token({ user: "calm" })}` } });
+    expect(other.status).toBe(200);
+    // The two in flight finish; their slots are free again.
+    const admitted = held.filter((_, i) => i !== first.i);
+    for (const request of admitted) request.write(body.slice(5));
+    for (const request of admitted) expect((await within(request.answer, 3000, "an admitted request")).status).toBe(200);
+    const again = await fetch(`${server.http}/v1/me/preferences`, { headers: { authorization: `Bearer ${token}` } });
+    expect(again.status).toBe(200);
+    for (const request of held) request.destroy();
   });
 });
 

@@ -1,16 +1,21 @@
 import { Elysia } from "elysia";
+import type { InFlight } from "./in-flight.ts";
 import type { BodyReader } from "./json-body.ts";
 
 export interface RequestGuardDeps {
   bodies: BodyReader;
+  inFlight: InFlight;
 }
 
 /**
- * What every REST request goes through around its route: the start of its body deadline, and
- * closing the connection when its body was left unread.
+ * What every REST request goes through around its route: the start of its body deadline,
+ * freeing its in-flight slot (InFlight) and closing the connection when its body was left unread.
  */
 export function requestGuards(deps: RequestGuardDeps) {
   const finished = (request: Request, set: { headers: Record<string, string | number> }) => {
+    // The work is done: the slot is free before the answer is written, so a caller that sends its
+    // next request on receiving this answer is never refused for this one.
+    deps.inFlight.leave(request);
     // Bun honours `Connection: close` and closes after the answer; without it, it would first
     // drain the unread body at the caller's pace (measured on bun 1.4.5).
     if (deps.bodies.leftUnread(request)) set.headers.connection = "close";
@@ -25,5 +30,9 @@ export function requestGuards(deps: RequestGuardDeps) {
     // Returns nothing: the app's own error hook writes the answer.
     .onError({ as: "global" }, ({ request, set }) => {
       finished(request, set);
+    })
+    // A backstop for any path that skips both hooks above: Elysia 1.4 runs this after every answer.
+    .onAfterResponse({ as: "global" }, ({ request }) => {
+      deps.inFlight.leave(request);
     });
 }
