@@ -159,9 +159,9 @@ export function createApp(deps: AppDeps) {
       return errorBody("internal", "internal error");
     })
     .use(publishRoutes(restAuth, publishService, logger, bodies))
-    .use(chatRoutes(restAuth, chat, bodies))
+    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes))
     .use(presenceRoutes(restAuth, presence, occupancy))
-    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies))
+    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes))
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))
     .use(assetRoutes())

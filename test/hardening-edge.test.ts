@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, startServer, type TestServer } from "./helpers.ts";
+import { Client, post, startServer, type TestServer } from "./helpers.ts";
 import { RawRequest, requestHead, within } from "./support/raw-http.ts";
 
 /** Hostile-client findings of issue 10 at the edge: JSON depth, data size, slow and huge bodies, Origin, auth scheme, ids. */
@@ -72,6 +72,47 @@ describe("JSON nested deeper than MAX_JSON_DEPTH", () => {
     expect(await client.next()).toMatchObject({ type: "reply", id: 2, ok: true, offset: 1 });
     expect(errorLines(server)).toEqual([]);
     client.close();
+  });
+});
+
+describe("notification data and room meta past MAX_FRAME_BYTES", () => {
+  let server: TestServer;
+  let key: string;
+  const big = "x".repeat(2000);
+  beforeAll(async () => {
+    server = await startServer({ MAX_FRAME_BYTES: "1024" });
+    key = await server.apiKey("acme");
+  });
+  afterAll(() => server.stop());
+
+  test("a notification to a user with data past the limit answers 413 naming data; nothing is stored or sent", async () => {
+    const user = await Client.open(server, { user: "ana" });
+    const res = await post(server, "/v1/notifications", { user: "ana", category: "billing", title: "big", message: "m", data: { blob: big } }, key);
+    expect(await answer(res)).toEqual({ status: 413, body: { error: { code: "payload_too_large", message: "data: 2011 bytes of JSON; at most 1024" } } });
+    const small = await post(server, "/v1/notifications", { user: "ana", category: "billing", title: "small", message: "m" }, key);
+    expect(small.status).toBe(200);
+    // The first frame the user gets is the small one: the big one was never published.
+    expect(await user.next()).toMatchObject({ type: "pub", event: "notification", data: { title: "small" } });
+    const list = await fetch(`${server.http}/v1/me/notifications`, { headers: { authorization: `Bearer ${await server.token({ user: "ana" })}` } });
+    expect(((await list.json()) as any).notifications.map((n: any) => n.title)).toEqual(["small"]);
+    user.close();
+  });
+
+  test("a notification to a channel with data past the limit answers 413 naming data and publishes nothing", async () => {
+    const watcher = await Client.open(server, { user: "w", subChannels: ["dept:*"] });
+    expect(await watcher.request({ type: "subscribe", channel: "dept:9" })).toMatchObject({ ok: true, offset: 0 });
+    const res = await post(server, "/v1/notifications", { channel: "dept:9", category: "billing", title: "big", message: "m", data: big }, key);
+    expect(await answer(res)).toEqual({ status: 413, body: { error: { code: "payload_too_large", message: "data: 2002 bytes of JSON; at most 1024" } } });
+    expect((await post(server, "/v1/notifications", { channel: "dept:9", category: "billing", title: "small", message: "m" }, key)).status).toBe(200);
+    expect(await watcher.next()).toMatchObject({ type: "pub", channel: "dept:9", offset: 1, data: { title: "small" } });
+    watcher.close();
+  });
+
+  test("room meta past the limit answers 413 naming meta and the room is not created", async () => {
+    const res = await send(server, "PUT", "/v1/rooms/bigmeta", JSON.stringify({ status: "open", meta: { blob: big } }), key);
+    expect(await answer(res)).toEqual({ status: 413, body: { error: { code: "payload_too_large", message: "meta: 2011 bytes of JSON; at most 1024" } } });
+    const room = await fetch(`${server.http}/v1/rooms/bigmeta`, { headers: { authorization: `Bearer ${key}` } });
+    expect(room.status).toBe(404);
   });
 });
 
