@@ -135,7 +135,7 @@ export function createApp(deps: AppDeps) {
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
       }),
     )
-    .use(requestGuards({ bodies, inFlight }))
+    .use(requestGuards({ bodies, inFlight, allowedOrigins: config.allowedOrigins, metrics }))
     .onError(({ code, error, set }) => {
       set.headers["content-type"] = "application/json";
       if (error instanceof SinalError) {

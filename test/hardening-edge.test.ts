@@ -203,3 +203,58 @@ test("a chunked body past MAX_BODY_BYTES gets the JSON 413 and the connection is
     await server.stop();
   }
 });
+
+describe("a foreign Origin on the REST API", () => {
+  let server: TestServer;
+  let key: string;
+  beforeAll(async () => {
+    server = await startServer({ ALLOWED_ORIGINS: "https://app.example.com" });
+    key = await server.apiKey("acme");
+  });
+  afterAll(() => server.stop());
+
+  test("is refused with 403 forbidden and the request is not executed", async () => {
+    const watcher = await Client.open(server, { subChannels: ["dept:*"] });
+    await watcher.request({ type: "subscribe", channel: "dept:o" });
+    const foreign = await post(server, "/v1/publish", { channel: "dept:o", event: "evil", data: 1 }, key, { origin: "https://evil.example" });
+    expect(await answer(foreign)).toEqual({ status: 403, body: { error: { code: "forbidden", message: "origin https://evil.example is not allowed" } } });
+    const emit = await post(server, "/emit-event", { event: "roulette_update", data: { roulette_id: 1 } }, key, { origin: "https://evil.example" });
+    expect(emit.status).toBe(403);
+    const listed = await post(server, "/v1/publish", { channel: "dept:o", event: "fine", data: 2 }, key, { origin: "https://app.example.com" });
+    expect(listed.status).toBe(200);
+    expect(listed.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+    // The first publication the watcher sees is the allowed one, at offset 1: the foreign one never ran.
+    expect(await watcher.next()).toMatchObject({ type: "pub", event: "fine", offset: 1 });
+    watcher.close();
+  });
+
+  test("requests without Origin pass, and a preflight from a listed origin still works", async () => {
+    expect((await post(server, "/v1/publish", { channel: "dept:n", event: "tick", data: 1 }, key)).status).toBe(200);
+    const preflight = await fetch(`${server.http}/v1/publish`, {
+      method: "OPTIONS",
+      headers: { origin: "https://app.example.com", "access-control-request-method": "POST", "access-control-request-headers": "authorization" },
+    });
+    expect(preflight.status).toBeLessThan(300);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+  });
+
+  test("the page, /health, /ready and /metrics still answer a foreign Origin", async () => {
+    for (const path of ["/", "/health", "/ready", "/metrics"]) {
+      const res = await fetch(`${server.http}${path}`, { headers: { origin: "https://evil.example" } });
+      expect({ path, status: res.status }).toEqual({ path, status: 200 });
+    }
+  });
+
+  test("with ALLOWED_ORIGINS unset, the same origin passes and another is refused", async () => {
+    const sameOnly = await startServer();
+    try {
+      const acme = await sameOnly.apiKey("acme");
+      const same = await post(sameOnly, "/v1/publish", { channel: "dept:s", event: "tick", data: 1 }, acme, { origin: sameOnly.http });
+      expect(same.status).toBe(200);
+      const other = await post(sameOnly, "/v1/publish", { channel: "dept:s", event: "tick", data: 1 }, acme, { origin: "http://localhost:1" });
+      expect(other.status).toBe(403);
+    } finally {
+      await sameOnly.stop();
+    }
+  });
+});

@@ -1,15 +1,30 @@
 import { Elysia } from "elysia";
+import { SinalError } from "../errors.ts";
+import type { Metrics } from "../metrics.ts";
 import type { InFlight } from "./in-flight.ts";
 import type { BodyReader } from "./json-body.ts";
+import { isOriginAllowed } from "./origin.ts";
 
 export interface RequestGuardDeps {
   bodies: BodyReader;
   inFlight: InFlight;
+  allowedOrigins: string[] | null;
+  metrics: Metrics;
 }
 
 /**
- * What every REST request goes through around its route: the start of its body deadline,
- * freeing its in-flight slot (InFlight) and closing the connection when its body was left unread.
+ * The API a page on a foreign origin may not call (403, the same policy as the upgrade). CORS
+ * alone only hides the answer from the page; the request would still run. The demo page, its
+ * assets, /health, /ready and /metrics hold nothing to protect and stay open.
+ */
+function isApiPath(path: string): boolean {
+  return path.startsWith("/v1/") || path === "/emit-event";
+}
+
+/**
+ * What every REST request goes through around its route: the Origin check, the start of its body
+ * deadline, freeing its in-flight slot (InFlight) and closing the connection when its body was
+ * left unread.
  */
 export function requestGuards(deps: RequestGuardDeps) {
   const finished = (request: Request, set: { headers: Record<string, string | number> }) => {
@@ -23,6 +38,11 @@ export function requestGuards(deps: RequestGuardDeps) {
   return new Elysia({ name: "request-guards" })
     .onRequest(({ request }) => {
       deps.bodies.arrived(request);
+      const origin = request.headers.get("origin");
+      if (origin === null || isOriginAllowed(origin, request, deps.allowedOrigins)) return;
+      if (!isApiPath(new URL(request.url).pathname)) return;
+      deps.metrics.authFailed("rest_origin");
+      throw new SinalError("forbidden", `origin ${origin} is not allowed`);
     })
     .onAfterHandle({ as: "global" }, ({ request, set }) => {
       finished(request, set);
