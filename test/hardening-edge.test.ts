@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, post, startServer, type TestServer } from "./helpers.ts";
+import { Client, handshake, post, startServer, type TestServer } from "./helpers.ts";
 import { RawRequest, requestHead, within } from "./support/raw-http.ts";
 
 /** Hostile-client findings of issue 10 at the edge: JSON depth, data size, slow and huge bodies, Origin, auth scheme, ids. */
@@ -256,5 +256,39 @@ describe("a foreign Origin on the REST API", () => {
     } finally {
       await sameOnly.stop();
     }
+  });
+});
+
+describe("smaller findings", () => {
+  let server: TestServer;
+  beforeAll(async () => (server = await startServer()));
+  afterAll(() => server.stop());
+
+  test("the WebSocket upgrade accepts the bearer scheme in any case", async () => {
+    const token = await server.token({ user: "lower" });
+    for (const scheme of ["bearer", "BEARER", "Bearer"]) {
+      const res = await handshake(server.ws, { Authorization: `${scheme} ${token}` });
+      expect({ scheme, status: res.status }).toEqual({ scheme, status: 101 });
+    }
+    const { client, welcome } = await Client.connect(server.ws, { headers: { authorization: `bearer ${token}` } });
+    expect(welcome).toMatchObject({ type: "welcome", user: "lower" });
+    client.close();
+    expect((await handshake(server.ws, { Authorization: `Basic ${token}` })).status).toBe(401);
+  });
+
+  test("a numeric frame id that is not a safe integer is refused with bad_request, never answered with a changed id", async () => {
+    const client = await Client.open(server);
+    client.send('{"type":"ping","id":9007199254740993}');
+    expect(await client.next()).toEqual({
+      type: "error",
+      error: { code: "bad_request", message: "id must be a safe integer (|id| < 2^53) or a string of at most 128 characters" },
+    });
+    client.send('{"type":"ping","id":1.5}');
+    expect(await client.next()).toMatchObject({ type: "error", error: { code: "bad_request" } });
+    client.send('{"type":"ping","id":9007199254740991}');
+    expect(await client.next()).toEqual({ type: "reply", id: 9007199254740991, ok: true });
+    client.send('{"type":"ping","id":-9007199254740991}');
+    expect(await client.next()).toEqual({ type: "reply", id: -9007199254740991, ok: true });
+    client.close();
   });
 });

@@ -1,5 +1,5 @@
 import type { ApiKeys } from "../auth/api-keys.ts";
-import type { Claims, TokenVerifier } from "../auth/tokens.ts";
+import { bearerCredential, type Claims, type TokenVerifier } from "../auth/tokens.ts";
 import { SinalError } from "../errors.ts";
 import type { Metrics } from "../metrics.ts";
 import type { InFlight } from "./in-flight.ts";
@@ -26,13 +26,12 @@ export class RestAuth {
   ) {}
 
   private credential(request: Request, what: string): string {
-    // The auth scheme is case-insensitive (RFC 9110 11.1): `bearer sk_...` is as good as `Bearer sk_...`.
-    const match = /^bearer +(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "");
-    if (match === null) {
+    const credential = bearerCredential(request.headers.get("authorization") ?? "");
+    if (credential === null) {
       this.metrics.authFailed("rest_missing");
       throw new SinalError("unauthorized", `Authorization: Bearer <${what}> is required`);
     }
-    return match[1]!;
+    return credential;
   }
 
   /** A user's own token (the `/v1/me` routes): any valid JWT, acting for its `sub` and `tid`. */
