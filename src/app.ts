@@ -11,6 +11,9 @@ import { isOriginAllowed } from "./http/origin.ts";
 import { opsRoutes } from "./http/ops-routes.ts";
 import { publishRoutes } from "./http/publish-routes.ts";
 import { RestAuth } from "./http/rest-auth.ts";
+import { InFlight } from "./http/in-flight.ts";
+import { BodyReader } from "./http/json-body.ts";
+import { requestGuards } from "./http/request-guards.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { PublishService } from "./publish-service.ts";
@@ -65,7 +68,9 @@ export function createApp(deps: AppDeps) {
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
-  const restAuth = new RestAuth(apiKeys, verifier, metrics);
+  const inFlight = new InFlight(limits.maxRestConcurrentPerClient);
+  const restAuth = new RestAuth(apiKeys, verifier, metrics, inFlight);
+  const bodies = new BodyReader({ maxBytes: limits.maxBodyBytes, timeoutMs: limits.bodyTimeoutMs, maxDepth: limits.maxJsonDepth });
   const audit = new AuditLog(store.audit, logger);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
@@ -112,10 +117,11 @@ export function createApp(deps: AppDeps) {
       sendPings: true,
       publishToSelf: false,
     },
-    // Bun answers bodies past its own limit with a bare 413; keep it above ours so callers get
-    // the JSON error from readJsonBody, and it still caps what a chunked body can make us buffer.
     serve: {
-      maxRequestBodySize: limits.maxBodyBytes * 2,
+      // Bun answers a body past this limit itself, with a bare 413 and no JSON (even a chunked one,
+      // while the handler reads it). Out of reach, so BodyReader is the one limit: it streams the
+      // body, stops at MAX_BODY_BYTES and answers the JSON 413.
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
       // The upgrade is a Bun route, not an Elysia one: it needs no request context, and 10,000
       // connects should not leave 10,000 of them behind as garbage.
       routes: { "/ws": (request: Request, server: Server<unknown>) => gateway.upgrade(request, server) },
@@ -131,6 +137,7 @@ export function createApp(deps: AppDeps) {
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
       }),
     )
+    .use(requestGuards({ bodies, inFlight, allowedOrigins: config.allowedOrigins, metrics }))
     .onError(({ code, error, set }) => {
       set.headers["content-type"] = "application/json";
       if (error instanceof SinalError) {
@@ -153,10 +160,10 @@ export function createApp(deps: AppDeps) {
       set.status = 500;
       return errorBody("internal", "internal error");
     })
-    .use(publishRoutes(restAuth, publishService, logger, limits.maxBodyBytes))
-    .use(chatRoutes(restAuth, chat, limits.maxBodyBytes))
+    .use(publishRoutes(restAuth, publishService, logger, bodies))
+    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes))
     .use(presenceRoutes(restAuth, presence, occupancy))
-    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, limits.maxBodyBytes))
+    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes))
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))
     .use(assetRoutes())

@@ -122,7 +122,7 @@ describe("bad frames get the documented answer and the connection keeps working"
     c.send({ type: "subscribe", id: 3, channel: "dept:1", since: { epoch: "x", offset: -1 } });
     expect(await c.next()).toMatchObject({ id: 3, ok: false, error: { code: "bad_request", message: expect.stringMatching(/^since\/offset: /) } });
     c.send({ type: "ping", id: { nested: true } });
-    expect(await c.next()).toEqual({ type: "error", error: { code: "bad_request", message: "id must be a number or a string of at most 128 characters" } });
+    expect(await c.next()).toEqual({ type: "error", error: { code: "bad_request", message: "id must be a safe integer (|id| < 2^53) or a string of at most 128 characters" } });
     await expectStillWorks(c);
     c.close();
   });

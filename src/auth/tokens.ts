@@ -154,7 +154,7 @@ export function mintToken(secret: string, opts: MintOptions): string {
  */
 export function tokenFromRequest(request: Request, url: URL): string | null {
   const auth = request.headers.get("authorization");
-  if (auth !== null) return auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
+  if (auth !== null) return bearerCredential(auth) ?? "";
   const protocols = request.headers.get("sec-websocket-protocol");
   if (protocols !== null) {
     for (const entry of protocols.split(",")) {
@@ -163,4 +163,17 @@ export function tokenFromRequest(request: Request, url: URL): string | null {
     }
   }
   return url.searchParams.get("token");
+}
+
+/**
+ * The credential of an `Authorization: Bearer <credential>` header, or null for another scheme or
+ * a malformed value. The scheme is case-insensitive (RFC 9110 11.1): `bearer x` is as good as
+ * `Bearer x`, on the upgrade as on REST.
+ *
+ * @example
+ * bearerCredential("bearer eyJ..."); // "eyJ..."
+ * bearerCredential("Basic dTpw"); // null
+ */
+export function bearerCredential(header: string): string | null {
+  return /^bearer +(\S+)\s*$/i.exec(header)?.[1] ?? null;
 }

@@ -5,7 +5,8 @@ import { roomView, type ChatService } from "../chat/chat-service.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
 import { RoomId, UserId } from "../ws/frames.ts";
-import { readJsonBody } from "./json-body.ts";
+import { checkDataSize } from "./data-size.ts";
+import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
 
@@ -30,7 +31,7 @@ const checkUserId = validator(UserId);
 
 
 /** Rooms for backends (API key or admin token): messages, history pages, announcements, unread counts. */
-export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: number) {
+export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader, maxDataBytes: number) {
   const room = async (request: Request, id: string) => {
     const principal = await auth.authenticate(request);
     return { principal, channel: chat.roomChannel(principal.tenant, checkRoomId(id, "room")) };
@@ -40,7 +41,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: numb
       "/v1/rooms/:room/messages",
       async ({ request, params }) => {
         const { channel } = await room(request, params.room);
-        const body = checkMessage(await readJsonBody(request, maxBodyBytes));
+        const body = checkMessage(await bodies.json(request));
         return chat.send(channel, body.sender, body.content, body.client_msg_id ?? null);
       },
       { parse: "none" },
@@ -62,7 +63,9 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, maxBodyBytes: numb
       "/v1/rooms/:room",
       async ({ request, params }) => {
         const { principal, channel } = await room(request, params.room);
-        const body = checkRoomChange(await readJsonBody(request, maxBodyBytes));
+        const body = checkRoomChange(await bodies.json(request));
+        // `meta` is published in room_updated: bounded like any publication's data, before the room is stored.
+        checkDataSize(body.meta, maxDataBytes, "meta");
         const notify = (body.notify ?? []).map((name, i) => {
           try {
             return parseChannel(principal.tenant, name);

@@ -7,7 +7,8 @@ import type { NotificationStore } from "../store/notification-store.ts";
 import { validator } from "../validate.ts";
 import type { AuditLog } from "../audit/audit-log.ts";
 import { UserId } from "../ws/frames.ts";
-import { readJsonBody } from "./json-body.ts";
+import { checkDataSize } from "./data-size.ts";
+import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
 
@@ -30,13 +31,15 @@ const checkRead = validator(
 const checkPreferences = validator(Type.Object({ muted_categories: Type.Array(Category, { maxItems: 100 }) }));
 
 /** `POST /v1/notifications` for backends; `/v1/me/...` for a user with their own token. */
-export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, audit: AuditLog, maxBodyBytes: number) {
+export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, audit: AuditLog, bodies: BodyReader, maxDataBytes: number) {
   return new Elysia({ name: "notification-routes" })
     .post(
       "/v1/notifications",
       async ({ request }) => {
         const { tenant, actor } = await auth.authenticate(request);
-        const body = checkSend(await readJsonBody(request, maxBodyBytes));
+        const body = checkSend(await bodies.json(request));
+        // `data` is stored and published with the notification: bounded like any publication's data, before either.
+        checkDataSize(body.data, maxDataBytes, "data");
         const targets = [body.user, body.users, body.channel].filter((t) => t !== undefined).length;
         if (targets !== 1) throw new SinalError("bad_request", "give exactly one of user, users or channel");
         const input = { category: body.category, title: body.title, message: body.message, data: body.data, action: body.action };
@@ -63,7 +66,7 @@ export function notificationRoutes(auth: RestAuth, service: NotificationService,
       "/v1/me/notifications/read",
       async ({ request }) => {
         const me = auth.authenticateUser(request);
-        const body = checkRead(await readJsonBody(request, maxBodyBytes));
+        const body = checkRead(await bodies.json(request));
         return { updated: await store.markRead(me.tenant, me.user, "ids" in body ? body.ids : null, Date.now()) };
       },
       { parse: "none" },
@@ -76,7 +79,7 @@ export function notificationRoutes(auth: RestAuth, service: NotificationService,
       "/v1/me/preferences",
       async ({ request }) => {
         const me = auth.authenticateUser(request);
-        const body = checkPreferences(await readJsonBody(request, maxBodyBytes));
+        const body = checkPreferences(await bodies.json(request));
         await store.setMutedCategories(me.tenant, me.user, body.muted_categories, Date.now());
         return { muted_categories: await store.mutedCategories(me.tenant, me.user) };
       },

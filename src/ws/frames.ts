@@ -1,10 +1,12 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { SinalError } from "../errors.ts";
+import { exceedsJsonDepth } from "../json-depth.ts";
 
 /** Client frames of PROTOCOL.md, validated once here; handlers receive typed values. */
 
-const Id = Type.Union([Type.Number(), Type.String({ maxLength: 128 })]);
+// A number id must survive the round trip: past 2^53 JSON.parse rounds it and the reply would carry another id.
+const Id = Type.Union([Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }), Type.String({ maxLength: 128 })]);
 const ChannelName = Type.String({ minLength: 1, maxLength: 256 });
 /** A user id as in a token's `sub` and in `user:<id>`. */
 export const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
@@ -50,8 +52,14 @@ export interface ParseFailure {
   error: SinalError;
 }
 
-/** Parses a text frame; returns the typed frame or the error to answer with (and the id if one was readable). */
-export function parseFrame(text: string): AnyFrame | ParseFailure {
+/**
+ * Parses a text frame; returns the typed frame or the error to answer with (and the id if one was
+ * readable). Nesting deeper than `maxDepth` (MAX_JSON_DEPTH) is refused before JSON.parse.
+ */
+export function parseFrame(text: string, maxDepth: number): AnyFrame | ParseFailure {
+  if (exceedsJsonDepth(text, maxDepth)) {
+    return { error: new SinalError("bad_request", `frame nests arrays and objects deeper than ${maxDepth} levels`) };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -64,7 +72,7 @@ export function parseFrame(text: string): AnyFrame | ParseFailure {
   const frame = value as Record<string, unknown>;
   let id: number | string | undefined;
   if (frame.id !== undefined) {
-    if (!idChecker.Check(frame.id)) return { error: new SinalError("bad_request", "id must be a number or a string of at most 128 characters") };
+    if (!idChecker.Check(frame.id)) return { error: new SinalError("bad_request", "id must be a safe integer (|id| < 2^53) or a string of at most 128 characters") };
     id = frame.id;
   }
   const type = frame.type;

@@ -182,7 +182,7 @@ export class Gateway implements ConnectionEvents {
       return;
     }
     const now = performance.now();
-    const frame = parseFrame(message);
+    const frame = parseFrame(message, this.deps.limits.maxJsonDepth);
     if (!takeToken(conn, this.deps.limits, now)) {
       this.reject(conn, isParseFailure(frame) ? frame.id : frame.id, new SinalError("rate_limited", "too many frames; slow down"));
       if (recordRejection(conn, this.deps.limits, now)) this.closeWith(conn, Close.rateLimited, "rate limit exceeded");
