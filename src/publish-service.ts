@@ -4,6 +4,7 @@ import { SinalError } from "./errors.ts";
 import type { Position, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
 import type { AuditLog } from "./audit/audit-log.ts";
+import { checkDataSize } from "./data-size.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { validator } from "./validate.ts";
 import { EventName } from "./ws/frames.ts";
@@ -79,10 +80,7 @@ export class PublishService {
   private validate(tenant: string, value: unknown, prefix: string): ValidItem {
     const item = checkItem(value, prefix);
     if (item.data === undefined) throw new SinalError("bad_request", `${prefix}data: required`);
-    const size = Buffer.byteLength(JSON.stringify(item.data));
-    if (size > this.maxDataBytes) {
-      throw new SinalError("payload_too_large", `${prefix}data: ${size} bytes of JSON; at most ${this.maxDataBytes}`);
-    }
+    checkDataSize(item.data, this.maxDataBytes, `${prefix}data`);
     let channel: Channel;
     try {
       channel = parseChannel(tenant, item.channel);

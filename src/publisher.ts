@@ -1,7 +1,7 @@
 import type { ServerWebSocket } from "bun";
 import type { Broker } from "./broker/broker.ts";
 import type { Channel } from "./channel.ts";
-import { SinalError } from "./errors.ts";
+import { serializeWithin } from "./data-size.ts";
 import type { ChannelHistory } from "./history/channel-history.ts";
 import type { IdempotencyKey, MaybePromise, Position } from "./history/history.ts";
 import type { Logger } from "./log.ts";
@@ -71,17 +71,8 @@ export class Publisher {
     return { message: committed.message!, duplicate: false };
   }
 
-  /** Throws payload_too_large when `data` serializes to more than MAX_FRAME_BYTES (checked by every path: REST, WebSocket, features). */
-  checkSize(data: unknown, field: string): void {
-    this.serialize(data, field);
-  }
-
   private serialize(data: unknown, field: string): string {
-    const json = JSON.stringify(data) ?? "null";
-    // A string has at least as many UTF-8 bytes as UTF-16 units, and at most three per unit.
-    const bytes = json.length * 3 <= this.maxDataBytes ? json.length : Buffer.byteLength(json);
-    if (bytes > this.maxDataBytes) throw new SinalError("payload_too_large", `${field}: ${bytes} bytes of JSON; at most ${this.maxDataBytes}`);
-    return json;
+    return serializeWithin(data, this.maxDataBytes, field);
   }
 
   /**

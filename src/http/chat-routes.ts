@@ -5,7 +5,7 @@ import { roomView, type ChatService } from "../chat/chat-service.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
 import { RoomId, UserId } from "../ws/frames.ts";
-import { checkDataSize } from "./data-size.ts";
+import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";

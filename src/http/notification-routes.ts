@@ -7,7 +7,7 @@ import type { NotificationStore } from "../store/notification-store.ts";
 import { validator } from "../validate.ts";
 import type { AuditLog } from "../audit/audit-log.ts";
 import { UserId } from "../ws/frames.ts";
-import { checkDataSize } from "./data-size.ts";
+import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
