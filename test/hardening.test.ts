@@ -33,8 +33,9 @@ describe("replays stay within the connection's bound", () => {
     server = await startServer({ LOG_LEVEL: "info", HISTORY_ROOM: "5000,24h" });
     key = await server.apiKey("acme");
     // A room of 1,000 messages of 16 KB: a full replay is ~16 MB, 16 times SLOW_CONSUMER_BYTES (1 MiB).
-    await inParallel(1000, 16, async (i) => {
-      const res = await post(server, "/v1/rooms/big/messages", { sender: "filler", content: `${i} ${content}` }, key);
+    await inParallel(1300, 16, async (i) => {
+      const room = i < 1000 ? "big" : "big2";
+      const res = await post(server, `/v1/rooms/${room}/messages`, { sender: "filler", content: `${i} ${content}` }, key);
       expect(res.status).toBe(200);
     });
   });
@@ -78,6 +79,31 @@ describe("replays stay within the connection's bound", () => {
     expect(offsets).toEqual(Array.from({ length: offsets.length }, (_, i) => i + 1));
     expect(offsets.length).toBeGreaterThan(reply.offset);
     again.close();
+  });
+
+  test("two big recoveries asked for at once on one connection both arrive whole, each in order", async () => {
+    const probe = await Client.open(server, { user: "probe3", subChannels: ["room:*"] });
+    const epochs: string[] = [];
+    for (const room of ["big", "big2"]) epochs.push((await probe.request({ type: "subscribe", channel: `room:${room}` })).epoch);
+    probe.close();
+    const c = await Client.open(server, { user: "both", subChannels: ["room:*"] });
+    c.send({ type: "subscribe", id: 1, channel: "room:big", since: { epoch: epochs[0], offset: 0 } });
+    c.send({ type: "subscribe", id: 2, channel: "room:big2", since: { epoch: epochs[1], offset: 0 } });
+    const replies = new Map<string, number>();
+    const offsets = new Map<string, number[]>([["room:big", []], ["room:big2", []]]);
+    const done = () => replies.size === 2 && [...replies].every(([channel, offset]) => offsets.get(channel)!.includes(offset));
+    while (!done()) {
+      const f = await c.next(5000);
+      if (f.type === "reply") {
+        expect(f.recovered).toBe(true);
+        replies.set(f.channel, f.offset);
+      } else if (f.type === "pub") offsets.get(f.channel)!.push(f.offset);
+    }
+    for (const [channel, got] of offsets) {
+      const upTo = replies.get(channel)!;
+      expect(got.filter((o) => o <= upTo)).toEqual(Array.from({ length: upTo }, (_, i) => i + 1));
+    }
+    c.close();
   });
 });
 

@@ -98,7 +98,7 @@ export class FrameHandlers {
       throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
     }
     const inFlight = conn.holding?.values().next().value;
-    if (inFlight !== undefined) return inFlight.then(() => this.subscribe(conn, frame));
+    if (inFlight !== undefined) return inFlight.then(() => (conn.closing ? REPLIED : this.subscribe(conn, frame)));
     // The implicit own channel counts as held once the client subscribed to it itself (its first
     // subscribe, with `since` after a reconnect, is the one that recovers it).
     const isOwnFirst = !joins && channel.kind === "user" && channel.id === conn.user && !conn.ownChannelClaimed;
@@ -186,6 +186,7 @@ export class FrameHandlers {
     const at = conn.topics.indexOf(channel.topic);
     if (at < 0) return;
     this.deps.broker.unsubscribe(conn.ws, channel.topic);
+    conn.slow?.forget(channel.topic);
     conn.topics.splice(at, 1);
     this.deps.metrics.tenant(conn.tenant).subscriptions--;
   }

@@ -76,8 +76,8 @@ export class SlowLane {
   private waitingBytes = 0;
   private timer: Timer | null = null;
   private ended = false;
-  /** A recovery in progress (one per connection at a time: subscribes read history one by one). */
-  private replaying: (Replay & { fetching: boolean }) | null = null;
+  /** Recoveries in progress, one per topic, replayed one after the other (the first is being read). */
+  private replays: (Replay & { fetching: boolean })[] = [];
 
   constructor(
     private readonly conn: Connection,
@@ -99,12 +99,12 @@ export class SlowLane {
   /**
    * Replays the rest of a recovery page by page, each read only once the client took the one
    * before (so the lane never holds more than its bound); live frames of that topic wait behind
-   * it. A page no longer kept (trimmed meanwhile) closes the client with 4009: it reconnects
+   * it. Recoveries of several topics go one after the other. A page no longer kept (trimmed meanwhile) closes the client with 4009: it reconnects
    * with the last offset it got and learns what is lost.
    */
   replay(replay: Replay): void {
     if (this.ended) return;
-    this.replaying = { ...replay, fetching: false };
+    this.replays.push({ ...replay, fetching: false });
     for (const frame of replay.held) this.waitingBytes += frame.length;
     if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
     else this.pump();
@@ -126,10 +126,19 @@ export class SlowLane {
     else this.pump();
   }
 
+  /** The client left `topic`: the rest of its replay, and the live frames held behind it, are dropped. */
+  forget(topic: string): void {
+    const at = this.replays.findIndex((r) => r.topic === topic);
+    if (at < 0) return;
+    const [gone] = this.replays.splice(at, 1);
+    for (const frame of gone!.held) this.waitingBytes -= frame.length;
+    this.pump();
+  }
+
   offer(frame: string, topic?: string): void {
     if (this.ended) return;
-    const replaying = this.replaying;
-    if (replaying !== null && topic === replaying.topic) {
+    const replaying = this.replays.length === 0 ? undefined : this.replays.find((r) => r.topic === topic);
+    if (replaying !== undefined) {
       replaying.held.push(frame);
       this.waitingBytes += frame.length;
       if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
@@ -179,7 +188,7 @@ export class SlowLane {
         if (this.conn.closing) return this.end(false);
         continue;
       }
-      if (this.replaying !== null && this.nextPage()) continue;
+      if (this.replays.length > 0 && this.nextPage()) continue;
       const next = this.pending.entries().next();
       if (next.done) break;
       const [key, { frame }] = next.value;
@@ -193,7 +202,7 @@ export class SlowLane {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
-    const idle = this.head === this.queue.length && this.pending.size === 0 && this.replaying === null;
+    const idle = this.head === this.queue.length && this.pending.size === 0 && this.replays.length === 0;
     if (idle && ws.getBufferedAmount() <= this.limits.writeBelowBytes / 2) return this.end(false);
     // Bun's drain event comes only past its own backpressure limit: poll while the client keeps
     // taking frames; a client that stopped reading is looked at by the sweep only.
@@ -211,10 +220,10 @@ export class SlowLane {
    * being read (it pumps again when it arrives).
    */
   private nextPage(): boolean {
-    const replay = this.replaying!;
+    const replay = this.replays[0]!;
     if (replay.fetching) return false;
     if (replay.last >= replay.upTo) {
-      this.replaying = null;
+      this.replays.shift();
       const through = { epoch: replay.epoch, offset: replay.last };
       for (const frame of replay.held) {
         if (isCovered(frame, through)) this.waitingBytes -= frame.length;
@@ -226,7 +235,7 @@ export class SlowLane {
     const maxBytes = Math.max(this.limits.writeBelowBytes, this.limits.maxWaitingBytes - this.waitingBytes);
     const take = (page: Kept[] | null): boolean => {
       replay.fetching = false;
-      if (this.ended || this.replaying !== replay) return false;
+      if (this.ended || this.replays[0] !== replay) return false;
       if (page === null || page.length === 0) {
         this.end(true);
         return false;
@@ -257,7 +266,7 @@ export class SlowLane {
     this.metrics.slowClients--;
     this.queue = [];
     this.pending.clear();
-    this.replaying = null;
+    this.replays = [];
     this.waitingBytes = 0;
     if (tooSlow) {
       this.owner.tooSlow(this.conn);
