@@ -36,28 +36,50 @@ export function exited(c: ChildProcess, ms: number): Promise<number | null> {
   });
 }
 
+/** A field of /proc/<pid>/status in kB (VmRSS: resident memory now; VmHWM: its peak). */
+export function statusKb(pid: number, field: "VmRSS" | "VmHWM" | "RssAnon" | "RssFile" = "VmRSS"): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+export interface StartOptions {
+  /** The checkout whose `src/main.ts` runs (its working directory); default this repository. */
+  root?: string;
+  /**
+   * true (default): connection and rate limits raised out of the benchmark's way. false: the
+   * server's own defaults, for the hostile-client benches that measure those limits.
+   */
+  benchLimits?: boolean;
+}
+
+const BENCH_LIMITS = {
+  MAX_CONNECTIONS_PER_USER: "100000",
+  MAX_CONNECTIONS_PER_TENANT: "100000",
+  RATE_LIMIT_PER_SEC: "1000000",
+  RATE_LIMIT_BURST: "1000000",
+};
+
 /**
  * `bun src/main.ts serve` pinned to core 0 with the benchmarks' settings (connection and rate
- * limits out of the way) plus `env`, once it answers /health. `out` keeps its first output lines.
+ * limits out of the way unless `benchLimits: false`) plus `env`, once it answers /health. `out`
+ * keeps its first output lines.
  */
 export async function startSinal(
   children: Set<ChildProcess>,
   env: Record<string, string>,
   bunFlags: string[] = [],
+  { root = ROOT, benchLimits = true }: StartOptions = {},
 ): Promise<{ child: ChildProcess; port: number; out: string[] }> {
   const port = await freePort();
   const child = spawn("taskset", ["-c", "0", BUN, ...bunFlags, "src/main.ts", "serve"], {
-    cwd: ROOT,
+    cwd: root,
     env: {
       PATH: process.env.PATH,
       HOME: process.env.HOME ?? "/tmp",
       PORT: String(port),
       HOST: "127.0.0.1",
       LOG_LEVEL: "warn",
-      MAX_CONNECTIONS_PER_USER: "100000",
-      MAX_CONNECTIONS_PER_TENANT: "100000",
-      RATE_LIMIT_PER_SEC: "1000000",
-      RATE_LIMIT_BURST: "1000000",
+      ...(benchLimits ? BENCH_LIMITS : {}),
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

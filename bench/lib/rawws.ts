@@ -83,6 +83,19 @@ export class RawWebSocket {
     this.write(encodeFrames(texts));
   }
 
+  /**
+   * Stops reading from the socket: the kernel buffers fill and the server sees a client that no
+   * longer reads (its own send buffer grows). Writing still works.
+   */
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  /** Reads again after pause(); frames that waited are parsed as they arrive. */
+  resume(): void {
+    this.socket?.resume();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
