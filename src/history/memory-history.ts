@@ -1,3 +1,4 @@
+import { LruList, type LruNode } from "./lru-list.ts";
 import { keepsHistory, pageOf, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type HistoryStore, type Position, type Recovery, type Retention } from "./history.ts";
 
 interface Entry {
@@ -11,6 +12,9 @@ interface Entry {
 interface TopicHistory {
   topic: string;
   tenant: string;
+  /** Its places in the order of use, of all topics and of its tenant's. */
+  inAll: LruNode<TopicHistory>;
+  inTenant: LruNode<TopicHistory>;
   epoch: string;
   offset: number;
   /** Kept publications, oldest first, from index `head` on. */
@@ -92,10 +96,11 @@ export interface MemoryHistoryLimits {
  * A restart loses everything; every topic then starts under a new epoch.
  */
 export class MemoryHistory implements HistoryStore {
-  /** Every topic with state, least recently used first (a use moves it to the end). */
+  /** Every topic with state. */
   private readonly topics = new Map<string, TopicHistory>();
-  /** The same topics per tenant, least recently used first. */
-  private readonly byTenant = new Map<string, Map<string, TopicHistory>>();
+  /** The same topics in the order they were last used, of all tenants and per tenant. */
+  private readonly used = new LruList<TopicHistory>();
+  private readonly byTenant = new Map<string, LruList<TopicHistory>>();
   /** Every kept entry, for the global byte bound. */
   private all = new Ledger();
   /** Kept entries per tenant, for the per-tenant byte bound. */
@@ -176,8 +181,7 @@ export class MemoryHistory implements HistoryStore {
   }
 
   async close(): Promise<void> {
-    this.topics.clear();
-    this.byTenant.clear();
+    for (const state of [...this.topics.values()]) this.forget(state);
     this.ledgers.clear();
     this.all = new Ledger();
   }
@@ -197,25 +201,23 @@ export class MemoryHistory implements HistoryStore {
 
   /** The topic's state, created if new (evicting past the bounds), and marked as used now. */
   private state(topic: string): TopicHistory {
-    let state = this.topics.get(topic);
+    const state = this.topics.get(topic);
     if (state !== undefined) {
-      // Re-inserted: the maps' order is the order of last use.
-      this.topics.delete(topic);
-      this.topics.set(topic, state);
-      const own = this.byTenant.get(state.tenant)!;
-      own.delete(topic);
-      own.set(topic, state);
+      this.used.touch(state.inAll);
+      this.byTenant.get(state.tenant)!.touch(state.inTenant);
       return state;
     }
     const tenant = topic.slice(0, topic.indexOf("/"));
     let own = this.byTenant.get(tenant);
-    if (own === undefined) this.byTenant.set(tenant, (own = new Map()));
-    if (own.size >= this.limits.maxTopicsPerTenant) this.evict(own.values().next().value!);
-    if (this.topics.size >= this.limits.maxTopics) this.evict(this.topics.values().next().value!);
-    state = { topic, tenant, epoch: randomEpoch(), offset: 0, entries: [], head: 0, lastAt: this.now(), ttlMs: 0 };
-    this.topics.set(topic, state);
-    own.set(topic, state);
-    return state;
+    if (own === undefined) this.byTenant.set(tenant, (own = new LruList()));
+    if (own.size >= this.limits.maxTopicsPerTenant) this.evict(own.leastRecent()!);
+    if (this.used.size >= this.limits.maxTopics) this.evict(this.used.leastRecent()!);
+    // The list nodes point back at the state: set right after it exists.
+    const fresh: TopicHistory = { topic, tenant, inAll: null!, inTenant: null!, epoch: randomEpoch(), offset: 0, entries: [], head: 0, lastAt: this.now(), ttlMs: 0 };
+    fresh.inAll = this.used.push(fresh);
+    fresh.inTenant = own.push(fresh);
+    this.topics.set(topic, fresh);
+    return fresh;
   }
 
   private evict(state: TopicHistory): void {
@@ -225,11 +227,13 @@ export class MemoryHistory implements HistoryStore {
 
   /** Drops a topic whole: its kept publications, its epoch and its offsets. */
   private forget(state: TopicHistory): void {
+    if (this.topics.get(state.topic) !== state) return;
     this.dropAll(state);
     this.topics.delete(state.topic);
-    const own = this.byTenant.get(state.tenant);
-    own?.delete(state.topic);
-    if (own?.size === 0) this.byTenant.delete(state.tenant);
+    this.used.remove(state.inAll);
+    const own = this.byTenant.get(state.tenant)!;
+    own.remove(state.inTenant);
+    if (own.size === 0) this.byTenant.delete(state.tenant);
   }
 
   /** Drops the entries past the topic's size or older than its ttl. */
