@@ -62,7 +62,10 @@ export function createApp(deps: AppDeps) {
   const { policy, memoryMaxBytes, tenantMaxBytes } = config.history;
   const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
   metrics.countChannelsEvicted(() => memoryHistory.evicted);
-  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room, limits.maxChannels), policy);
+  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room, limits.maxChannels, (err) => {
+    metrics.backgroundFailed("history_trim");
+    logger.error({ err, code: "history_trim_failed" }, "trimming room history failed; the next trim tries again");
+  }), policy);
   const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);
   const activity = new Activity();
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
@@ -86,7 +89,6 @@ export function createApp(deps: AppDeps) {
     store.notifications,
     publisher,
     (tenant, user) => gateway.userConnections(tenant, user) > 0,
-    logger,
   );
   const gateway: Gateway = new Gateway({
     limits,

@@ -25,6 +25,7 @@ export class Metrics {
   private readonly authFailuresByReason = new Map<string, number>();
   private slowConsumerCloses = 0;
   private readonly conflatedByKind = new Map<string, number>();
+  private readonly backgroundFailures = new Map<string, number>();
   /** Connections whose frames are being conflated now (see ws/slow-lane.ts). */
   slowClients = 0;
   private readonly samples: { at: number; publications: number; deliveries: number }[] = [];
@@ -46,6 +47,9 @@ export class Metrics {
     this.counter("sinal_conflated_total", "Updates not sent to a slow client because a newer one for the same key replaced them, by channel kind", ["kind"], () =>
       [...this.conflatedByKind].map(([kind, value]) => ({ labels: { kind }, value })),
     );
+    this.counter("sinal_background_failures_total", "Work nobody awaited that failed (publications of joins, leaves, lock expiry, feeds; trims), by source", ["source"], () =>
+      [...this.backgroundFailures].map(([source, value]) => ({ labels: { source }, value })),
+    );
     this.counter("sinal_conflated_by_tenant_total", "Updates conflated for slow clients, by tenant", ["tenant"], perTenant("conflated"));
     const metrics = this;
     new Gauge({
@@ -56,6 +60,11 @@ export class Metrics {
         this.set(metrics.slowClients);
       },
     });
+  }
+
+  /** Counts one failure of background work (`sinal_background_failures_total{source}`). */
+  backgroundFailed(source: string): void {
+    this.backgroundFailures.set(source, (this.backgroundFailures.get(source) ?? 0) + 1);
   }
 
   /** `sinal_channels_evicted_total`: channels whose in-memory state the channel bounds evicted. */

@@ -56,6 +56,22 @@ export class Publisher {
   }
 
   /**
+   * A publication nobody awaits (a join, a leave, a lock's expiry): a failure (a room whose commit
+   * fails: disk full, I/O error) is logged with its code and counted in
+   * `sinal_background_failures_total{source}`, never left as an unhandled rejection, which would
+   * stop the process and drop every connection.
+   */
+  publishInBackground(channel: Channel, event: string, data: unknown, source: string): void {
+    this.publish(channel, event, data).catch((err: unknown) => this.backgroundFailed(err, source, channel));
+  }
+
+  /** Logs (code `<source>_failed`) and counts a failure of work nobody awaits (see publishInBackground). */
+  backgroundFailed(err: unknown, source: string, channel?: Channel): void {
+    this.metrics.backgroundFailed(source);
+    this.logger?.error({ err, code: `${source}_failed`, source, channel: channel?.name }, "background work failed");
+  }
+
+  /**
    * A chat message: stored together with its `new_message` publication on the room (one commit),
    * then fanned out. A repeated client_msg_id returns the first copy and publishes nothing.
    */

@@ -139,6 +139,15 @@ for (const [name, make] of Object.entries(subjects)) {
       expect(await h.page("t/big", p!.epoch, 2, 30, { size: 10, ttlMs: 3_600_000 }, budget)).toBeNull();
     });
 
+    test("a since of another epoch, or ahead, is refused with history_from naming the oldest offset kept", async () => {
+      subject = make();
+      const h = subject.history;
+      const small: Retention = { size: 5, ttlMs: 3_600_000 };
+      const [p] = await appendN(h, "t/from", 12, small);
+      expect(await h.recover("t/from", { epoch: "elsewhere", offset: 3 }, small, Infinity)).toMatchObject({ recovered: false, reason: "epoch_changed", historyFrom: 8 });
+      expect(await h.recover("t/from", { epoch: p!.epoch, offset: 40 }, small, Infinity)).toMatchObject({ recovered: false, reason: "ahead", historyFrom: 8 });
+    });
+
     test("history older than the retention age is trimmed", async () => {
       subject = make();
       const h = subject.history;

@@ -27,7 +27,7 @@ export class RoomOccupancy implements ConnectionListener {
     }
     const count = users.get(conn.user) ?? 0;
     users.set(conn.user, count + 1);
-    if (count === 0) void this.publisher.publish(channel, "user_joined", { room: channel.id, user: conn.user });
+    if (count === 0) this.publisher.publishInBackground(channel, "user_joined", { room: channel.id, user: conn.user }, "room_join");
   }
 
   unsubscribed(conn: Connection, channel: Channel): void {
@@ -51,6 +51,6 @@ export class RoomOccupancy implements ConnectionListener {
     }
     users.delete(conn.user);
     if (users.size === 0) this.rooms.delete(channel.topic);
-    void this.publisher.publish(channel, "user_left", { room: channel.id, user: conn.user });
+    this.publisher.publishInBackground(channel, "user_left", { room: channel.id, user: conn.user }, "room_leave");
   }
 }

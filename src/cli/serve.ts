@@ -20,6 +20,13 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
     }
     throw err;
   }
+  // The last line of defence: every background task handles its own failure (Publisher.
+  // publishInBackground and friends); one that slips through is logged and counted, and Bun does
+  // not exit on it, dropping every connection.
+  process.on("unhandledRejection", (err) => {
+    sinal.metrics.backgroundFailed("unhandled");
+    logger.error({ err, code: "unhandled_rejection" }, "a promise nobody awaited failed; the server keeps running");
+  });
   const server = sinal.app.server!;
   logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
 

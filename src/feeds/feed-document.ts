@@ -12,7 +12,7 @@ export type Plain = null | boolean | number | string | Plain[] | { [key: string]
 export type PlainDoc = { [key: string]: Plain };
 
 /** Why a document was not published (the `reason` label of sinal_feed_skipped_total). */
-export type SkipReason = "no_tenant" | "no_channel" | "unknown_document";
+export type SkipReason = "no_tenant" | "no_channel" | "unknown_document" | "too_large";
 
 export type Resolved = { ok: true; key: string; channel: Channel; data: PlainDoc } | { ok: false; reason: SkipReason };
 

@@ -1,6 +1,7 @@
 import { type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
 import type { Channel } from "../channel.ts";
 import type { Logger } from "../log.ts";
+import { SinalError } from "../errors.ts";
 import type { Publisher } from "../publisher.ts";
 import type { FeedStore } from "../store/feed-store.ts";
 import type { FeedConfig } from "./feed-config.ts";
@@ -57,6 +58,8 @@ export class FeedWatcher {
   private stopping = false;
   private running: Promise<void> | null = null;
   private stream: ChangeStream | null = null;
+  /** Publications of the change being applied, settled as null or their error (see `published`). */
+  private pending: Promise<unknown>[] = [];
   /** Resume token after the last published change; null: none yet (start from now). */
   private token: ResumeToken | null = null;
   private readonly position: FeedPosition;
@@ -129,7 +132,12 @@ export class FeedWatcher {
       this.setState("up");
       onUp();
       for (;;) {
-        if (change !== null) this.apply(change);
+        if (change !== null) {
+          this.apply(change);
+          // A publication that failed throws here: the session restarts from the token before
+          // this change, which is published again (never skipped, never stored as done).
+          await this.published();
+        }
         // Only now: the token covers the change just published (or the empty batch before it).
         this.token = stream.resumeToken ?? this.token;
         if (this.stopping) return;
@@ -186,7 +194,11 @@ export class FeedWatcher {
       else metrics.skip(feed.name, resolved.reason);
     }
     const channels = cache.replace(entries);
-    for (const channel of channels) publisher.resetEpoch(channel);
+    for (const channel of channels) {
+      const reset = publisher.resetEpoch(channel);
+      if (reset instanceof Promise) this.pending.push(reset.then(() => null, (err: unknown) => err));
+    }
+    await this.published();
     this.loaded = true;
     this.deps.logger.info({ documents: entries.length, channels: channels.length }, "feed snapshot loaded");
   }
@@ -256,8 +268,30 @@ export class FeedWatcher {
   }
 
   private publish(channel: Channel, event: string, data: unknown): void {
-    // Publisher.publish assigns the offset and fans out before it returns (see its comment).
-    this.deps.publisher.publish(channel, event, data).catch((err: unknown) => this.deps.logger.error({ err, channel: channel.name }, "feed publication failed"));
+    // Publisher.publish assigns the offset and fans out before it returns for memory channels (see
+    // its comment): the snapshot cache and the publication change in one step. The outcome is
+    // awaited by `published` before the change's resume token is taken.
+    this.pending.push(
+      this.deps.publisher.publish(channel, event, data).then(
+        () => null,
+        (err: unknown) => {
+          // A document too large to publish will never be: skipped and counted, the feed goes on.
+          if (!(err instanceof SinalError && err.code === "payload_too_large")) return err;
+          this.deps.metrics.skip(this.name, "too_large");
+          this.deps.logger.warn({ channel: channel.name, message: err.message }, "feed document too large to publish: skipped");
+          return null;
+        },
+      ),
+    );
+  }
+
+  /** Waits for the publications of the change just applied; throws the first failure. */
+  private async published(): Promise<void> {
+    const pending = this.pending;
+    this.pending = [];
+    // Settled as values (never rejected), so one dropped by a failing session cannot go unhandled.
+    const failed = (await Promise.all(pending)).find((outcome) => outcome !== null);
+    if (failed !== undefined) throw failed;
   }
 
   private async saveToken(): Promise<void> {

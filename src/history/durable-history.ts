@@ -40,6 +40,8 @@ export class DurableHistory implements MessageHistoryStore {
     commitIntervalMs: number,
     private readonly retention: Retention,
     private readonly maxTopics = 200_000,
+    /** A trim that failed (it runs in the background; the next one tries again). */
+    private readonly onTrimError: (err: unknown) => void = () => undefined,
   ) {
     // With history off (HISTORY_ROOM=off) only positions are written: epochs and offsets still survive restarts.
     const keep = keepsHistory(retention);
@@ -68,11 +70,13 @@ export class DurableHistory implements MessageHistoryStore {
   async recover(topic: string, since: Position, retention: Retention, maxBytes: number): Promise<Recovery> {
     const state = await this.stateOf(topic);
     const position = { epoch: state.epoch, offset: state.committed };
-    const missed = position.offset - since.offset;
-    if (since.epoch !== position.epoch || missed <= 0 || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention, maxBytes);
+    const upToDate = since.epoch === position.epoch && since.offset === position.offset;
+    if (upToDate || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention, maxBytes);
+    const replays = since.epoch === position.epoch && since.offset < position.offset;
     // Past the retention size nothing older is kept, even before the next trim deletes it.
-    const from = Math.max(since.offset, position.offset - retention.size);
-    const kept = await this.store.readFrom(topic, from, position.offset, Date.now() - retention.ttlMs, maxBytes);
+    const oldest = Math.max(0, position.offset - retention.size);
+    // Without a replay only the oldest kept one is read, for `history_from`.
+    const kept = await this.store.readFrom(topic, replays ? Math.max(since.offset, oldest) : oldest, position.offset, Date.now() - retention.ttlMs, replays ? maxBytes : 0);
     return recoveryFrom(position, since, kept, retention, maxBytes);
   }
 
@@ -101,7 +105,7 @@ export class DurableHistory implements MessageHistoryStore {
     this.appended.clear();
     this.store
       .trim(now - this.retention.ttlMs, topics.filter((t) => t.upTo > 0))
-      .catch(() => undefined)
+      .catch((err: unknown) => this.onTrimError(err))
       .finally(() => (this.trimming = false));
   }
 

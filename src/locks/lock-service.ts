@@ -68,6 +68,6 @@ export class LockService implements ConnectionListener {
 
   private announceUnlock(tenant: string, lock: Lock): void {
     const channel = parseChannel(tenant, `sync:${lock.resource.slice(0, lock.resource.indexOf(":"))}`);
-    void this.publisher.publish(channel, "unlock", lockView(lock, false));
+    this.publisher.publishInBackground(channel, "unlock", lockView(lock, false), "lock_release");
   }
 }

@@ -1,5 +1,4 @@
 import { userChannel, type Channel } from "../channel.ts";
-import type { Logger } from "../log.ts";
 import type { Position, Publisher } from "../publisher.ts";
 import type { NotificationStore, StoredNotification } from "../store/notification-store.ts";
 import type { Connection } from "../ws/connection.ts";
@@ -62,7 +61,6 @@ export class NotificationService implements ConnectionListener {
     private readonly store: NotificationStore,
     private readonly publisher: Publisher,
     private readonly isConnected: (tenant: string, user: string) => boolean,
-    private readonly logger: Logger,
   ) {}
 
   async sendToUsers(tenant: string, users: readonly string[], input: NotificationInput): Promise<{ user: string; id: number; status: DeliveryStatus }[]> {
@@ -103,7 +101,8 @@ export class NotificationService implements ConnectionListener {
   }
 
   opened(conn: Connection): void {
-    void this.deliverPending(conn.tenant, conn.user).catch((err) => this.logger.error({ err, tenant: conn.tenant, user: conn.user }, "pending notifications failed"));
+    // Those not pushed stay pending and are pushed at the next connect.
+    void this.deliverPending(conn.tenant, conn.user).catch((err) => this.publisher.backgroundFailed(err, "pending_notifications"));
   }
 
   private async deliverPending(tenant: string, user: string): Promise<void> {
