@@ -37,7 +37,7 @@ describe("messages", () => {
       channel: "room:m1",
       event: "new_message",
       data: { id: expect.any(Number), room: "m1", sender: "alice", content: "hello", created_at: expect.any(Number), client_msg_id: "c-1" },
-      offset: 3,
+      offset: 1,
       epoch: expect.any(String),
       ts: expect.any(Number),
     });
@@ -120,7 +120,10 @@ describe("joins, typing and receipts", () => {
     await tab1.closed;
     expect(await watcher.silentFor(100)).toBe(true);
     expect(await tab2.request({ type: "unsubscribe", channel: "room:j1" })).toMatchObject({ ok: true });
-    expect(await watcher.next()).toMatchObject({ event: "user_left", data: { room: "j1", user: "carol" }, offset: expect.any(Number) });
+    const left = await watcher.next();
+    expect(left).toMatchObject({ event: "user_left", data: { room: "j1", user: "carol" } });
+    // Joins and leaves are ephemeral, like typing: no offset, never in history.
+    expect(left.offset).toBeUndefined();
     tab2.close();
     watcher.close();
   });
@@ -146,7 +149,7 @@ describe("joins, typing and receipts", () => {
     reader.close();
   });
 
-  test("typing:false goes out when the typist disconnects; typing leaves no gap in offsets", async () => {
+  test("typing:false goes out when the typist disconnects; typing, joins and leaves take no offset", async () => {
     const typist = await chatter("tom");
     const reader = await chatter("ria");
     await join(typist, "t2", "tom");
@@ -156,7 +159,11 @@ describe("joins, typing and receipts", () => {
     typist.close();
     expect(await reader.next()).toMatchObject({ event: "typing", data: { user: "tom", typing: false } });
     const left = await reader.next();
-    expect(left).toMatchObject({ event: "user_left", data: { user: "tom" }, offset: 3 });
+    expect(left).toMatchObject({ event: "user_left", data: { user: "tom" } });
+    expect(left.offset).toBeUndefined();
+    // The room's first publication still has offset 1: nothing before it took one.
+    const first = (await (await post(server, "/v1/publish", { channel: "room:t2", event: "note", data: 1 }, key)).json()) as { offset: number };
+    expect(first.offset).toBe(1);
     reader.close();
   });
 

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { createApp, type Sinal } from "../src/app.ts";
+import { createApiKey } from "../src/auth/api-keys.ts";
 import { mintToken } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
@@ -11,10 +12,12 @@ import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
 import { Client, SECRET } from "./helpers.ts";
 
-// A store whose commits fail (a full disk, an I/O error) under a real server: work nobody awaits
-// (joins, leaves) fails, is logged with a code and counted, and the process keeps serving.
+// A store that fails (a full disk, an I/O error) under a real server: room commits and reads of
+// pending notifications throw. What a client asked for is answered with the error; work nobody
+// awaits (pushing pending notifications at connect) is logged with a code and counted; the
+// process keeps serving everyone.
 
-let failing = true;
+let failing = false;
 let sinal: Sinal;
 let store: Store;
 let dir: string;
@@ -34,7 +37,11 @@ beforeAll(() => {
     trim: (b, t) => log.trim(b, t),
     commit: (entries, keep, assign) => (failing ? Promise.reject(new Error("SQLITE_FULL: database or disk is full")) : log.commit(entries, keep, assign)),
   };
-  store = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { channelLog }) as Store;
+  const notes = real.notifications;
+  const notifications = Object.assign(Object.create(Object.getPrototypeOf(notes)), notes, {
+    pending: (tenant: string, user: string, limit: number) => (failing ? Promise.reject(new Error("SQLITE_IOERR: disk I/O error")) : notes.pending(tenant, user, limit)),
+  }) as typeof notes;
+  store = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { channelLog, notifications }) as Store;
   const config = loadConfig({ JWT_SECRET: SECRET, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", DATABASE_URL: `sqlite:${join(dir, "sinal.db")}` });
   const sink = new Writable({
     write(chunk, _enc, done) {
@@ -68,27 +75,43 @@ async function open(user: string): Promise<Client> {
   return client;
 }
 
-test("joins and leaves whose room commit fails are logged and counted; the process keeps serving everyone", async () => {
+test("while the store fails, requests get the error, background work is logged and counted, and the process keeps serving", async () => {
+  const key = (await createApiKey(store, "acme")).key;
+  // A notification for carol while she is away: stored, pending.
+  const sent = await fetch(`${http}/v1/notifications`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ user: "carol", category: "c", title: "t", message: "m" }),
+  });
+  expect(sent.status).toBe(200);
+  failing = true;
   const alice = await open("alice");
-  // user_joined is published in the background: its commit fails.
   expect(await ask(alice, { type: "subscribe", channel: "room:r1" }, 1)).toMatchObject({ ok: true });
-  // A message is answered with the failure; the connection stays.
-  const sent = await ask(alice, { type: "message", room: "r1", content: "hello" }, 2);
-  expect(sent).toMatchObject({ ok: false, error: { code: "internal" } });
-  alice.close();
-  await alice.closed;
-  // user_left fails as well. Whatever failed, another client is served.
+  // A message's commit fails: answered with the error; the connection stays.
+  expect(await ask(alice, { type: "message", room: "r1", content: "hello" }, 2)).toMatchObject({ ok: false, error: { code: "internal" } });
+  // Carol connects: pushing her pending notification fails in the background.
+  const carol = await open("carol");
+  await waitFor(() => logs.some((l) => l.code === "pending_notifications_failed" && l.level === 50));
+  // Whatever failed, others are served.
   const bob = await open("bob");
   expect(await ask(bob, { type: "subscribe", channel: "dept:d1" }, 1)).toMatchObject({ ok: true });
   expect(await ask(bob, { type: "publish", channel: "dept:d1", event: "e", data: 1 }, 2)).toMatchObject({ ok: true, offset: 1 });
   const metrics = await (await fetch(`${http}/metrics`)).text();
-  expect(metrics).toMatch(/sinal_background_failures_total\{source="room_join"\} [1-9]/);
-  expect(metrics).toMatch(/sinal_background_failures_total\{source="room_leave"\} [1-9]/);
-  expect(logs.some((l) => l.code === "room_join_failed" && l.level === 50)).toBe(true);
-  // Once the store works again, so do rooms.
+  expect(metrics).toMatch(/sinal_background_failures_total\{source="pending_notifications"\} 1/);
+  // Once the store works again, so do rooms, and carol's notification reaches her at her next connect.
   failing = false;
-  expect(await ask(bob, { type: "subscribe", channel: "room:r2" }, 3)).toMatchObject({ ok: true });
-  const message = await ask(bob, { type: "message", room: "r2", content: "back" }, 4);
-  expect(message).toMatchObject({ ok: true, message: { content: "back" } });
-  bob.close();
+  expect(await ask(alice, { type: "message", room: "r1", content: "back" }, 3)).toMatchObject({ ok: true, message: { content: "back" } });
+  carol.close();
+  await carol.closed;
+  const again = await open("carol");
+  expect(await again.next()).toMatchObject({ type: "pub", channel: "user:carol", event: "notification", data: { title: "t" } });
+  for (const c of [alice, bob, again]) c.close();
 });
+
+async function waitFor(condition: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms`);
+    await Bun.sleep(10);
+  }
+}

@@ -6,6 +6,8 @@ import type { ConnectionListener } from "../ws/hooks.ts";
 /**
  * Who is in which room on this node, counted per user (not per tab): the first connection of a
  * user that subscribes to `room:<id>` publishes `user_joined`, the last one to leave `user_left`.
+ * Both are ephemeral, like typing: no offset, never in history (a page reload costs no commit,
+ * recovery never replays a stale join, and real messages are not pushed out of the history).
  */
 export class RoomOccupancy implements ConnectionListener {
   /** topic -> user -> number of that user's connections subscribed. */
@@ -27,7 +29,7 @@ export class RoomOccupancy implements ConnectionListener {
     }
     const count = users.get(conn.user) ?? 0;
     users.set(conn.user, count + 1);
-    if (count === 0) this.publisher.publishInBackground(channel, "user_joined", { room: channel.id, user: conn.user }, "room_join");
+    if (count === 0) this.publisher.publishEphemeral(channel, "user_joined", { room: channel.id, user: conn.user });
   }
 
   unsubscribed(conn: Connection, channel: Channel): void {
@@ -51,6 +53,6 @@ export class RoomOccupancy implements ConnectionListener {
     }
     users.delete(conn.user);
     if (users.size === 0) this.rooms.delete(channel.topic);
-    this.publisher.publishInBackground(channel, "user_left", { room: channel.id, user: conn.user }, "room_leave");
+    this.publisher.publishEphemeral(channel, "user_left", { room: channel.id, user: conn.user });
   }
 }
