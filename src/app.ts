@@ -108,7 +108,8 @@ export function createApp(deps: AppDeps) {
   const timers: Timer[] = [];
 
   const app = new Elysia({
-    // Socket options only apply here, server-wide (PITFALLS: per-route ws options are ignored).
+    // Socket options only apply here, server-wide: Elysia type-checks the ones given per `.ws()` route but ignores them
+    // (measured on elysia 1.4.30 with bun 1.4.5).
     websocket: {
       maxPayloadLength: limits.maxFrameBytes,
       idleTimeout: config.idleTimeoutSec,

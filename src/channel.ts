@@ -57,7 +57,7 @@ export function matchesAny(patterns: readonly string[] | undefined, channel: Cha
 
 const ALWAYS_SUBSCRIBABLE = new Set<ChannelKind>(["global", "system", "presence"]);
 
-/** Subscribe rule of PROTOCOL.md: own user channel and the public ones always; another user's never. */
+/** Subscribe rule (docs/protocol.md "Channels"): own user channel and the public ones always; another user's never. */
 export function maySubscribe(user: string, subPatterns: readonly string[] | undefined, channel: Channel): boolean {
   if (channel.kind === "user") return channel.id === user;
   if (ALWAYS_SUBSCRIBABLE.has(channel.kind)) return true;

@@ -3,7 +3,7 @@ import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
 import type { HistoryPolicy } from "./history/channel-history.ts";
 
 /**
- * Configuration from the environment (PROTOCOL.md "Running"), validated once at start-up.
+ * Configuration from the environment (docs/configuration.md; docs/protocol.md "Running"), validated once at start-up.
  * A bad value throws a ConfigError naming the variable; main.ts prints it and exits 1.
  */
 

@@ -1,6 +1,6 @@
 /**
  * Stable error codes and WebSocket close codes: the single table clients code against
- * (PROTOCOL.md "Close codes"). Handlers refer to these names, never to literal numbers.
+ * (docs/protocol.md "Error codes" and "Close codes"). Handlers refer to these names, never to literal numbers.
  */
 
 export type ErrorCode =

@@ -18,7 +18,10 @@ const REDACT = [
   "*.secret",
 ];
 
-/** JSON lines on stdout (PITFALLS.md: transports break in a compiled binary). */
+/**
+ * JSON lines on stdout. pino transports (pino-pretty, pino/file) break in a `bun build --compile` binary: the
+ * worker paths of the build machine are baked in, and exit then hangs 10 s (measured on bun 1.4.5, pino 10).
+ */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
     {

@@ -140,7 +140,7 @@ export class PublishService {
   }
 }
 
-/** The scraper's old `/emit-event` shape mapped onto a publish item (PROTOCOL.md). */
+/** The scraper's old `/emit-event` shape mapped onto a publish item (docs/protocol.md "Publishing"). */
 export function emitEventItem(body: unknown): PublishItem {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new SinalError("bad_request", "body must be a JSON object");
   const { event, data, channel, idempotency_key } = body as Record<string, unknown>;

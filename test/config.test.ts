@@ -14,7 +14,7 @@ function failure(env: Record<string, string>): string {
 }
 
 describe("loadConfig", () => {
-  test("defaults follow PROTOCOL.md 'Running'", () => {
+  test("defaults follow docs/protocol.md 'Running' and docs/configuration.md", () => {
     const config = loadConfig({ JWT_SECRET: SECRET });
     expect(config.port).toBe(3000);
     expect(config.host).toBe("0.0.0.0");

@@ -149,7 +149,7 @@ export function mintToken(secret: string, opts: MintOptions): string {
 }
 
 /**
- * Reads the token from its three carriers in PROTOCOL.md order: Authorization header,
+ * Reads the token from its three carriers in the order of docs/protocol.md "Connecting": Authorization header,
  * `bearer.<jwt>` subprotocol entry, `?token=`. The first carrier present wins.
  */
 export function tokenFromRequest(request: Request, url: URL): string | null {

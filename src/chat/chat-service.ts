@@ -6,7 +6,7 @@ import type { Connection } from "../ws/connection.ts";
 import type { FeatureHandlers } from "../ws/handlers.ts";
 import type { Typing } from "./typing.ts";
 
-/** A message as clients see it (PROTOCOL.md `new_message` data). */
+/** A message as clients see it (the `new_message` data of docs/protocol.md "Events"). */
 export interface MessageView {
   id: number;
   room: string;

@@ -64,7 +64,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader
       async ({ request, params }) => {
         const { principal, channel } = await room(request, params.room);
         const body = checkRoomChange(await bodies.json(request));
-        // `meta` is published in room_updated: bounded like any publication's data, before the room is stored.
+        // `meta` is published in new_conversation/conversation_updated: bounded like any publication's data, before the room is stored.
         checkDataSize(body.meta, maxDataBytes, "meta");
         const notify = (body.notify ?? []).map((name, i) => {
           try {

@@ -6,7 +6,7 @@ import type { FeatureHandlers } from "../ws/handlers.ts";
 import type { ConnectionListener } from "../ws/hooks.ts";
 import type { Lock, Locks } from "./locks.ts";
 
-/** PROTOCOL.md `lock`/`unlock` data. */
+/** The `lock`/`unlock` data of docs/protocol.md "Events" (`unlock` without `expires_at`). */
 function lockView(lock: Lock, withExpiry: boolean) {
   return { resource: lock.resource, user: lock.user, since: lock.since, ...(withExpiry ? { expires_at: lock.expiresAt } : {}) };
 }

@@ -12,7 +12,7 @@ export interface NotificationInput {
   action?: string;
 }
 
-/** PROTOCOL.md `notification` data. */
+/** The `notification` data of docs/protocol.md "Events" (a stored one, with its id). */
 export function notificationView(n: StoredNotification) {
   return {
     id: n.id,

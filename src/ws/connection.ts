@@ -15,7 +15,7 @@ export interface ConnectionEvents {
 /**
  * Per-socket state, passed as `ws.data` at upgrade. Elysia's Bun adapter dispatches socket events
  * to `ws.data.open/message/close`, so these methods receive them without Elysia's per-socket
- * context (PITFALLS: its default ws.data holds the whole request context, ~2x the memory).
+ * context (with an Elysia `.ws()` route, ws.data holds the whole request context: ~2x the memory per socket).
  * Keep fields few and small: 10,000 of these must fit in a few MB.
  */
 export class Connection implements RateState {

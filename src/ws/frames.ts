@@ -3,7 +3,7 @@ import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { SinalError } from "../errors.ts";
 import { exceedsJsonDepth } from "../json-depth.ts";
 
-/** Client frames of PROTOCOL.md, validated once here; handlers receive typed values. */
+/** Client frames (docs/protocol.md "Client frames"), validated once here; handlers receive typed values. */
 
 // A number id must survive the round trip: past 2^53 JSON.parse rounds it and the reply would carry another id.
 const Id = Type.Union([Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }), Type.String({ maxLength: 128 })]);

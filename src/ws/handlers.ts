@@ -10,7 +10,7 @@ import type { AnyFrame, Frame, FrameType } from "./frames.ts";
 import type { Listeners } from "./hooks.ts";
 import { isCovered, type Replay } from "./slow-lane.ts";
 
-/** Result fields of a successful reply (flat, PROTOCOL.md). */
+/** Result fields of a successful reply (flat beside type, id and ok: docs/protocol.md "Requests, replies and errors"). */
 export type ReplyFields = Record<string, unknown>;
 
 /** Returned by a handler that wrote its reply itself (subscribe: the reply, then replayed frames). */
@@ -76,7 +76,7 @@ export class FrameHandlers {
 
   /**
    * Joins the channel and answers `{channel, epoch, offset, recovered}`; with `since`, the reply is
-   * followed by the missed publications, then live ones, none twice (PROTOCOL.md). A history that
+   * followed by the missed publications, then live ones, none twice (docs/protocol.md "History and recovery"). A history that
    * answers asynchronously (the durable one) reads while the broker holds this socket's live
    * frames of the channel; the held frames already replayed are dropped, the rest follow.
    * Memory stays bounded whatever the client sends: one history read per connection at a time (a

@@ -1,6 +1,6 @@
 /**
  * Errors the client hands to the app, and the close codes with their reconnect meaning
- * (PROTOCOL.md "Close codes"), in one table.
+ * (docs/protocol.md "Close codes"), in one table.
  */
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Wire shapes of the sinal v1 contract (PROTOCOL.md) as the client sees them, and the options of
+ * Wire shapes of the sinal v1 contract (docs/protocol.md) as the client sees them, and the options of
  * the client. Wire objects keep the contract's snake_case field names; objects the SDK makes
  * itself (events such as `gap`) use camelCase.
  */

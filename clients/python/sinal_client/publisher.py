@@ -24,7 +24,7 @@ __all__ = ["Publisher", "MAX_BATCH", "new_idempotency_key"]
 
 log = logging.getLogger("sinal_client")
 
-#: The server's limit of publications in one ``POST /v1/publish`` (PROTOCOL.md).
+#: The server's limit of publications in one ``POST /v1/publish`` (docs/protocol.md "Publishing").
 MAX_BATCH = 1000
 
 #: Statuses answered with a retry (after a backoff) instead of an exception.
