@@ -57,7 +57,7 @@ describe("presence", () => {
     watcher.close();
   });
 
-  test("a user idle past the away time becomes away, and online again on the next frame", async () => {
+  test("a user idle past the away time becomes away, and online again on its next frame; a keepalive ping is not activity", async () => {
     const { c: watcher } = await watch("acme", "w3");
     const idle = await Client.open(server, { user: "idler" });
     expect(await watcher.next()).toEqual(presenceOf("idler", "online"));
@@ -70,6 +70,10 @@ describe("presence", () => {
     };
     expect(await next()).toEqual(presenceOf("idler", "away"));
     idle.send({ type: "ping" });
+    expect(await idle.next()).toEqual({ type: "pong" });
+    // The ping kept the socket open without making the user present.
+    expect(await next().then(() => "changed", () => "still away")).toBe("still away");
+    idle.send({ type: "subscribe", id: 1, channel: "global" });
     expect(await next()).toEqual(presenceOf("idler", "online"));
     idle.close();
     expect(await next()).toEqual(presenceOf("idler", "offline"));

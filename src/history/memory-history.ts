@@ -68,8 +68,6 @@ class Ledger {
   }
 }
 
-/** A topic with nothing kept and no publication for this long is forgotten (its epoch with it). */
-const FORGET_IDLE_MS = 60 * 60 * 1000;
 
 export interface MemoryHistoryLimits {
   /** Bound on the bytes of all kept publications together (HISTORY_MEMORY_MAX_BYTES). */
@@ -169,10 +167,9 @@ export class MemoryHistory implements HistoryStore {
   }
 
   trim(now: number): void {
-    for (const state of this.topics.values()) {
-      this.expire(state, now, Infinity);
-      if (state.entries.length === state.head && now - state.lastAt > Math.max(FORGET_IDLE_MS, state.ttlMs)) this.forget(state);
-    }
+    // A topic's state (its epoch) stays however long it is idle: forgetting it would change the
+    // epoch under its subscribers. The topic bounds evict the least recently used instead.
+    for (const state of this.topics.values()) this.expire(state, now, Infinity);
     this.all.compact();
     for (const [tenant, ledger] of this.ledgers) {
       ledger.compact();

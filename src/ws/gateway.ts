@@ -188,7 +188,8 @@ export class Gateway implements ConnectionEvents {
       if (recordRejection(conn, this.deps.limits, now)) this.closeWith(conn, Close.rateLimited, "rate limit exceeded");
       return;
     }
-    this.listeners.active(conn, Date.now());
+    // A keepalive `ping` is not activity: presence goes `away` for a user who only keeps its socket open.
+    if (isParseFailure(frame) || frame.type !== "ping") this.listeners.active(conn, Date.now());
     if (isParseFailure(frame)) {
       this.reject(conn, frame.id, frame.error);
       return;

@@ -146,7 +146,8 @@ export class FrameHandlers {
         }
         conn.slow?.add(channel.topic);
         this.answer(conn, frame.id, channel, result, since !== undefined, held);
-        if (joins) this.deps.listeners.subscribed(conn, channel);
+        // Not if the client unsubscribed while the history was read: no join without its leave.
+        if (joins && conn.topics.includes(channel.topic)) this.deps.listeners.subscribed(conn, channel);
         return REPLIED;
       },
       (err: unknown) => {
