@@ -62,8 +62,10 @@ export class ChatService {
     return (await this.store.listMessages(channel.tenant, channel.id!, before, limit)).map(messageView);
   }
 
+  /** Moves the user's receipt to `messageId` (never back) and publishes `message_read`; not_found for an id that is no message of the room. */
   async markRead(channel: Channel, user: string, messageId: number): Promise<number> {
     const furthest = await this.store.markRead(channel.tenant, channel.id!, user, messageId, Date.now());
+    if (furthest === null) throw new SinalError("not_found", `no message ${messageId} in room "${channel.id}"`);
     await this.publisher.publish(channel, "message_read", { room: channel.id, message_id: furthest, user });
     return furthest;
   }
