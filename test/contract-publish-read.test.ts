@@ -162,3 +162,68 @@ describe("read receipts", () => {
     reader.close();
   });
 });
+
+describe("reading a room as a user", () => {
+  test("a user reads the messages of a room their grants cover, newest first with the backends' paging", async () => {
+    const ids: number[] = [];
+    for (const content of ["one", "two", "three"]) ids.push(await postMessage("hist", "agent", content));
+    const token = await server.token({ user: "reader3", subChannels: ["room:hist"] });
+    const first = await get("/v1/rooms/hist/messages?limit=2", token);
+    expect(first.status).toBe(200);
+    const page = (await first.json()) as { messages: { id: number; content: string }[]; next_before: number | null };
+    expect(page.messages.map((m) => m.content)).toEqual(["three", "two"]);
+    expect(page.next_before).toBe(ids[1]!);
+    // Any case of the scheme will do.
+    const rest = (await (await get(`/v1/rooms/hist/messages?limit=2&before=${page.next_before}`, token, "bearer")).json()) as typeof page;
+    expect(rest).toEqual({ messages: [expect.objectContaining({ id: ids[0], room: "hist", sender: "agent", content: "one" })], next_before: null });
+  });
+
+  test("a user is refused (403) the messages and the unread count of a room their grants do not cover", async () => {
+    await postMessage("secret", "agent", "not for you");
+    const token = await server.token({ user: "outsider", subChannels: ["room:hist", "dept:*"] });
+    for (const path of ["/v1/rooms/secret/messages", "/v1/rooms/secret/unread"]) {
+      const res = await get(path, token);
+      expect(res.status).toBe(403);
+      expect(await res.json()).toEqual({ error: { code: "forbidden", message: 'not a participant of room "secret"' } });
+    }
+  });
+
+  test("a user reads their own unread count, named or not; naming another user is refused (403)", async () => {
+    await postMessage("count", "agent", "a");
+    await postMessage("count", "agent", "b");
+    const token = await server.token({ user: "counter", subChannels: ["room:*"] });
+    expect(await (await get("/v1/rooms/count/unread", token)).json()).toEqual({ room: "count", user: "counter", unread: 2 });
+    expect(await (await get("/v1/rooms/count/unread?user=counter", token)).json()).toEqual({ room: "count", user: "counter", unread: 2 });
+    const other = await get("/v1/rooms/count/unread?user=agent", token);
+    expect(other.status).toBe(403);
+    expect(((await other.json()) as { error: { code: string } }).error.code).toBe("forbidden");
+  });
+
+  test("API keys and admin tokens still read any user's unread count and any room", async () => {
+    await postMessage("backend", "agent", "a");
+    const admin = await server.token({ user: "boss", roles: ["admin"] });
+    for (const credential of [key, admin]) {
+      expect(await (await get("/v1/rooms/backend/unread?user=someone", credential)).json()).toEqual({ room: "backend", user: "someone", unread: 1 });
+      expect(((await (await get("/v1/rooms/backend/messages", credential)).json()) as { messages: unknown[] }).messages).toHaveLength(1);
+    }
+    // A backend has no "own" count: the user stays required.
+    expect((await get("/v1/rooms/backend/unread", key)).status).toBe(400);
+  });
+
+  test("another tenant's room is never visible to a user: the tenant comes from the token", async () => {
+    await postMessage("shared-id", "agent", "acme only");
+    const globexUser = await server.token({ tenant: "globex", user: "g1", subChannels: ["*"] });
+    expect(await (await get("/v1/rooms/shared-id/messages", globexUser)).json()).toEqual({ messages: [], next_before: null });
+    expect(await (await get("/v1/rooms/shared-id/unread", globexUser)).json()).toEqual({ room: "shared-id", user: "g1", unread: 0 });
+    // And a globex API key sees globex only, whatever the user token's tenant.
+    const globexKey = await server.apiKey("globex");
+    expect(await (await get("/v1/rooms/shared-id/messages", globexKey)).json()).toEqual({ messages: [], next_before: null });
+  });
+
+  test("a token that does not verify is refused 401, whatever room it asks for", async () => {
+    const expired = await server.token({ user: "reader3", subChannels: ["room:*"], ttlSec: -60 });
+    const res = await get("/v1/rooms/hist/messages", expired);
+    expect(res.status).toBe(401);
+    expect((await get("/v1/rooms/hist/unread", "not-a-token")).status).toBe(401);
+  });
+});

@@ -1,3 +1,4 @@
+import type { Claims } from "../auth/tokens.ts";
 import { maySubscribe, parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
 import type { Publisher } from "../publisher.ts";
@@ -32,6 +33,14 @@ export function roomView(room: StoredRoom) {
     created_at: room.createdAt,
     updated_at: room.updatedAt,
   };
+}
+
+/**
+ * A user may use a room (send, type, mark read, read its history over REST) when they may
+ * subscribe to it: the subscribe rule with the token's `sub_channels`.
+ */
+export function mayUseRoom(claims: Pick<Claims, "user" | "subChannels">, channel: Channel): boolean {
+  return maySubscribe(claims.user, claims.subChannels, channel);
 }
 
 /**
@@ -96,7 +105,7 @@ export class ChatService {
   frameHandlers(): FeatureHandlers {
     const roomFor = (conn: Connection, room: string) => {
       const channel = this.roomChannel(conn.tenant, room);
-      if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
+      if (!mayUseRoom(conn.claims, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
       return channel;
     };
     return {
