@@ -123,7 +123,7 @@ export class PublishService {
         }
         // A durable channel stores the key in the publication's own commit: a crash keeps both or neither.
         const together = key !== undefined && this.publisher.history.isDurable(item.channel);
-        const position = await this.publisher.publish(item.channel, item.event, item.data, together ? { tenant, key } : undefined);
+        const position = await this.publisher.publish(item.channel, item.event, item.data, together ? { key: { tenant, key } } : {});
         if (key !== undefined) {
           answers.set(key, position);
           if (!together) fresh.push({ tenant, key, response: JSON.stringify(position) });

@@ -10,6 +10,23 @@ import type { NewMessage, StoredMessage } from "./store/chat-store.ts";
 
 export type { Position } from "./history/history.ts";
 
+/** The client that sent a publication with a WebSocket `publish` frame: `from` in its `pub` frame. */
+export interface PublishedBy {
+  /** The token's `sub`. */
+  user: string;
+  /** The connection id (the `client` of its welcome). */
+  client: string;
+  /** The token's `name` claim, when it has one. */
+  name?: string;
+}
+
+export interface PublishOptions {
+  /** Stored in the publication's own commit (durable channels): a retry finds it (see PublishService). */
+  key?: IdempotencyKey;
+  /** Set only for a client's own publication; REST, chat, feeds and the server publish without. */
+  from?: PublishedBy;
+}
+
 /** Told of every publication after its fan-out (the dashboard's activity counts). */
 export type PublishObserver = (channel: Channel, event: string, reached: number) => void;
 
@@ -42,15 +59,17 @@ export class Publisher {
    * both happen synchronously, before the returned promise settles: a caller that updates its
    * own state in the same step (the feeds' snapshot cache) stays consistent with the positions
    * that subscribe replies report. Durable channels fan out once the publication is committed.
+   * `from` is part of the kept frame, so a replay shows who published too.
    */
-  async publish(channel: Channel, event: string, data: unknown, key?: IdempotencyKey): Promise<Position> {
+  async publish(channel: Channel, event: string, data: unknown, options: PublishOptions = {}): Promise<Position> {
     const ts = Date.now();
     const json = this.serialize(data, "data");
+    const from = options.from === undefined ? null : fromJson(options.from);
     const kept = this.history.append(
       channel,
-      (p) => pubFrame(channel, event, json, p, ts),
+      (p) => pubFrame(channel, event, json, p, ts, from),
       (_p, frame) => this.fanOut(channel, event, frame),
-      key,
+      options.key,
     );
     return (kept instanceof Promise ? await kept : kept).position;
   }
@@ -80,7 +99,7 @@ export class Publisher {
     const committed = await this.history.appendMessage(
       channel,
       message,
-      (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt),
+      (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt, null),
       (_p, frame) => this.fanOut(channel, "new_message", frame),
     );
     if (committed.duplicate) return { message: committed.message, duplicate: true };
@@ -122,7 +141,18 @@ export class Publisher {
   }
 }
 
-/** A `pub` frame, serialized once; `json` is the data already serialized. */
-function pubFrame(channel: Channel, event: string, json: string, p: Position, ts: number): string {
-  return `{"type":"pub","channel":${JSON.stringify(channel.name)},"event":${JSON.stringify(event)},"data":${json},"offset":${p.offset},"epoch":"${p.epoch}","ts":${ts}}`;
+/**
+ * A `pub` frame, serialized once; `json` is the data already serialized, `from` too (or null).
+ * Keys in this order always: type, channel, event, data, from (when set), offset, epoch, ts.
+ */
+function pubFrame(channel: Channel, event: string, json: string, p: Position, ts: number, from: string | null): string {
+  const by = from === null ? "" : `,"from":${from}`;
+  return `{"type":"pub","channel":${JSON.stringify(channel.name)},"event":${JSON.stringify(event)},"data":${json}${by},"offset":${p.offset},"epoch":"${p.epoch}","ts":${ts}}`;
+}
+
+/** `{"user","client","name"?}`, in that order; a token without a name claim gives no `name` key. */
+function fromJson(by: PublishedBy): string {
+  const fields: PublishedBy = { user: by.user, client: by.client };
+  if (by.name !== undefined) fields.name = by.name;
+  return JSON.stringify(fields);
 }

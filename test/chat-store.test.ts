@@ -60,6 +60,13 @@ describe("SqliteChatStore", () => {
     expect(await store.chat.unreadCount("globex", "1", "u2")).toBe(0);
   });
 
+  test("a receipt for no message of the room (another room's, another tenant's, none at all) stores nothing", async () => {
+    const [mine, otherRoom, otherTenant] = await store.chat.insertMessages([msg({}), msg({ room: "2" }), msg({ tenant: "globex" })]);
+    for (const id of [otherRoom!.message.id, otherTenant!.message.id, 999_999]) expect(await store.chat.markRead("acme", "1", "u2", id, 2000)).toBeNull();
+    expect(await store.chat.unreadCount("acme", "1", "u2")).toBe(1);
+    expect(await store.chat.markRead("acme", "1", "u2", mine!.message.id, 2001)).toBe(mine!.message.id);
+  });
+
   test("upsertRoom creates, then changes status, assignment, meta and adds members", async () => {
     const created = await store.chat.upsertRoom("acme", "9", { members: ["a"] }, 10);
     expect(created).toMatchObject({ created: true, room: { id: "9", status: "open", members: ["a"] } });

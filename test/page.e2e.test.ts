@@ -6,8 +6,8 @@ import { post, startServer, type TestServer } from "./helpers.ts";
 
 /**
  * The page at `/` in Debian's headless Chromium, driven by playwright-core: a roulette board that
- * moves on a REST publish, a chat between two users with typing and read receipts, who is
- * online, and the stats panel. Without Chromium the test is skipped with the reason when run by
+ * moves on a REST publish, a chat between two users with typing and read receipts, a late joiner
+ * who sees the room's last messages, who is online, and the stats panel. Without Chromium the test is skipped with the reason when run by
  * hand; under CI=true it fails (CI installs Chromium in .ci/run).
  */
 
@@ -134,6 +134,26 @@ browserTest(
     expect(pageErrors).toEqual([`Failed to load resource: the server responded with a status of 403 (Forbidden) ${server.http}/v1/dashboard`]);
   },
   30_000,
+);
+
+browserTest(
+  "a user who joins a room late sees its last messages, then the live ones",
+  async () => {
+    const apiKey = await server.apiKey("acme");
+    for (const content of ["before you came", "and this too"]) {
+      expect((await post(server, "/v1/rooms/late/messages", { sender: "erin", content }, apiKey)).status).toBe(200);
+    }
+    const dave = await server.token({ user: "dave", subChannels: ["*"] });
+    const page = await openPage(dave, "&room=late");
+    const contents = page.locator("#messages li.message .content");
+    await page.locator("#messages li.message", { hasText: "and this too" }).waitFor({ timeout: WAIT_MS });
+    expect(await contents.allTextContents()).toEqual(["before you came", "and this too"]);
+    expect((await post(server, "/v1/rooms/late/messages", { sender: "erin", content: "live now" }, apiKey)).status).toBe(200);
+    await page.locator("#messages li.message", { hasText: "live now" }).waitFor({ timeout: WAIT_MS });
+    expect(await contents.allTextContents()).toEqual(["before you came", "and this too", "live now"]);
+    await page.context().close();
+  },
+  15_000,
 );
 
 browserTest("a page without a token asks for one, and a pasted token connects", async () => {

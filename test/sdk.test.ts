@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { Backoff, SinalClient, SinalError, type CloseInfo, type Publication, type SinalClientOptions } from "../clients/js/src/index.ts";
 import { startServer, type TestServer } from "./helpers.ts";
+import { restBaseOf } from "../clients/js/src/rest.ts";
 import { FakeSocket } from "./support/sdk-fake-socket.ts";
 
 /** SDK unit tests play the server with FakeSocket; the last block runs against a real server. */
@@ -577,6 +578,18 @@ describe("requests and liveness", () => {
   });
 });
 
+describe("HTTP calls", () => {
+  test("go to the server beside the /ws endpoint: same host, http(s), the path without /ws", () => {
+    expect(restBaseOf("wss://rt.example.com/ws")).toBe("https://rt.example.com");
+    expect(restBaseOf("ws://localhost:3000/sinal/ws?x=1")).toBe("http://localhost:3000/sinal");
+    expect(restBaseOf("https://rt.example.com/ws/")).toBe("https://rt.example.com");
+  });
+
+  test("an httpUrl that is not http(s) is refused when the client is made, naming the option", () => {
+    expect(() => makeClient({ httpUrl: "ftp://x" })).toThrow("httpUrl");
+  });
+});
+
 describe("against a real server", () => {
   let server: TestServer;
   beforeAll(async () => {
@@ -646,6 +659,62 @@ describe("against a real server", () => {
     const client = realClient({ token: expired, getToken: async () => (calls++, server.token({ user: "sdk4" })) });
     expect(await client.connect()).toMatchObject({ user: "sdk4" });
     expect(calls).toBe(1);
+  });
+
+  test("roomMessages pages a granted room's messages and unread counts the user's own, with the client's token", async () => {
+    const key = await server.apiKey("acme");
+    const ids: number[] = [];
+    for (const content of ["one", "two", "three"]) {
+      const res = await fetch(`${server.http}/v1/rooms/sdk-hist/messages`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: JSON.stringify({ sender: "agent", content }) });
+      ids.push(((await res.json()) as { id: number }).id);
+    }
+    const client = realClient({ token: await server.token({ user: "sdk6", subChannels: ["room:sdk-hist"] }) });
+    // No socket needed: a page can show the conversation before it is connected.
+    const first = await client.roomMessages("sdk-hist", { limit: 2 });
+    expect(first.messages.map((m) => m.content)).toEqual(["three", "two"]);
+    expect(first.next_before).toBe(ids[1]!);
+    const older = await client.roomMessages("sdk-hist", { before: first.next_before!, limit: 2 });
+    expect(older).toEqual({ messages: [expect.objectContaining({ id: ids[0], sender: "agent", content: "one" })], next_before: null });
+    expect(await client.unread("sdk-hist")).toBe(3);
+    await client.connect();
+    await client.read("sdk-hist", ids[1]!);
+    expect(await client.unread("sdk-hist")).toBe(1);
+  });
+
+  test("a room the token does not cover rejects with forbidden; an unreachable server with network", async () => {
+    const token = await server.token({ user: "sdk7", subChannels: ["room:mine"] });
+    const client = realClient({ token });
+    await expect(client.roomMessages("theirs")).rejects.toMatchObject({ code: "forbidden", message: 'not a participant of room "theirs"' });
+    await expect(client.unread("theirs")).rejects.toMatchObject({ code: "forbidden" });
+    const nowhere = realClient({ token, httpUrl: "http://127.0.0.1:1" });
+    await expect(nowhere.unread("mine")).rejects.toMatchObject({ code: "network" });
+  });
+
+  test("an HTTP call refused 401 gets a new token from getToken and is tried once more", async () => {
+    const expired = await server.token({ user: "sdk8", subChannels: ["room:*"], ttlSec: -60 });
+    let calls = 0;
+    const client = realClient({ token: expired, getToken: async () => (calls++, server.token({ user: "sdk8", subChannels: ["room:*"] })) });
+    expect(await client.roomMessages("sdk-fresh")).toEqual({ messages: [], next_before: null });
+    expect(calls).toBe(1);
+    // Without getToken the 401 is the answer.
+    const stuck = realClient({ token: expired });
+    await expect(stuck.unread("sdk-fresh")).rejects.toMatchObject({ code: "unauthorized" });
+  });
+
+  test("httpUrl sends the HTTP calls elsewhere than the socket's server", async () => {
+    const client = realClient({ url: "ws://127.0.0.1:1/ws", httpUrl: `${server.http}/`, token: await server.token({ user: "sdk9", subChannels: ["room:*"] }) });
+    expect(await client.unread("sdk-else")).toBe(0);
+  });
+
+  test("a publication another client published carries from: its user, connection id and name", async () => {
+    const publisher = realClient({ token: await server.token({ user: "sdk10", name: "Ten", pubChannels: ["dept:*"] }) });
+    const watcher = realClient({ token: await server.token({ user: "sdk11", subChannels: ["dept:*"] }) });
+    const [welcome] = await Promise.all([publisher.connect(), watcher.connect()]);
+    const sub = watcher.subscribe("dept:sdk-from");
+    await sub.ready;
+    const got = nextEvent<Publication>(sub, "publication");
+    await publisher.publish("dept:sdk-from", "hello", {});
+    expect((await got).from).toEqual({ user: "sdk10", client: welcome.client, name: "Ten" });
   });
 
   test("refreshes a short-lived token on the open connection before it expires", async () => {

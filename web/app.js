@@ -84,7 +84,7 @@ function main() {
     showTokenPanel("That does not look like a JWT. Paste another one.");
     return;
   }
-  const me = { user: claims.sub, name: claims.name ?? claims.sub, tenant: claims.tid, roles: claims.roles ?? [] };
+  const me = { user: claims.sub, name: claims.name ?? claims.sub, tenant: claims.tid };
   $("whoami").textContent = `${me.name} · ${me.tenant}`;
 
   const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
@@ -109,7 +109,7 @@ function main() {
   client.on("publication", (pub) => latency.add(pub));
 
   mountRoulettes(client, { boards: $("boards"), form: $("roulette-form"), input: $("roulette-id") }, settings.roulettes);
-  mountChat(client, me, settings.room, settings.token);
+  mountChat(client, me, settings.room);
   mountPresence(client, me);
   mountDashboard(settings.token, latency);
   client.connect().catch(() => {});

@@ -12,7 +12,7 @@ function el(tag, className, text) {
 
 const timeOf = (createdAt) => new Date(typeof createdAt === "number" ? createdAt : Date.parse(createdAt)).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
-export function mountChat(client, me, room, token) {
+export function mountChat(client, me, room) {
   const list = $("messages");
   const typingLine = $("typing");
   const input = $("chat-input");
@@ -76,13 +76,10 @@ export function mountChat(client, me, room, token) {
     typingLine.textContent = users.length === 0 ? "" : `${users.join(" and ")} ${users.length === 1 ? "is" : "are"} typing…`;
   }
 
-  /** Recent messages over REST; it needs an admin token, so a plain user just starts empty. */
+  /** The room's last messages, read with the user's own token: a late joiner sees the conversation so far. */
   async function loadHistory() {
-    if (!me.roles.includes("admin")) return;
     try {
-      const res = await fetch(`/v1/rooms/${encodeURIComponent(room)}/messages?limit=30`, { headers: { authorization: `Bearer ${token}` } });
-      if (!res.ok) return;
-      const { messages } = await res.json();
+      const { messages } = await client.roomMessages(room, { limit: 30 });
       for (const m of messages.reverse()) addMessage(m);
       markRead();
     } catch {
@@ -90,9 +87,15 @@ export function mountChat(client, me, room, token) {
     }
   }
 
+  // Loaded once subscribed, so nothing published meanwhile falls between the page and the live
+  // messages (a message in both shows once); after a gap, loaded again.
+  let joined = false;
   const sub = client.subscribe(`room:${room}`);
   sub.on("subscribed", () => {
     section.dataset.state = "subscribed";
+    if (joined) return;
+    joined = true;
+    void loadHistory();
   });
   sub.on("gap", () => void loadHistory());
   sub.on("error", (err) => {
@@ -133,7 +136,6 @@ export function mountChat(client, me, room, token) {
     }
   });
   document.addEventListener("visibilitychange", markRead);
-  void loadHistory();
 
   let typingSentAt = 0;
   let idleTimer = 0;

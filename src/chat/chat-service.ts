@@ -1,3 +1,4 @@
+import type { Claims } from "../auth/tokens.ts";
 import { maySubscribe, parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
 import type { Publisher } from "../publisher.ts";
@@ -35,6 +36,14 @@ export function roomView(room: StoredRoom) {
 }
 
 /**
+ * A user may use a room (send, type, mark read, read its history over REST) when they may
+ * subscribe to it: the subscribe rule with the token's `sub_channels`.
+ */
+export function mayUseRoom(claims: Pick<Claims, "user" | "subChannels">, channel: Channel): boolean {
+  return maySubscribe(claims.user, claims.subChannels, channel);
+}
+
+/**
  * Rooms and messages: every message is stored (batched, committed) before `new_message` is
  * published on `room:<id>`; a resend with the same client_msg_id returns the stored message and
  * publishes nothing.
@@ -62,8 +71,10 @@ export class ChatService {
     return (await this.store.listMessages(channel.tenant, channel.id!, before, limit)).map(messageView);
   }
 
+  /** Moves the user's receipt to `messageId` (never back) and publishes `message_read`; not_found for an id that is no message of the room. */
   async markRead(channel: Channel, user: string, messageId: number): Promise<number> {
     const furthest = await this.store.markRead(channel.tenant, channel.id!, user, messageId, Date.now());
+    if (furthest === null) throw new SinalError("not_found", `no message ${messageId} in room "${channel.id}"`);
     await this.publisher.publish(channel, "message_read", { room: channel.id, message_id: furthest, user });
     return furthest;
   }
@@ -94,7 +105,7 @@ export class ChatService {
   frameHandlers(): FeatureHandlers {
     const roomFor = (conn: Connection, room: string) => {
       const channel = this.roomChannel(conn.tenant, room);
-      if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
+      if (!mayUseRoom(conn.claims, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
       return channel;
     };
     return {

@@ -1,7 +1,7 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import { parseChannel } from "../channel.ts";
-import { roomView, type ChatService } from "../chat/chat-service.ts";
+import { mayUseRoom, roomView, type ChatService } from "../chat/chat-service.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
 import { RoomId, UserId } from "../ws/frames.ts";
@@ -30,11 +30,21 @@ const checkRoomId = validator(RoomId);
 const checkUserId = validator(UserId);
 
 
-/** Rooms for backends (API key or admin token): messages, history pages, announcements, unread counts. */
+/**
+ * Rooms for backends (API key or admin token): messages, history pages, announcements, unread
+ * counts. A user with their own token may read the history and their own unread count of a room
+ * they may use (mayUseRoom), in their token's tenant.
+ */
 export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader, maxDataBytes: number) {
   const room = async (request: Request, id: string) => {
     const principal = await auth.authenticate(request);
     return { principal, channel: chat.roomChannel(principal.tenant, checkRoomId(id, "room")) };
+  };
+  const readableRoom = async (request: Request, id: string) => {
+    const caller = await auth.authenticateBackendOrUser(request);
+    const channel = chat.roomChannel(caller.tenant, checkRoomId(id, "room"));
+    if (caller.user !== null && !mayUseRoom(caller.user, channel)) throw new SinalError("forbidden", `not a participant of room "${channel.id}"`);
+    return { caller, channel };
   };
   return new Elysia({ name: "chat-routes" })
     .post(
@@ -47,7 +57,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader
       { parse: "none" },
     )
     .get("/v1/rooms/:room/messages", async ({ request, params, query }) => {
-      const { channel } = await room(request, params.room);
+      const { channel } = await readableRoom(request, params.room);
       const { before, limit } = pageQuery(query, { defaultLimit: 50, maxLimit: 200, idName: "a message id" });
       const messages = await chat.list(channel, before, limit);
       // A full page may have more behind it: `next_before` is the id to pass as `before`.
@@ -83,8 +93,11 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader
       { parse: "none" },
     )
     .get("/v1/rooms/:room/unread", async ({ request, params, query }) => {
-      const { channel } = await room(request, params.room);
-      const user = checkUserId(query.user, "user");
+      const { caller, channel } = await readableRoom(request, params.room);
+      // A user's own count only: without `user` it is theirs, naming anyone else is refused.
+      const me = caller.user?.user;
+      const user = me !== undefined && query.user === undefined ? me : checkUserId(query.user, "user");
+      if (me !== undefined && user !== me) throw new SinalError("forbidden", "a user token reads its own unread count only");
       return { room: channel.id, user, unread: await chat.unread(channel, user) };
     });
 }

@@ -7,13 +7,23 @@ import type { InFlight } from "./in-flight.ts";
 /** Who is calling the REST API, always bound to one tenant. */
 export interface Principal {
   tenant: string;
-  /** `key:<id>` for an API key, `jwt:<sub>` for an admin token. */
+  /** `key:<id>` for an API key, `jwt:<sub>` for a token. */
   actor: string;
 }
 
 /**
+ * A caller of a route that users may call too: a backend (`user` null: acts for any user of its
+ * tenant) or a user's own token without the admin role (`user` set: acts for that user only).
+ */
+export interface Caller extends Principal {
+  user: Claims | null;
+}
+
+/**
  * REST callers: `Authorization: Bearer sk_...` (a tenant API key) or `Bearer <jwt>` whose
- * `roles` include `admin` (acts for its `tid`). Anything else is 401/403.
+ * `roles` include `admin` (acts for its `tid`). Anything else is 401/403, except on the routes a
+ * user calls with their own token: `/v1/me/...` (authenticateUser) and a room's messages and
+ * unread count (authenticateBackendOrUser).
  * Each authenticated request counts toward its credential's in-flight bound (InFlight): the API
  * key, or the token's tenant and subject.
  */
@@ -49,25 +59,41 @@ export class RestAuth {
   }
 
   async authenticate(request: Request): Promise<Principal> {
-    const credential = this.credential(request, "api key or admin token");
+    const { principal, claims } = await this.identify(request, "api key or admin token");
+    if (claims !== null && !claims.roles.includes("admin")) {
+      this.metrics.authFailed("rest_not_admin");
+      throw new SinalError("forbidden", "the REST API needs an API key or a token with the admin role");
+    }
+    return this.admitted(request, principal);
+  }
+
+  /**
+   * An API key, an admin token, or any user's own token (the routes a user may call for
+   * themself, e.g. a room's history). The route decides what a user (`user` set) may see.
+   */
+  async authenticateBackendOrUser(request: Request): Promise<Caller> {
+    const { principal, claims } = await this.identify(request, "api key or token");
+    const isUser = claims !== null && !claims.roles.includes("admin");
+    return { ...this.admitted(request, principal), user: isUser ? claims : null };
+  }
+
+  /** The credential's tenant and actor, with the token's claims when it is a JWT (null for an API key). */
+  private async identify(request: Request, what: string): Promise<{ principal: Principal; claims: Claims | null }> {
+    const credential = this.credential(request, what);
     const key = await this.apiKeys.resolve(credential);
-    if (key !== null) return this.admitted(request, { tenant: key.tenant, actor: `key:${key.keyId}` });
+    if (key !== null) return { principal: { tenant: key.tenant, actor: `key:${key.keyId}` }, claims: null };
     if (credential.split(".").length !== 3) {
       this.metrics.authFailed("rest_bad_key");
       throw new SinalError("unauthorized", "unknown or revoked API key");
     }
-    let claims;
+    let claims: Claims;
     try {
       claims = this.verifier.verify(credential);
     } catch (err) {
       this.metrics.authFailed("rest_bad_token");
       throw err;
     }
-    if (!claims.roles.includes("admin")) {
-      this.metrics.authFailed("rest_not_admin");
-      throw new SinalError("forbidden", "the REST API needs an API key or a token with the admin role");
-    }
-    return this.admitted(request, { tenant: claims.tenant, actor: `jwt:${claims.user}` });
+    return { principal: { tenant: claims.tenant, actor: `jwt:${claims.user}` }, claims };
   }
 
   private admitted(request: Request, principal: Principal): Principal {

@@ -53,8 +53,11 @@ export interface ChatStore {
   getRoom(tenant: string, room: string): Promise<StoredRoom | null>;
   /** Creates the room (open) if missing, then applies the change; `created` tells which. */
   upsertRoom(tenant: string, room: string, change: RoomChange, now: number): Promise<{ room: StoredRoom; created: boolean }>;
-  /** Moves the user's receipt forward (never back); returns the receipt's message id after the call. */
-  markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number>;
+  /**
+   * Moves the user's receipt forward (never back); returns the receipt's message id after the call.
+   * Null when `messageId` is no message of this room of this tenant: nothing is stored then.
+   */
+  markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number | null>;
   /** Messages in the room after the user's receipt, not counting the user's own. */
   unreadCount(tenant: string, room: string, user: string): Promise<number>;
 }

@@ -130,17 +130,26 @@ export class SqliteChatStore implements ChatStore {
     return { room: (await this.getRoom(tenant, room))!, created };
   }
 
-  async markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number> {
-    const row = this.db
-      .insert(readReceipts)
-      .values({ tenant, room, user, messageId, updatedAt: now })
-      .onConflictDoUpdate({
-        target: [readReceipts.tenant, readReceipts.room, readReceipts.user],
-        set: { messageId: sql`max(${readReceipts.messageId}, excluded.message_id)`, updatedAt: now },
-      })
-      .returning({ messageId: readReceipts.messageId })
-      .get();
-    return row!.messageId;
+  async markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number | null> {
+    return this.db.transaction(() => {
+      // A receipt past the room's messages (another room's id, a made-up one) would hide every later message from the unread count.
+      const isRoomMessage = this.db
+        .select({ id: messages.id })
+        .from(messages)
+        .where(and(eq(messages.tenant, tenant), eq(messages.room, room), eq(messages.id, messageId)))
+        .get();
+      if (isRoomMessage === undefined) return null;
+      const row = this.db
+        .insert(readReceipts)
+        .values({ tenant, room, user, messageId, updatedAt: now })
+        .onConflictDoUpdate({
+          target: [readReceipts.tenant, readReceipts.room, readReceipts.user],
+          set: { messageId: sql`max(${readReceipts.messageId}, excluded.message_id)`, updatedAt: now },
+        })
+        .returning({ messageId: readReceipts.messageId })
+        .get();
+      return row!.messageId;
+    });
   }
 
   async unreadCount(tenant: string, room: string, user: string): Promise<number> {

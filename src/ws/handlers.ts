@@ -10,6 +10,25 @@ import type { AnyFrame, Frame, FrameType } from "./frames.ts";
 import type { Listeners } from "./hooks.ts";
 import { isCovered, type Replay } from "./slow-lane.ts";
 
+/**
+ * Events only the server publishes (chat, presence, notifications, locks, sync, conversations).
+ * Apps trust them as the server's word, so a client's `publish` may not use their names.
+ */
+const SERVER_EVENTS: ReadonlySet<string> = new Set([
+  "new_message",
+  "message_read",
+  "typing",
+  "presence",
+  "user_joined",
+  "user_left",
+  "notification",
+  "lock",
+  "unlock",
+  "data_sync",
+  "new_conversation",
+  "conversation_updated",
+]);
+
 /** Result fields of a successful reply (flat beside type, id and ok: docs/protocol.md "Requests, replies and errors"). */
 export type ReplyFields = Record<string, unknown>;
 
@@ -233,13 +252,16 @@ export class FrameHandlers {
     return { channel: channel.name };
   }
 
+  /** A client's publication: its `pub` frame says who sent it (`from`), and server events are not the client's to send. */
   private async publish(conn: Connection, frame: Frame<"publish">): Promise<ReplyFields> {
     const channel = parseChannel(conn.tenant, frame.channel);
+    if (SERVER_EVENTS.has(frame.event)) throw new SinalError("forbidden", `event "${frame.event}" is reserved for the server`);
     if (!mayPublish(conn.user, conn.claims.pubChannels, channel)) {
       throw new SinalError("forbidden", `not allowed to publish to "${channel.name}"`);
     }
     if (frame.data === undefined) throw new SinalError("bad_request", "data: required");
-    const { offset, epoch } = await this.deps.publisher.publish(channel, frame.event, frame.data);
+    const from = { user: conn.user, client: conn.id, name: conn.claims.name };
+    const { offset, epoch } = await this.deps.publisher.publish(channel, frame.event, frame.data, { from });
     return { offset, epoch };
   }
 

@@ -1,6 +1,7 @@
 import { Connection, type SinalClientOptions } from "./connection.ts";
+import { RestClient, restBaseOf } from "./rest.ts";
 import { Subscription, type SubscriptionHost } from "./subscription.ts";
-import type { ChatMessage, Lock, PresenceStatus, Publication, Reply } from "./types.ts";
+import type { ChatMessage, Lock, MessagePage, PresenceStatus, Publication, Reply } from "./types.ts";
 
 export type { SinalClientOptions, ConnectionState, CloseInfo, ClientEvents } from "./connection.ts";
 
@@ -35,6 +36,7 @@ export interface LockResult extends Reply {
 export class SinalClient extends Connection {
   private readonly subs = new Map<string, Subscription>();
   private readonly host: SubscriptionHost;
+  private readonly rest: RestClient;
 
   /**
    * Makes a client; nothing is opened before `connect()`.
@@ -54,6 +56,10 @@ export class SinalClient extends Connection {
       remove: (sub, tellServer) => this.removeSubscription(sub, tellServer),
       delivered: (pub) => this.emit("publication", pub),
     };
+    const httpUrl = options.httpUrl ?? restBaseOf(options.url);
+    if (!/^https?:\/\//.test(httpUrl)) throw new TypeError(`httpUrl must be an http:// or https:// URL, got ${httpUrl}`);
+    const tokens = { token: (refused?: string) => this.tokenForHttp(refused), canRenew: this.canRenewToken };
+    this.rest = new RestClient(httpUrl.replace(/\/$/, ""), tokens, this.opts.requestTimeoutMs);
   }
 
   /**
@@ -127,6 +133,33 @@ export class SinalClient extends Connection {
   async read(room: string, messageId: number): Promise<number> {
     const reply = await this.request("read", { room, message_id: messageId });
     return reply.message_id as number;
+  }
+
+  /**
+   * A page of `room`'s messages (the id, without `room:`), newest first, read over HTTP with the
+   * client's token, whose grants must cover `room:<id>` (else code `forbidden`). Pass a page's
+   * `next_before` as `before` for the older ones (`limit` 1 to 200, default 50). Needs no open
+   * socket: a late joiner shows the conversation so far.
+   *
+   * @example
+   * const { messages, next_before } = await client.roomMessages("42", { limit: 30 });
+   * for (const m of messages.reverse()) render(m);
+   * if (next_before !== null) olderButton.onclick = () => client.roomMessages("42", { before: next_before });
+   */
+  roomMessages(room: string, options: { before?: number; limit?: number } = {}): Promise<MessagePage> {
+    return this.rest.get<MessagePage>(`/v1/rooms/${encodeURIComponent(room)}/messages`, { before: options.before, limit: options.limit });
+  }
+
+  /**
+   * How many messages of `room` the user has not read yet: others' messages after the user's
+   * receipt (see `read`). Read over HTTP with the client's token.
+   *
+   * @example
+   * badge.textContent = String(await client.unread("42"));
+   */
+  async unread(room: string): Promise<number> {
+    const answer = await this.rest.get<{ unread: number }>(`/v1/rooms/${encodeURIComponent(room)}/unread`);
+    return answer.unread;
   }
 
   /**

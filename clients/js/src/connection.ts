@@ -33,6 +33,8 @@ export interface SinalClientOptions {
   refreshMarginMs?: number;
   /** Wait before subscribing again after a `rate_limited` answer (default 1 000 ms). */
   retryDelayMs?: number;
+  /** The server's HTTP base for `roomMessages` and `unread` (default: `url` with http(s), without its `/ws`). */
+  httpUrl?: string;
 }
 
 /**
@@ -424,6 +426,23 @@ export class Connection extends Emitter<ClientEvents> {
         resolve({ expires_at: expiresAt });
       });
     });
+  }
+
+  /**
+   * The token for an HTTP call on the user's behalf: the newest one (a `getToken` call in flight
+   * first, fetched when there is none yet), or a fresh one when `refused` is still the newest.
+   */
+  protected tokenForHttp(refused?: string): Promise<string> {
+    const inFlight = this.tokens.inFlight;
+    if (inFlight !== null) return inFlight;
+    const current = this.tokens.current;
+    if (current !== undefined && current !== refused) return Promise.resolve(current);
+    return this.tokens.fetch();
+  }
+
+  /** Whether a refused token can be replaced (a `getToken` was given). */
+  protected get canRenewToken(): boolean {
+    return this.tokens.canFetch;
   }
 
   /** Sends a request on the open connection; false (and no callback ever) when there is none. */

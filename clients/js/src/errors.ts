@@ -8,9 +8,10 @@
  * - `timeout`: no reply within the request timeout;
  * - `disconnected`: the socket closed before the reply came (the request may or may not have been applied);
  * - `closed`: the client was closed (`close()`, or a 4003 close) and sends nothing more;
- * - `token`: `getToken` failed or returned something that is not a token.
+ * - `token`: `getToken` failed or returned something that is not a token;
+ * - `network`: an HTTP call (`roomMessages`, `unread`) got no answer from the server.
  */
-export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "token";
+export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "token" | "network";
 
 /**
  * An error with a stable `code`: a server error reply (`ok:false`), an `error` frame, or one of

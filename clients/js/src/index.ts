@@ -21,6 +21,8 @@ export type {
   Reply,
   SubscribeReply,
   ChatMessage,
+  MessagePage,
+  PublishedBy,
   Lock,
   PresenceStatus,
   WebSocketLike,

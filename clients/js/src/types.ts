@@ -20,6 +20,14 @@ export interface Welcome {
   expires_at: number;
 }
 
+/** The client that published (a `publish` frame): its user, connection id and the token's `name`. */
+export interface PublishedBy {
+  user: string;
+  /** The publisher's connection id (the `client` of its welcome). */
+  client: string;
+  name?: string;
+}
+
 /**
  * One event on one channel. Kept publications carry `offset` and `epoch`; ephemeral ones
  * (`typing`, `presence` changes) carry neither. `conflated` is set when the server replaced
@@ -29,6 +37,8 @@ export interface Publication<T = unknown> {
   channel: string;
   event: string;
   data: T;
+  /** Set when a client published it with `publish`; absent for the server's own events and backend publications. */
+  from?: PublishedBy;
   offset?: number;
   epoch?: string;
   /** Server time of the publication, unix milliseconds. */
@@ -67,6 +77,12 @@ export interface ChatMessage {
   content: string;
   created_at: string | number;
   client_msg_id?: string;
+}
+
+/** A page of a room's messages, newest first; `next_before` is the `before` of the next (older) page, null at the oldest. */
+export interface MessagePage {
+  messages: ChatMessage[];
+  next_before: number | null;
 }
 
 /** An edit lock (`lock` reply, `lock`/`unlock` data, the `locked` error's context). */
