@@ -19,6 +19,7 @@ import { Metrics } from "./metrics.ts";
 import { PublishService } from "./publish-service.ts";
 import { Publisher } from "./publisher.ts";
 import { ChannelHistory } from "./history/channel-history.ts";
+import { Namespaces } from "./namespaces.ts";
 import { MemoryHistory } from "./history/memory-history.ts";
 import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
@@ -59,13 +60,14 @@ export function createApp(deps: AppDeps) {
   const { limits } = config;
   const metrics = new Metrics(config.metricsTopTenants);
   const broker = deps.broker ?? new MemoryBroker();
-  const { policy, memoryMaxBytes, tenantMaxBytes } = config.history;
+  const { memoryMaxBytes, tenantMaxBytes } = config.history;
+  const namespaces = new Namespaces(config.namespaces);
   const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
   metrics.countChannelsEvicted(() => memoryHistory.evicted);
-  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, policy.room, limits.maxChannels, (err) => {
+  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, namespaces.get("room")!.history, limits.maxChannels, (err) => {
     metrics.backgroundFailed("history_trim");
     logger.error({ err, code: "history_trim_failed" }, "trimming room history failed; the next trim tries again");
-  }), policy);
+  }), namespaces);
   const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);
   const activity = new Activity();
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
@@ -75,9 +77,9 @@ export function createApp(deps: AppDeps) {
   const restAuth = new RestAuth(apiKeys, verifier, metrics, inFlight);
   const bodies = new BodyReader({ maxBytes: limits.maxBodyBytes, timeoutMs: limits.bodyTimeoutMs, maxDepth: limits.maxJsonDepth });
   const audit = new AuditLog(store.audit, logger);
-  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs);
+  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
-  const occupancy = new RoomOccupancy(publisher);
+  const occupancy = new RoomOccupancy(publisher, namespaces);
   const chat = new ChatService(store.chat, publisher, typing);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
@@ -91,6 +93,7 @@ export function createApp(deps: AppDeps) {
     (tenant, user) => gateway.userConnections(tenant, user) > 0,
   );
   const gateway: Gateway = new Gateway({
+    namespaces,
     limits,
     allowedOrigins: config.allowedOrigins,
     pingIntervalMs: config.pingIntervalMs,
@@ -164,9 +167,9 @@ export function createApp(deps: AppDeps) {
       return errorBody("internal", "internal error");
     })
     .use(publishRoutes(restAuth, publishService, logger, bodies))
-    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes))
-    .use(presenceRoutes(restAuth, presence, occupancy))
-    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes))
+    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes, namespaces))
+    .use(presenceRoutes(restAuth, presence, occupancy, namespaces))
+    .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))
     .use(assetRoutes())

@@ -1,4 +1,5 @@
 import { SinalError } from "./errors.ts";
+import { CHANNEL_RE, Namespaces, type Namespace } from "./namespaces.ts";
 
 /**
  * A channel parsed once at the edge. Everything inward takes this value, never a raw string,
@@ -6,8 +7,9 @@ import { SinalError } from "./errors.ts";
  */
 export interface Channel {
   readonly tenant: string;
-  readonly kind: ChannelKind;
-  /** null for kinds without an id (`global`, `system`, `presence`). */
+  /** Its namespace's name (`room`, `dept`, a configured `campaign` ...); options are the deployment's (Namespaces). */
+  readonly kind: string;
+  /** null for a bare namespace name (`global`, `system`, `presence`, `campaign`). */
   readonly id: string | null;
   /** The name clients see, without tenant: `room:42`. */
   readonly name: string;
@@ -15,22 +17,22 @@ export interface Channel {
   readonly topic: string;
 }
 
-const KINDS_WITHOUT_ID = new Set(["global", "system", "presence"]);
-const KINDS_WITH_ID = new Set(["dept", "room", "user", "roulette", "strategy", "sync"]);
-export type ChannelKind = "global" | "system" | "presence" | "dept" | "room" | "user" | "roulette" | "strategy" | "sync";
-
-const NAME_RE = /^([a-z]+)(?::([A-Za-z0-9_.@-]{1,128}))?$/;
-
-/** Parses a client-supplied channel name for `tenant`; throws SinalError bad_request/unknown_channel. */
-export function parseChannel(tenant: string, name: unknown): Channel {
+/**
+ * Parses a channel name for `tenant` against the deployment's namespaces (the built-ins when none
+ * is given: enough for the names sinal makes itself, `user:<sub>`, `room:<id>`, `sync:<module>`,
+ * whose rules an operator cannot change). Throws SinalError bad_request (not the grammar) or
+ * unknown_channel (a namespace that does not exist, or an id where its rule does not allow one).
+ */
+export function parseChannel(tenant: string, name: unknown, namespaces: Namespaces = Namespaces.builtIn()): Channel {
   if (typeof name !== "string") throw new SinalError("bad_request", "channel must be a string");
-  const match = NAME_RE.exec(name);
-  if (!match) throw new SinalError("bad_request", `channel "${truncate(name)}" does not match ^[a-z]+(:[A-Za-z0-9_.@-]{1,128})?$`);
+  const match = CHANNEL_RE.exec(name);
+  if (!match) throw new SinalError("bad_request", `channel "${truncate(name)}" does not match ${CHANNEL_RE.source}`);
   const kind = match[1]!;
   const id = match[2] ?? null;
-  const known = id === null ? KINDS_WITHOUT_ID.has(kind) : KINDS_WITH_ID.has(kind);
-  if (!known) throw new SinalError("unknown_channel", `unknown channel "${name}"`);
-  return { tenant, kind: kind as ChannelKind, id, name, topic: `${tenant}/${name}` };
+  const ns = namespaces.get(kind);
+  const fits = ns !== undefined && (id === null ? ns.id !== "required" : ns.id !== "none");
+  if (!fits) throw new SinalError("unknown_channel", `unknown channel "${name}"`);
+  return { tenant, kind, id, name, topic: `${tenant}/${name}` };
 }
 
 /** The channel a user always has: `user:<sub>`. */
@@ -55,17 +57,23 @@ export function matchesAny(patterns: readonly string[] | undefined, channel: Cha
   return false;
 }
 
-const ALWAYS_SUBSCRIBABLE = new Set<ChannelKind>(["global", "system", "presence"]);
-
-/** Subscribe rule (docs/protocol.md "Channels"): own user channel and the public ones always; another user's never. */
-export function maySubscribe(user: string, subPatterns: readonly string[] | undefined, channel: Channel): boolean {
+/**
+ * Subscribe rule (docs/protocol.md "Channels"): one's own user channel, an open namespace's
+ * channels (`global`, `system`), and what `sub_channels` grants; another user's channel never.
+ * `namespace` is the channel's, from the deployment's Namespaces (the built-in when omitted).
+ */
+export function maySubscribe(user: string, subPatterns: readonly string[] | undefined, channel: Channel, namespace?: Namespace): boolean {
   if (channel.kind === "user") return channel.id === user;
-  if (ALWAYS_SUBSCRIBABLE.has(channel.kind)) return true;
+  if ((namespace ?? Namespaces.builtIn().get(channel.kind))?.open) return true;
   return matchesAny(subPatterns, channel);
 }
 
-/** Direct client publishing needs an explicit pub_channels grant; never into another user's channel. */
-export function mayPublish(user: string, pubPatterns: readonly string[] | undefined, channel: Channel): boolean {
+/**
+ * Direct client publishing: only in a namespace with `client_publish`, with an explicit
+ * `pub_channels` grant, and never into another user's channel.
+ */
+export function mayPublish(user: string, pubPatterns: readonly string[] | undefined, channel: Channel, namespace: Namespace): boolean {
+  if (!namespace.clientPublish) return false;
   if (channel.kind === "user" && channel.id !== user) return false;
   return matchesAny(pubPatterns, channel);
 }

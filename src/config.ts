@@ -1,6 +1,5 @@
-import type { ChannelKind } from "./channel.ts";
 import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
-import type { HistoryPolicy } from "./history/channel-history.ts";
+import { NamespaceError, Namespaces, parseNamespaces, type Namespace } from "./namespaces.ts";
 
 /**
  * Configuration from the environment (docs/configuration.md; docs/protocol.md "Running"), validated once at start-up.
@@ -91,7 +90,12 @@ export interface Config {
    * What each kind of channel keeps for recovery (`HISTORY_<KIND>=<size>,<age>` or `off`), and
    * the bound on all in-memory history together. Rooms keep theirs in the store.
    */
-  history: { policy: HistoryPolicy; memoryMaxBytes: number; tenantMaxBytes: number };
+  history: { memoryMaxBytes: number; tenantMaxBytes: number };
+  /**
+   * Channel namespaces: the built-ins (their history from HISTORY_<NAME>) and those of
+   * SINAL_NAMESPACES / SINAL_NAMESPACES_FILE (src/namespaces.ts).
+   */
+  namespaces: Namespace[];
   /** MongoDB change-stream feeds (src/feeds/); null when MONGODB_URI is unset. */
   mongo: MongoConfig | null;
 }
@@ -186,6 +190,7 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("IDLE_TIMEOUT_S", `must be longer than PING_INTERVAL_MS (${pingIntervalMs} ms), or clients that ping on time get cut off`);
   }
   const slowConsumerBytes = int(env, "SLOW_CONSUMER_BYTES", 1024 * 1024, 1024);
+  const namespaces = namespacesFrom(env);
   const conflateBytes = int(env, "CONFLATE_AFTER_BYTES", Math.min(64 * 1024, Math.floor(slowConsumerBytes / 4)), 256);
   if (conflateBytes >= slowConsumerBytes) throw new ConfigError("CONFLATE_AFTER_BYTES", `must be below SLOW_CONSUMER_BYTES (${slowConsumerBytes})`);
   return {
@@ -210,12 +215,12 @@ export function loadConfig(env: Env = process.env): Config {
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
+    namespaces,
     history: {
-      policy: parseHistoryPolicy(env),
       memoryMaxBytes: int(env, "HISTORY_MEMORY_MAX_BYTES", 256 * 1024 * 1024, 0),
       tenantMaxBytes: int(env, "HISTORY_TENANT_MAX_BYTES", 64 * 1024 * 1024, 0),
     },
-    mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000)),
+    mongo: parseMongoConfig(env, int(env, "MONGODB_RETRY_MAX_MS", 30_000, 100, 600_000), new Namespaces(namespaces)),
     limits: {
       maxFrameBytes: int(env, "MAX_FRAME_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
       ratePerSec,
@@ -238,36 +243,14 @@ export function loadConfig(env: Env = process.env): Config {
   };
 }
 
-/** Defaults: rooms and user channels keep history; feeds a short window; presence none (its changes are ephemeral). */
-const HISTORY_DEFAULTS: Record<ChannelKind, string> = {
-  room: "1000,24h",
-  user: "100,24h",
-  dept: "100,1h",
-  global: "100,1h",
-  system: "100,1h",
-  sync: "100,1h",
-  roulette: "20,2m",
-  strategy: "20,2m",
-  presence: "off",
-};
-
-function parseHistoryPolicy(env: Env): HistoryPolicy {
-  const policy = {} as HistoryPolicy;
-  for (const kind of Object.keys(HISTORY_DEFAULTS) as ChannelKind[]) {
-    const name = `HISTORY_${kind.toUpperCase()}`;
-    const raw = env[name] === undefined || env[name] === "" ? HISTORY_DEFAULTS[kind] : env[name]!;
-    if (raw === "off") {
-      policy[kind] = { size: 0, ttlMs: 0 };
-      continue;
-    }
-    const match = /^(\d+),(\d+)(ms|s|m|h|d)$/.exec(raw.replace(/\s+/g, ""));
-    if (match === null) throw new ConfigError(name, `expected "<size>,<age>" (e.g. "1000,24h"; age in ms, s, m, h or d) or "off", got "${raw}"`);
-    const size = Number(match[1]);
-    const ttlMs = Number(match[2]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[3] as "ms" | "s" | "m" | "h" | "d"];
-    if (size > 100_000) throw new ConfigError(name, "size must be at most 100000");
-    policy[kind] = { size, ttlMs };
+/** The namespaces, as a ConfigError naming the variable when one is wrong. */
+function namespacesFrom(env: Env): Namespace[] {
+  try {
+    return parseNamespaces(env);
+  } catch (err) {
+    if (err instanceof NamespaceError) throw new ConfigError(err.variable, err.message);
+    throw err;
   }
-  return policy;
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];

@@ -1,5 +1,6 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { parseChannel, type Channel } from "./channel.ts";
+import { Namespaces } from "./namespaces.ts";
 import { SinalError } from "./errors.ts";
 import type { Position, Publisher } from "./publisher.ts";
 import type { Store } from "./store/store.ts";
@@ -44,6 +45,7 @@ export class PublishService {
     private readonly maxDataBytes: number,
     private readonly audit: AuditLog,
     commitIntervalMs: number,
+    private readonly namespaces: Namespaces = Namespaces.builtIn(),
   ) {
     this.keyWriter = new GroupCommit(async (batch) => {
       await this.store.putIdempotent(batch, Date.now());
@@ -83,7 +85,7 @@ export class PublishService {
     checkDataSize(item.data, this.maxDataBytes, `${prefix}data`);
     let channel: Channel;
     try {
-      channel = parseChannel(tenant, item.channel);
+      channel = parseChannel(tenant, item.channel, this.namespaces);
     } catch (err) {
       if (err instanceof SinalError) throw new SinalError(err.code, `${prefix}channel: ${err.message}`);
       throw err;

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { matchesAny, mayPublish, maySubscribe, parseChannel } from "../src/channel.ts";
+import { matchesAny, mayPublish, maySubscribe, parseChannel, type Channel } from "../src/channel.ts";
 import { SinalError } from "../src/errors.ts";
+import { Namespaces } from "../src/namespaces.ts";
 
 function codeOf(fn: () => unknown): string | null {
   try {
@@ -58,8 +59,9 @@ describe("permission patterns", () => {
   });
 
   test("publish needs a grant even for public channels", () => {
-    expect(mayPublish("u1", [], ch("global"))).toBe(false);
-    expect(mayPublish("u1", ["global"], ch("global"))).toBe(true);
-    expect(mayPublish("u1", ["*"], ch("user:u2"))).toBe(false);
+    const ns = (c: Channel) => Namespaces.builtIn().get(c.kind)!;
+    expect(mayPublish("u1", [], ch("global"), ns(ch("global")))).toBe(false);
+    expect(mayPublish("u1", ["global"], ch("global"), ns(ch("global")))).toBe(true);
+    expect(mayPublish("u1", ["*"], ch("user:u2"), ns(ch("user:u2")))).toBe(false);
   });
 });

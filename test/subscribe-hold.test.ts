@@ -1,7 +1,8 @@
 import { expect, test } from "bun:test";
 import type { ServerWebSocket } from "bun";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
-import { ChannelHistory, type HistoryPolicy, type MessageHistoryStore } from "../src/history/channel-history.ts";
+import { ChannelHistory, type MessageHistoryStore } from "../src/history/channel-history.ts";
+import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Deliver, FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
@@ -44,7 +45,8 @@ class SlowHistory implements MessageHistoryStore {
 }
 
 const KEEP = { size: 100, ttlMs: 3_600_000 };
-const policy = Object.fromEntries(["global", "system", "presence", "dept", "room", "user", "roulette", "strategy", "sync"].map((k) => [k, KEEP])) as HistoryPolicy;
+// Every namespace keeps 100 publications for an hour here.
+const namespaces = new Namespaces(parseNamespaces({}).map((ns) => ({ ...ns, history: KEEP })));
 
 function setup(budget = 1 << 20) {
   const slow = new SlowHistory();
@@ -64,7 +66,7 @@ function setup(budget = 1 << 20) {
   // Bun's server.publish, for the topics this one socket is subscribed to.
   broker.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
   const metrics = new Metrics(10);
-  const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), slow, policy), broker, metrics);
+  const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), slow, namespaces), broker, metrics);
   const conn = new Connection("c1", { user: "u1", tenant: "acme", expiresAt: Date.now() / 1000 + 600, subChannels: ["*"], pubChannels: ["*"], roles: [] }, {} as never, 100, 0);
   conn.ws = ws;
   const handlers = new FrameHandlers(
@@ -82,6 +84,7 @@ function setup(budget = 1 << 20) {
       publisher,
       broker,
       metrics,
+      namespaces,
       listeners: new Listeners([], () => undefined),
       maxSubscriptions: 10,
       subscribeExtras: [],

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseChannel } from "../channel.ts";
+import { Namespaces } from "../namespaces.ts";
 import { ConfigError, TENANT_RE } from "../config.ts";
 
 /**
@@ -12,6 +13,8 @@ import { ConfigError, TENANT_RE } from "../config.ts";
 export interface ChannelTemplate {
   readonly source: string;
   readonly parts: readonly ({ literal: string } | { path: string })[];
+  /** The deployment's namespaces, which a rendered channel must belong to. */
+  readonly namespaces: Namespaces;
 }
 
 export type SnapshotShape = { kind: "document" } | { kind: "latest"; field: string; count: number; newest: "first" | "last" };
@@ -47,7 +50,7 @@ const EVENT_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const KEYS = new Set(["name", "db", "collection", "channel", "tenant", "tenant_field", "event", "delete_event", "fields", "snapshot"]);
 
 /** Reads the feed settings; null when MONGODB_URI is unset and no feed is configured. */
-export function parseMongoConfig(env: Env, retryMaxMs: number): MongoConfig | null {
+export function parseMongoConfig(env: Env, retryMaxMs: number, namespaces: Namespaces = Namespaces.builtIn()): MongoConfig | null {
   const uri = env.MONGODB_URI?.trim() ?? "";
   const rawFeeds = readFeedsJson(env);
   if (uri === "") {
@@ -63,7 +66,7 @@ export function parseMongoConfig(env: Env, retryMaxMs: number): MongoConfig | nu
   const defaultDb = env.MONGODB_DB?.trim() || databaseOfUri(uri);
   const { variable, value } = rawFeeds;
   if (!Array.isArray(value) || value.length === 0) throw new ConfigError(variable, "expected a JSON array with at least one feed");
-  const feeds = value.map((raw, i) => parseFeed(raw, `[${i}]`, variable, defaultDb));
+  const feeds = value.map((raw, i) => parseFeed(raw, `[${i}]`, variable, defaultDb, namespaces));
   const names = new Set<string>();
   for (const feed of feeds) {
     if (names.has(feed.name)) throw new ConfigError(variable, `two feeds are named "${feed.name}"; give each a distinct "name"`);
@@ -102,7 +105,7 @@ function databaseOfUri(uri: string): string {
   return decodeURIComponent(db);
 }
 
-function parseFeed(raw: unknown, at: string, variable: string, defaultDb: string): FeedConfig {
+function parseFeed(raw: unknown, at: string, variable: string, defaultDb: string, namespaces: Namespaces): FeedConfig {
   const fail = (field: string, message: string): never => {
     throw new ConfigError(variable, `${at}.${field}: ${message}`);
   };
@@ -135,7 +138,7 @@ function parseFeed(raw: unknown, at: string, variable: string, defaultDb: string
   const tenant: FeedConfig["tenant"] = fixedTenant !== undefined ? { kind: "fixed", tenant: fixedTenant } : { kind: "field", path: tenantField! };
 
   const template = str("channel", true)!;
-  const channel = parseTemplate(template, (message) => fail("channel", message));
+  const channel = parseTemplate(template, (message) => fail("channel", message), namespaces);
 
   let fields: string[] | null = null;
   if (obj.fields !== undefined) {
@@ -150,7 +153,7 @@ function defaultDeleteEvent(event: string): string {
   return event.endsWith("_update") ? `${event.slice(0, -"_update".length)}_deleted` : `${event}_deleted`;
 }
 
-export function parseTemplate(source: string, fail: (message: string) => never): ChannelTemplate {
+export function parseTemplate(source: string, fail: (message: string) => never, namespaces: Namespaces = Namespaces.builtIn()): ChannelTemplate {
   const parts: ChannelTemplate["parts"][number][] = [];
   const re = /\{([^{}]*)\}/g;
   let last = 0;
@@ -166,13 +169,13 @@ export function parseTemplate(source: string, fail: (message: string) => never):
   // A sample rendering must be a channel of the contract (kind with an id: roulette, strategy ...).
   const sample = parts.map((p) => ("literal" in p ? p.literal : "x")).join("");
   try {
-    const channel = parseChannel("t", sample);
+    const channel = parseChannel("t", sample, namespaces);
     if (channel.id === null) fail(`"${source}" must render a channel with an id, like roulette:{_id}`);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     fail(`"${source}" does not render a valid channel: ${(err as Error).message}`);
   }
-  return { source, parts };
+  return { source, parts, namespaces };
 }
 
 function parseSnapshot(raw: unknown, fail: (field: string, message: string) => never): SnapshotShape {

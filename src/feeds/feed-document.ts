@@ -104,7 +104,7 @@ export function renderChannel(template: ChannelTemplate, tenant: string, doc: Pl
     name += value;
   }
   try {
-    return parseChannel(tenant, name);
+    return parseChannel(tenant, name, template.namespaces);
   } catch {
     return null;
   }

@@ -9,6 +9,7 @@ import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
+import type { Namespaces } from "../namespaces.ts";
 
 const checkMessage = validator(
   Type.Object({
@@ -35,7 +36,7 @@ const checkUserId = validator(UserId);
  * counts. A user with their own token may read the history and their own unread count of a room
  * they may use (mayUseRoom), in their token's tenant.
  */
-export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader, maxDataBytes: number) {
+export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader, maxDataBytes: number, namespaces: Namespaces) {
   const room = async (request: Request, id: string) => {
     const principal = await auth.authenticate(request);
     return { principal, channel: chat.roomChannel(principal.tenant, checkRoomId(id, "room")) };
@@ -78,7 +79,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader
         checkDataSize(body.meta, maxDataBytes, "meta");
         const notify = (body.notify ?? []).map((name, i) => {
           try {
-            return parseChannel(principal.tenant, name);
+            return parseChannel(principal.tenant, name, namespaces);
           } catch (err) {
             throw err instanceof SinalError ? new SinalError(err.code, `notify[${i}]: ${err.message}`) : err;
           }

@@ -11,6 +11,7 @@ import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";
 import type { RestAuth } from "./rest-auth.ts";
+import type { Namespaces } from "../namespaces.ts";
 
 const Category = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9_.:-]+$" });
 const checkSend = validator(
@@ -31,7 +32,7 @@ const checkRead = validator(
 const checkPreferences = validator(Type.Object({ muted_categories: Type.Array(Category, { maxItems: 100 }) }));
 
 /** `POST /v1/notifications` for backends; `/v1/me/...` for a user with their own token. */
-export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, audit: AuditLog, bodies: BodyReader, maxDataBytes: number) {
+export function notificationRoutes(auth: RestAuth, service: NotificationService, store: NotificationStore, audit: AuditLog, bodies: BodyReader, maxDataBytes: number, namespaces: Namespaces) {
   return new Elysia({ name: "notification-routes" })
     .post(
       "/v1/notifications",
@@ -44,7 +45,7 @@ export function notificationRoutes(auth: RestAuth, service: NotificationService,
         if (targets !== 1) throw new SinalError("bad_request", "give exactly one of user, users or channel");
         const input = { category: body.category, title: body.title, message: body.message, data: body.data, action: body.action };
         if (body.channel !== undefined) {
-          const channel = parseChannel(tenant, body.channel);
+          const channel = parseChannel(tenant, body.channel, namespaces);
           const position = await service.sendToChannel(channel, input);
           audit.record(tenant, "notification", actor, { category: input.category, channel: channel.name });
           return { channel: channel.name, ...position };

@@ -14,13 +14,16 @@ import { FrameHandlers, REPLIED, type FeatureHandlers, type HandlerResult, type 
 import { Listeners, type ConnectionListener } from "./hooks.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
-import { isLatestValueTopic, SlowLane, type LaneOwner } from "./slow-lane.ts";
+import { SlowLane, type LaneOwner } from "./slow-lane.ts";
+import type { Namespaces } from "../namespaces.ts";
 
 /** Distinct latest-value keys a slow client may be behind on before it counts as a slow consumer. */
 const MAX_CONFLATED_KEYS = 1000;
 
 export interface GatewayDeps {
   limits: Limits;
+  /** The deployment's channel namespaces (parsing, grants, latest-value channels). */
+  namespaces: Namespaces;
   allowedOrigins: string[] | null;
   pingIntervalMs: number;
   verifier: TokenVerifier;
@@ -70,6 +73,7 @@ export class Gateway implements ConnectionEvents {
         publisher: deps.publisher,
         broker: deps.broker,
         metrics: deps.metrics,
+        namespaces: deps.namespaces,
         listeners: this.listeners,
         maxSubscriptions: deps.limits.maxSubscriptions,
         subscribeExtras: deps.subscribeExtras ?? [],
@@ -230,7 +234,7 @@ export class Gateway implements ConnectionEvents {
         continue;
       }
       const buffered = conn.ws.getBufferedAmount();
-      const mustNotDrop = buffered > slowConsumerBytes && conn.topics.some((topic, i) => i > 0 && !isLatestValueTopic(topic));
+      const mustNotDrop = buffered > slowConsumerBytes && conn.topics.some((topic, i) => i > 0 && !this.isLatestValueTopic(topic));
       if (mustNotDrop || buffered >= this.dropLimit) {
         // A burst outran the sweep: past the bound for frames that must not be dropped, or at Bun's
         // own limit, where it skips the socket. The client reconnects and recovers from history.
@@ -241,6 +245,11 @@ export class Gateway implements ConnectionEvents {
         this.slowLane(conn);
       }
     }
+  }
+
+  /** A topic whose publications are all latest values (its namespace's `latest_value`): never a reason for 4009. */
+  private isLatestValueTopic(topic: string): boolean {
+    return this.deps.namespaces.ofTopic(topic)?.latestValue === true;
   }
 
   onDrain(conn: Connection): void {
@@ -270,7 +279,7 @@ export class Gateway implements ConnectionEvents {
 
   private slowLane(conn: Connection): SlowLane {
     const { limits, broker, metrics } = this.deps;
-    conn.slow ??= new SlowLane(conn, broker, metrics, this.laneOwner, {
+    conn.slow ??= new SlowLane(conn, broker, metrics, this.laneOwner, (kind) => this.deps.namespaces.get(kind)?.latestValue === true, {
       writeBelowBytes: limits.conflateBytes,
       maxWaitingBytes: limits.slowConsumerBytes,
       maxKeys: MAX_CONFLATED_KEYS,

@@ -8,6 +8,7 @@ import type { Publisher } from "../publisher.ts";
 import type { Connection } from "./connection.ts";
 import type { AnyFrame, Frame, FrameType } from "./frames.ts";
 import type { Listeners } from "./hooks.ts";
+import type { Namespace, Namespaces } from "../namespaces.ts";
 import { isCovered, type Replay } from "./slow-lane.ts";
 
 /**
@@ -60,6 +61,7 @@ export interface HandlerDeps {
   publisher: Publisher;
   broker: Broker;
   metrics: Metrics;
+  namespaces: Namespaces;
   listeners: Listeners;
   maxSubscriptions: number;
   /** Extra reply fields for a subscribe (e.g. the presence snapshot), from the features. */
@@ -87,6 +89,10 @@ export class FrameHandlers {
     };
   }
 
+  private namespaceOf(channel: Channel): Namespace {
+    return this.deps.namespaces.get(channel.kind)!;
+  }
+
   handle(conn: Connection, frame: AnyFrame): HandlerResult | Promise<HandlerResult> {
     const handler = this.table[frame.type] as FrameHandler<FrameType> | undefined;
     if (handler === undefined) throw new SinalError("unknown_type", `frame type "${frame.type}" is not served here`);
@@ -106,8 +112,8 @@ export class FrameHandlers {
    * sent on this connection, in order).
    */
   private subscribe(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>): typeof REPLIED | Promise<typeof REPLIED> {
-    const channel = parseChannel(conn.tenant, frame.channel);
-    if (!maySubscribe(conn.user, conn.claims.subChannels, channel)) {
+    const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
+    if (!maySubscribe(conn.user, conn.claims.subChannels, channel, this.namespaceOf(channel))) {
       this.deps.listeners.denied(conn, channel.name, "forbidden");
       throw new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
     }
@@ -244,7 +250,7 @@ export class FrameHandlers {
   }
 
   private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields {
-    const channel = parseChannel(conn.tenant, frame.channel);
+    const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
     if (channel.name !== `user:${conn.user}` && conn.topics.includes(channel.topic)) {
       this.leave(conn, channel);
       this.deps.listeners.unsubscribed(conn, channel);
@@ -254,9 +260,11 @@ export class FrameHandlers {
 
   /** A client's publication: its `pub` frame says who sent it (`from`), and server events are not the client's to send. */
   private async publish(conn: Connection, frame: Frame<"publish">): Promise<ReplyFields> {
-    const channel = parseChannel(conn.tenant, frame.channel);
+    const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
     if (SERVER_EVENTS.has(frame.event)) throw new SinalError("forbidden", `event "${frame.event}" is reserved for the server`);
-    if (!mayPublish(conn.user, conn.claims.pubChannels, channel)) {
+    const namespace = this.namespaceOf(channel);
+    if (!namespace.clientPublish) throw new SinalError("forbidden", `clients may not publish on "${channel.kind}" channels (its namespace has no client_publish)`);
+    if (!mayPublish(conn.user, conn.claims.pubChannels, channel, namespace)) {
       throw new SinalError("forbidden", `not allowed to publish to "${channel.name}"`);
     }
     if (frame.data === undefined) throw new SinalError("bad_request", "data: required");

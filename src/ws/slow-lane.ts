@@ -1,16 +1,7 @@
 import type { Broker } from "../broker/broker.ts";
-import type { ChannelKind } from "../channel.ts";
 import type { Kept, MaybePromise, Position } from "../history/history.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Connection } from "./connection.ts";
-
-/** Kinds whose every publication is a "latest value": a newer one for the same key replaces an unsent older one. */
-const LATEST_VALUE_KINDS: ReadonlySet<string> = new Set<ChannelKind>(["roulette", "strategy", "presence"]);
-
-/** A topic (`<tenant>/<channel>`) whose publications are all latest values: never a reason for 4009. */
-export function isLatestValueTopic(topic: string): boolean {
-  return LATEST_VALUE_KINDS.has(topic.slice(topic.indexOf("/") + 1).split(":", 1)[0]!);
-}
 
 interface Pending {
   /** The frame as it will be written (with `"conflated": n` once it replaced older ones). */
@@ -56,7 +47,8 @@ export interface LaneOwner {
  * or it asked for a replay larger than that). While the lane exists every frame meant for the
  * connection comes through here instead of Bun's pub/sub, and is written at the pace the client
  * reads (whenever its send buffer is below `writeBelowBytes`):
- * - typing, presence changes and feed updates (roulette, strategy, presence channels) wait, and a
+ * - typing, presence changes and publications of latest-value namespaces (`latest_value`: built-in
+ *   roulette, strategy, presence) wait, and a
  *   newer one for the same key replaces the waiting one (counted as conflated); the client gets
  *   the latest value, marked `"conflated": n` so an offset jump on a feed channel is not
  *   mistaken for a gap;
@@ -84,6 +76,8 @@ export class SlowLane {
     private readonly broker: Broker,
     private readonly metrics: Metrics,
     private readonly owner: LaneOwner,
+    /** Whether a namespace's publications are all latest values (conflated while the client is behind). */
+    private readonly isLatestValue: (kind: string) => boolean,
     private readonly limits: LaneLimits,
   ) {
     // A topic held by a subscribe that is reading history joins the lane when that subscribe ends.
@@ -144,7 +138,7 @@ export class SlowLane {
       if (this.waitingBytes > this.limits.maxWaitingBytes) this.end(true);
       return;
     }
-    const key = conflationKey(frame);
+    const key = conflationKey(frame, this.isLatestValue);
     if (key === null) {
       this.queue.push(frame);
       this.waitingBytes += frame.length;
@@ -280,7 +274,7 @@ export class SlowLane {
 }
 
 /** What a newer frame replaces, or null for a frame that must be delivered. */
-function conflationKey(frame: string): { key: string; kind: string } | null {
+function conflationKey(frame: string, isLatestValue: (kind: string) => boolean): { key: string; kind: string } | null {
   const pub = JSON.parse(frame) as { type?: string; channel?: string; event?: string; offset?: number; data?: Record<string, unknown> | null };
   if (pub.type !== "pub" || pub.channel === undefined) return null;
   const kind = pub.channel.split(":", 1)[0]!;
@@ -289,7 +283,7 @@ function conflationKey(frame: string): { key: string; kind: string } | null {
     // Ephemeral: typing and presence changes, one latest value per user.
     return { key: `${pub.channel}\u0000${pub.event}\u0000${String(data.user ?? "")}`, kind: pub.event === "typing" ? "typing" : kind };
   }
-  if (!LATEST_VALUE_KINDS.has(kind)) return null;
+  if (!isLatestValue(kind)) return null;
   // A feed channel may be fed by several documents: one latest value per document.
   return { key: `${pub.channel}\u0000${pub.event}\u0000${String(data._id ?? data.id ?? "")}`, kind };
 }
