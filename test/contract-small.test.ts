@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Client, startServer, type TestServer } from "./helpers.ts";
+
+/** Small parts of the contract: validation messages of unions. */
+
+let server: TestServer;
+let acmeKey: string;
+
+beforeAll(async () => {
+  server = await startServer();
+  acmeKey = await server.apiKey("acme");
+});
+afterAll(() => server.stop());
+
+function request(method: string, path: string, credential: string, body?: unknown): Promise<Response> {
+  return fetch(`${server.http}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${credential}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+describe("a value outside a union is answered with what the union accepts", () => {
+  test("REST: a room status outside open and closed lists both", async () => {
+    const res = await request("PUT", "/v1/rooms/union-1", acmeKey, { status: "archived" });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: { code: "bad_request", message: 'status: expected one of "open", "closed"' } });
+  });
+
+  test("REST: a body matching neither shape of a union names the shapes, or the field that missed", async () => {
+    const token = await server.token({ user: "reader" });
+    const neither = await request("POST", "/v1/me/notifications/read", token, { everything: true });
+    expect(await neither.json()).toEqual({ error: { code: "bad_request", message: 'body: expected an object with "ids" or an object with "all"' } });
+    const closest = await request("POST", "/v1/me/notifications/read", token, { all: false });
+    expect(await closest.json()).toEqual({ error: { code: "bad_request", message: "all: Expected true" } });
+  });
+
+  test("WebSocket: a presence status outside the three lists them, and the connection keeps working", async () => {
+    const client = await Client.open(server, { user: "union-ws" });
+    try {
+      expect(await client.request({ type: "presence", status: "gone" })).toMatchObject({
+        ok: false,
+        error: { code: "bad_request", message: 'status: expected one of "online", "away", "busy"' },
+      });
+      expect(await client.request({ type: "ping" })).toMatchObject({ ok: true });
+    } finally {
+      client.close();
+    }
+  });
+});
