@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client, startServer, type TestServer } from "./helpers.ts";
 
-/** Small parts of the contract: validation messages of unions. */
+/** Small parts of the contract: validation messages of unions, CORS headers. */
 
 let server: TestServer;
 let acmeKey: string;
@@ -46,5 +46,40 @@ describe("a value outside a union is answered with what the union accepts", () =
     } finally {
       client.close();
     }
+  });
+});
+
+describe("CORS answers carry no credentials header and expose no request header", () => {
+  let cors: TestServer;
+  beforeAll(async () => (cors = await startServer({ ALLOWED_ORIGINS: "https://app.example.com" })));
+  afterAll(() => cors.stop());
+
+  const accessControl = (res: Response) => Object.fromEntries([...res.headers].filter(([name]) => name.startsWith("access-control-")));
+
+  test("a preflight allows the origin, the methods and exactly authorization and content-type", async () => {
+    const res = await fetch(`${cors.http}/v1/publish`, {
+      method: "OPTIONS",
+      headers: { origin: "https://app.example.com", "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type, x-custom" },
+    });
+    expect(res.status).toBe(204);
+    expect(accessControl(res)).toEqual({
+      "access-control-allow-origin": "https://app.example.com",
+      "access-control-allow-methods": "GET, POST, PUT, DELETE, OPTIONS",
+      "access-control-allow-headers": "authorization, content-type",
+      "access-control-max-age": "5",
+    });
+  });
+
+  test("an answer to an allowed origin names the origin and nothing about credentials or exposed headers", async () => {
+    const key = await cors.apiKey("acme");
+    const res = await fetch(`${cors.http}/v1/publish`, {
+      method: "POST",
+      headers: { origin: "https://app.example.com", authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ channel: "global", event: "tick", data: 1 }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+    expect(res.headers.has("access-control-allow-credentials")).toBe(false);
+    expect(res.headers.has("access-control-expose-headers")).toBe(false);
   });
 });
