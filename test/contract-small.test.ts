@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, startServer, type TestServer } from "./helpers.ts";
+import { Client, post, startServer, type TestServer } from "./helpers.ts";
 
-/** Small parts of the contract: validation messages of unions, CORS headers. */
+/** Small parts of the contract: validation messages of unions, CORS headers, the scope of GET /v1/stats. */
 
 let server: TestServer;
 let acmeKey: string;
@@ -81,5 +81,49 @@ describe("CORS answers carry no credentials header and expose no request header"
     expect(res.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
     expect(res.headers.has("access-control-allow-credentials")).toBe(false);
     expect(res.headers.has("access-control-expose-headers")).toBe(false);
+  });
+});
+
+describe("GET /v1/stats shows the caller's tenant; the node's totals only to an admin token", () => {
+  let stats: TestServer;
+  const clients: Client[] = [];
+  beforeAll(async () => {
+    stats = await startServer();
+    // acme: one connection, one publication delivered; globex: two connections, nothing published.
+    const acme = await Client.open(stats, { tenant: "acme", user: "a1", subChannels: ["*"] });
+    const globex = [await Client.open(stats, { tenant: "globex", user: "g1" }), await Client.open(stats, { tenant: "globex", user: "g2" })];
+    clients.push(acme, ...globex);
+    expect(await acme.request({ type: "subscribe", channel: "global" })).toMatchObject({ ok: true });
+    expect((await post(stats, "/v1/publish", { channel: "global", event: "tick", data: 1 }, await stats.apiKey("acme"))).status).toBe(200);
+    expect(await acme.next()).toMatchObject({ type: "pub", channel: "global" });
+  });
+  afterAll(async () => {
+    for (const client of clients) client.close();
+    await stats.stop();
+  });
+
+  const acmeCounts = { id: "acme", connections: 1, subscriptions: 1, publications: 1, deliveries: 1, dropped_sends: 0 };
+
+  test("an API key gets its tenant's counts and no node totals", async () => {
+    const res = await fetch(`${stats.http}/v1/stats`, { headers: { authorization: `Bearer ${await stats.apiKey("acme")}` } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ tenant: acmeCounts });
+  });
+
+  test("an admin token gets its tenant's counts and the node's totals", async () => {
+    const res = await fetch(`${stats.http}/v1/stats`, { headers: { authorization: `Bearer ${await stats.token({ tenant: "acme", user: "ops", roles: ["admin"] })}` } });
+    const body = (await res.json()) as { node: Record<string, number>; tenant: unknown };
+    expect(body.tenant).toEqual(acmeCounts);
+    expect(body.node).toMatchObject({ connections: 3, publications: 1, deliveries: 1 });
+  });
+
+  test("another tenant's credential never sees acme's counts", async () => {
+    const res = await fetch(`${stats.http}/v1/stats`, { headers: { authorization: `Bearer ${await stats.apiKey("globex")}` } });
+    expect(await res.json()).toEqual({ tenant: { id: "globex", connections: 2, subscriptions: 0, publications: 0, deliveries: 0, dropped_sends: 0 } });
+  });
+
+  test("a user token without the admin role is refused", async () => {
+    const res = await fetch(`${stats.http}/v1/stats`, { headers: { authorization: `Bearer ${await stats.token({ tenant: "acme", user: "a1" })}` } });
+    expect(res.status).toBe(403);
   });
 });

@@ -9,6 +9,8 @@ export interface Principal {
   tenant: string;
   /** `key:<id>` for an API key, `jwt:<sub>` for an admin token. */
   actor: string;
+  /** Which credential: a tenant's API key, or a token with the admin role. */
+  via: "api_key" | "admin_token";
 }
 
 /**
@@ -51,7 +53,7 @@ export class RestAuth {
   async authenticate(request: Request): Promise<Principal> {
     const credential = this.credential(request, "api key or admin token");
     const key = await this.apiKeys.resolve(credential);
-    if (key !== null) return this.admitted(request, { tenant: key.tenant, actor: `key:${key.keyId}` });
+    if (key !== null) return this.admitted(request, { tenant: key.tenant, actor: `key:${key.keyId}`, via: "api_key" });
     if (credential.split(".").length !== 3) {
       this.metrics.authFailed("rest_bad_key");
       throw new SinalError("unauthorized", "unknown or revoked API key");
@@ -67,7 +69,7 @@ export class RestAuth {
       this.metrics.authFailed("rest_not_admin");
       throw new SinalError("forbidden", "the REST API needs an API key or a token with the admin role");
     }
-    return this.admitted(request, { tenant: claims.tenant, actor: `jwt:${claims.user}` });
+    return this.admitted(request, { tenant: claims.tenant, actor: `jwt:${claims.user}`, via: "admin_token" });
   }
 
   private admitted(request: Request, principal: Principal): Principal {
