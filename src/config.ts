@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import type { ChannelKind } from "./channel.ts";
 import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
 import type { HistoryPolicy } from "./history/channel-history.ts";
@@ -126,6 +127,25 @@ function parseDatabase(raw: string | undefined, synchronous: string | undefined)
   throw new ConfigError("DATABASE_URL", `expected sqlite:<path> or postgres://..., got ${scheme}`);
 }
 
+/**
+ * An IPv4 or IPv6 address, or a host name, checked for form only: whether it is an address of
+ * this machine (or resolves) shows at listen, which names HOST too (cli/serve.ts).
+ */
+function parseHost(raw: string | undefined): string {
+  if (raw === undefined || raw === "") return "0.0.0.0";
+  const bad = (want: string) => new ConfigError("HOST", `expected ${want}, got "${raw}"`);
+  if (/^[0-9.]+$/.test(raw)) {
+    if (isIP(raw) !== 4) throw bad("an IPv4 address (four numbers from 0 to 255)");
+  } else if (raw.includes(":")) {
+    if (isIP(raw) !== 6) throw bad("an IPv6 address, without brackets");
+  } else if (!HOST_NAME_RE.test(raw)) {
+    throw bad("an address or a host name");
+  }
+  return raw;
+}
+// Labels of letters, digits, `-` and `_` (container names have underscores), joined by dots.
+const HOST_NAME_RE = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/;
+
 function parseApiKeys(raw: string | undefined): Config["envApiKeys"] {
   if (!raw || raw.trim() === "") return [];
   return raw.split(",").map((entry, i) => {
@@ -178,7 +198,7 @@ function parseJwt(env: Env): Config["jwt"] {
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
-  const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
+  const host = parseHost(env.HOST);
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
   const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);

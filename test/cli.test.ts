@@ -281,6 +281,7 @@ describe("bad configuration exits 1 naming the variable", () => {
     ["JWT_SECRET", { JWT_SECRET: "too-short" }],
     ["DATABASE_URL", { DATABASE_URL: "mysql://x" }],
     ["REDIS_URL", { REDIS_URL: "redis://127.0.0.1:6379" }],
+    ["HOST", { HOST: "256.1.1.1" }],
   ];
   for (const [variable, env] of cases) {
     test(`${variable}=${Object.values(env)[0]}`, async () => {
@@ -290,6 +291,32 @@ describe("bad configuration exits 1 naming the variable", () => {
       expect(stdout).not.toContain("listening");
     });
   }
+});
+
+describe("a failure to listen or to open the database exits 1 naming the variable and its value", () => {
+  test("HOST that is no address of this machine names HOST, PORT and the value", async () => {
+    // 192.0.2.0/24 is reserved for documentation: never an address of this machine.
+    const { code, stdout, stderr } = await sinal(["serve"], { HOST: "192.0.2.1", PORT: "0" });
+    expect(code).toBe(1);
+    expect(stderr).toStartWith("sinal: HOST: cannot listen on HOST=192.0.2.1 PORT=0 (EADDRNOTAVAIL)");
+    expect(stdout).not.toContain("listening");
+  });
+
+  test("DATABASE_URL naming a directory names DATABASE_URL and the path", async () => {
+    const { code, stderr } = await sinal(["serve"], { HOST: "127.0.0.1", PORT: "0", DATABASE_URL: `sqlite:${dir}` });
+    expect(code).toBe(1);
+    expect(stderr).toBe(`sinal: DATABASE_URL: cannot open the sqlite database ${dir}: it is a directory; name a file in it, e.g. sqlite:${dir}/sinal.db\n`);
+  });
+
+  test("DATABASE_URL below a regular file names DATABASE_URL and the path, for migrate and keys too", async () => {
+    await Bun.write(join(dir, "plain"), "not a directory");
+    const path = join(dir, "plain", "sinal.db");
+    for (const args of [["serve"], ["migrate"], ["keys", "list", "--tenant", "acme"]]) {
+      const { code, stderr } = await sinal(args, { HOST: "127.0.0.1", PORT: "0", DATABASE_URL: `sqlite:${path}` });
+      expect(code).toBe(1);
+      expect(stderr).toStartWith(`sinal: DATABASE_URL: cannot open the sqlite database ${path}: `);
+    }
+  });
 });
 
 describe("serve", () => {

@@ -52,7 +52,16 @@ describe("loadConfig", () => {
     expect(failure({ REDIS_URL: "redis://127.0.0.1:6379" })).toStartWith("REDIS_URL:");
     expect(failure({ IDLE_TIMEOUT_S: "20", PING_INTERVAL_MS: "25000" })).toStartWith("IDLE_TIMEOUT_S:");
     expect(failure({ SQLITE_SYNCHRONOUS: "off" })).toStartWith("SQLITE_SYNCHRONOUS:");
+    expect(failure({ HOST: "256.1.1.1" })).toBe('HOST: expected an IPv4 address (four numbers from 0 to 255), got "256.1.1.1"');
+    expect(failure({ HOST: "[::1]" })).toBe('HOST: expected an IPv6 address, without brackets, got "[::1]"');
+    expect(failure({ HOST: "my host" })).toBe('HOST: expected an address or a host name, got "my host"');
     expect(failure({ DATABASE_URL: "mysql://root:hunter2@db" })).not.toContain("hunter2");
+  });
+
+  test("HOST takes IPv4 and IPv6 addresses and host names (underscores included)", () => {
+    for (const host of ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "sinal_1.internal"]) {
+      expect(loadConfig({ JWT_SECRET: SECRET, HOST: host }).host).toBe(host);
+    }
   });
 
   test("parses SINAL_API_KEYS and ALLOWED_ORIGINS lists", () => {

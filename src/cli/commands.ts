@@ -2,7 +2,7 @@ import { parseArgs as nodeParseArgs, type ParseArgsConfig } from "node:util";
 import { createApiKey } from "../auth/api-keys.ts";
 import { mintToken } from "../auth/tokens.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
-import { openSqliteStore } from "../store/sqlite-store.ts";
+import { openConfiguredStore } from "./open-store.ts";
 
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -36,7 +36,7 @@ function parseArgs<T extends ParseArgsConfig>(config: T) {
 }
 
 export function migrateCommand(config: Config): void {
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  const store = openConfiguredStore(config.database);
   void store.close();
   out(`database ${config.database.path} is up to date`);
 }
@@ -44,7 +44,7 @@ export function migrateCommand(config: Config): void {
 export async function keysCommand(config: Config, args: string[]): Promise<void> {
   const [action, ...rest] = args;
   const { values } = parseArgs({ args: rest, options: { tenant: { type: "string" }, id: { type: "string" } }, strict: true });
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  const store = openConfiguredStore(config.database);
   try {
     if (action === "create") {
       const tenant = requireTenant(values.tenant);

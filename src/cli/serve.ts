@@ -3,22 +3,19 @@ import { createApp } from "../app.ts";
 import { mintToken } from "../auth/tokens.ts";
 import { ConfigError, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
-import { openSqliteStore } from "../store/sqlite-store.ts";
 import { DemoFeed } from "../dev/demo-feed.ts";
+import { openConfiguredStore } from "./open-store.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  const store = openConfiguredStore(config.database);
   const sinal = createApp({ config, store, logger });
 
   try {
     sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
   } catch (err) {
     await store.close();
-    if ((err as { code?: string }).code === "EADDRINUSE") {
-      throw new ConfigError("PORT", `${config.host}:${config.port} is already in use (EADDRINUSE): another sinal or another program listens there; stop it or choose another PORT`);
-    }
-    throw err;
+    throw listenError(err, config.host, config.port);
   }
   const server = sinal.app.server!;
   logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
@@ -51,6 +48,22 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** A failed listen as a ConfigError: a port in use or not allowed names PORT, any other failure HOST. */
+function listenError(err: unknown, host: string, port: number): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== "string") return err;
+  if (code === "EADDRINUSE") {
+    return new ConfigError("PORT", `${host}:${port} is already in use (EADDRINUSE): another sinal or another program listens there; stop it or choose another PORT`);
+  }
+  if (code === "EACCES") {
+    return new ConfigError("PORT", `${host}:${port} is not allowed for this user (EACCES): choose a PORT from 1024 up, or grant the binary CAP_NET_BIND_SERVICE`);
+  }
+  return new ConfigError(
+    "HOST",
+    `cannot listen on HOST=${host} PORT=${port} (${code}): HOST must be an address of this machine (0.0.0.0 for all of them, 127.0.0.1, ::) or a name that resolves to one`,
+  );
 }
 
 /** The address a person on this machine opens; a wildcard bind is reached as localhost. */
