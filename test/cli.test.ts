@@ -146,6 +146,32 @@ describe("help and version", () => {
     expect(code).toBe(0);
   });
 
+  for (const command of ["serve", "migrate", "keys", "token", "health"]) {
+    test(`${command} --help prints that command's usage and exits 0, with no configuration read`, async () => {
+      const { code, stdout, stderr } = await sinal([command, "--help"], { PORT: "abc" });
+      expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+      expect(stdout).toStartWith(`Usage: sinal ${command}`);
+    });
+  }
+
+  test("token --help lists every option the command takes", async () => {
+    const { stdout } = await sinal(["token", "--help"]);
+    for (const option of ["--tenant", "--user", "--ttl", "--name", "--sub-channels", "--pub-channels", "--roles"]) expect(stdout).toContain(option);
+  });
+
+  test("-h after a subcommand's options is help too", async () => {
+    const { code, stdout } = await sinal(["keys", "create", "--tenant", "acme", "-h"]);
+    expect(code).toBe(0);
+    expect(stdout).toStartWith("Usage: sinal keys create");
+  });
+
+  test("a command without options refuses an argument instead of ignoring it", async () => {
+    const { code, stdout, stderr } = await sinal(["serve", "--port", "4000"]);
+    expect(code).toBe(1);
+    expect(stderr).toBe('sinal: arguments: sinal serve takes no arguments, got "--port"; see sinal serve --help\n');
+    expect(stdout).toBe("");
+  });
+
   test("an unknown command exits 1 pointing to --help", async () => {
     const { code, stderr } = await sinal(["frobnicate"]);
     expect(code).toBe(1);
@@ -395,6 +421,7 @@ describe("compiled binary", () => {
     expect(await run([binary, "--version"], {}, workdir)).toEqual({ code: 0, stdout: VERSION_LINE, stderr: "" });
     // The other subcommands answer as they do from source.
     expect(await run([binary, "--help"], {}, workdir)).toEqual(await sinal(["--help"]));
+    expect(await run([binary, "token", "--help"], {}, workdir)).toEqual(await sinal(["token", "--help"]));
     const token = await run([binary, "token", "--tenant", "acme", "--user", "u1", "--ttl", "5m"], {}, workdir);
     expect(token.code).toBe(0);
     const claims = (await import("jose")).decodeJwt(lastLine(token.stdout));

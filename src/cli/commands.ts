@@ -7,6 +7,8 @@ import { openConfiguredStore } from "./open-store.ts";
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
+const ENV_NOTE = "Configuration is read from the environment: see README.md.";
+
 export const HELP = `sinal: realtime WebSocket gateway
 
 Usage: sinal [command] [options]
@@ -22,9 +24,47 @@ Commands:
                                       print a JWT signed with JWT_SECRET (development and tests)
   health                              GET /health on this node (PORT, HOST); exit 0 when it answers 200
                                       (the container HEALTHCHECK: the image has no curl)
+  <command> --help                    that command's usage
   --help, --version
 
-Configuration is read from the environment: see README.md.`;
+${ENV_NOTE}`;
+
+/** What `sinal <command> --help` prints (exit 0, no configuration read). */
+export const USAGE: Record<string, string> = {
+  serve: `Usage: sinal serve
+
+Runs the server until SIGTERM or SIGINT, then drains (clients get 1001) and exits 0.
+Without JWT_SECRET and JWT_PUBLIC_KEY it starts in dev mode. ${ENV_NOTE}`,
+  migrate: `Usage: sinal migrate
+
+Creates or brings up to date the schema of the sqlite file of DATABASE_URL (serve does it too).`,
+  keys: `Usage: sinal keys create --tenant <t>     create an API key (printed alone on the last line)
+       sinal keys list --tenant <t>       list a tenant's keys (ids, never secrets)
+       sinal keys revoke --id <id>        revoke an API key
+
+Keys live in the sqlite file of DATABASE_URL; a running server sees changes at once.`,
+  token: `Usage: sinal token --tenant <t> --user <u> [options]
+
+Prints a JWT signed with JWT_SECRET (development and tests).
+
+Options:
+  --tenant <t>            tenant id (claim tid), required
+  --user <u>              user id (claim sub), required
+  --ttl <duration>        lifetime: 90s, 15m, 1h (default), 7d
+  --name <n>              display name (claim name)
+  --sub-channels <list>   channels it may subscribe to, comma separated ('room:*,dept:sales')
+  --pub-channels <list>   channels it may publish to ('room:*')
+  --roles <list>          roles ('admin' may use the REST API)`,
+  health: `Usage: sinal health
+
+GET /health on this node (PORT, HOST); exit 0 when it answers 200 within 2 s, else 1 with the
+reason. The container HEALTHCHECK runs it (the image has no curl).`,
+};
+
+/** Commands without arguments refuse any, rather than ignore a mistyped option. */
+export function expectNoArguments(command: string, args: string[]): void {
+  if (args.length > 0) throw new ConfigError("arguments", `sinal ${command} takes no arguments, got "${args[0]}"; see sinal ${command} --help`);
+}
 
 /** node:util parseArgs, with its TypeError for an unknown or malformed option turned into a ConfigError. */
 function parseArgs<T extends ParseArgsConfig>(config: T) {
