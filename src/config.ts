@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { dirname, resolve } from "node:path";
 import type { ChannelKind } from "./channel.ts";
 import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
 import type { HistoryPolicy } from "./history/channel-history.ts";
@@ -54,8 +55,12 @@ export interface Limits {
 export interface Config {
   port: number;
   host: string;
-  /** HS256 secret, or a PEM public key (RS256/ES256). */
-  jwt: { kind: "secret"; secret: string; dev: boolean } | { kind: "public-key"; pem: string };
+  /**
+   * HS256 secret, or a PEM public key (RS256/ES256); `dev` when neither is set: the secret is kept
+   * in `secretFile` beside the sqlite file (null for `sqlite::memory:`), read or made by
+   * auth/dev-secret.ts when a command needs it.
+   */
+  jwt: { kind: "secret"; secret: string } | { kind: "public-key"; pem: string } | { kind: "dev"; secretFile: string | null };
   /**
    * `synchronous`: FULL (default) fsyncs every commit, so an acknowledged message survives a power
    * loss; NORMAL survives a process crash only and commits faster.
@@ -177,7 +182,7 @@ function parseOrigins(raw: string | undefined): string[] | null {
   return origins.map((o) => o.replace(/\/$/, ""));
 }
 
-function parseJwt(env: Env): Config["jwt"] {
+function parseJwt(env: Env, database: Config["database"]): Config["jwt"] {
   const secret = env.JWT_SECRET;
   const pem = env.JWT_PUBLIC_KEY;
   if (secret && pem) throw new ConfigError("JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY, not both");
@@ -189,16 +194,17 @@ function parseJwt(env: Env): Config["jwt"] {
   }
   if (secret !== undefined && secret !== "") {
     if (secret.length < 32) throw new ConfigError("JWT_SECRET", "must be at least 32 characters for HS256");
-    return { kind: "secret", secret, dev: false };
+    return { kind: "secret", secret };
   }
-  const random = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
-  return { kind: "secret", secret: random, dev: true };
+  // Dev mode. Only the file's name here: loading the configuration writes nothing.
+  return { kind: "dev", secretFile: database.path === ":memory:" ? null : resolve(dirname(database.path), "dev-secret") };
 }
 
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
   const host = parseHost(env.HOST);
+  const database = parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS);
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
   const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);
@@ -211,8 +217,8 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     port: int(env, "PORT", 3000, 0, 65535),
     host,
-    jwt: parseJwt(env),
-    database: parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS),
+    jwt: parseJwt(env, database),
+    database,
     envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
     allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
     logLevel: parseLogLevel(env.LOG_LEVEL),

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { ConfigError, loadConfig } from "../src/config.ts";
 
 const SECRET = "x".repeat(32);
@@ -25,14 +26,13 @@ describe("loadConfig", () => {
     expect(config.limits.maxRejected).toBe(100);
     expect(config.limits.rejectWindowMs).toBe(10_000);
     expect(config.idempotencyTtlSec).toBeGreaterThanOrEqual(86_400);
-    expect(config.jwt).toEqual({ kind: "secret", secret: SECRET, dev: false });
+    expect(config.jwt).toEqual({ kind: "secret", secret: SECRET });
   });
 
-  test("dev mode: no secret and no public key gives a random secret flagged dev", () => {
-    const a = loadConfig({});
-    const b = loadConfig({});
-    expect(a.jwt.kind === "secret" && a.jwt.dev).toBe(true);
-    expect(a.jwt.kind === "secret" && b.jwt.kind === "secret" && a.jwt.secret !== b.jwt.secret).toBe(true);
+  test("dev mode: no secret and no public key keeps the secret in dev-secret beside the sqlite file, none in memory", () => {
+    expect(loadConfig({ DATABASE_URL: "sqlite:/var/lib/sinal/sinal.db" }).jwt).toEqual({ kind: "dev", secretFile: "/var/lib/sinal/dev-secret" });
+    expect(loadConfig({}).jwt).toEqual({ kind: "dev", secretFile: join(process.cwd(), "data", "dev-secret") });
+    expect(loadConfig({ DATABASE_URL: "sqlite::memory:" }).jwt).toEqual({ kind: "dev", secretFile: null });
   });
 
   test("each bad value names its variable", () => {

@@ -1,5 +1,6 @@
 import { parseArgs as nodeParseArgs, type ParseArgsConfig } from "node:util";
 import { createApiKey } from "../auth/api-keys.ts";
+import { readDevSecret } from "../auth/dev-secret.ts";
 import { mintToken } from "../auth/tokens.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
 import { openConfiguredStore } from "./open-store.ts";
@@ -21,7 +22,8 @@ Commands:
   keys revoke --id <id>               revoke an API key
   token --tenant <t> --user <u> [--ttl 1h] [--name <n>] [--sub-channels 'room:*,dept:sales']
         [--pub-channels 'room:*'] [--roles admin]
-                                      print a JWT signed with JWT_SECRET (development and tests)
+                                      print a JWT signed with JWT_SECRET, or in dev mode with the
+                                      server's dev secret (development and tests)
   health                              GET /health on this node (PORT, HOST); exit 0 when it answers 200
                                       (the container HEALTHCHECK: the image has no curl)
   <command> --help                    that command's usage
@@ -45,7 +47,9 @@ Creates or brings up to date the schema of the sqlite file of DATABASE_URL (serv
 Keys live in the sqlite file of DATABASE_URL; a running server sees changes at once.`,
   token: `Usage: sinal token --tenant <t> --user <u> [options]
 
-Prints a JWT signed with JWT_SECRET (development and tests).
+Prints a JWT signed with JWT_SECRET (development and tests). Without JWT_SECRET it signs with
+the dev secret a dev-mode server keeps beside the sqlite file of DATABASE_URL (<dir>/dev-secret),
+so a dev-mode server accepts it; it says so on stderr.
 
 Options:
   --tenant <t>            tenant id (claim tid), required
@@ -122,14 +126,11 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
     },
     strict: true,
   });
-  if (config.jwt.kind !== "secret" || config.jwt.dev) {
-    throw new ConfigError("JWT_SECRET", "the token command signs with JWT_SECRET; set it to the server's secret");
-  }
   const tenant = requireTenant(values.tenant);
   if (!values.user) throw new ConfigError("--user", "token needs --user <id>");
   const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
   out(
-    mintToken(config.jwt.secret, {
+    mintToken(signingSecret(config.jwt), {
       tenant,
       user: values.user,
       ttlSec: parseDuration(values.ttl),
@@ -139,6 +140,17 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
       roles: list(values.roles),
     }),
   );
+}
+
+/** JWT_SECRET, or in dev mode the server's dev secret (said on stderr: stdout is the token alone). */
+function signingSecret(jwt: Config["jwt"]): string {
+  if (jwt.kind === "secret") return jwt.secret;
+  if (jwt.kind === "public-key") {
+    throw new ConfigError("JWT_PUBLIC_KEY", "a public key cannot sign: mint tokens where the private key is, or set JWT_SECRET instead");
+  }
+  const secret = readDevSecret(jwt.secretFile);
+  process.stderr.write(`sinal: no JWT_SECRET: signing with the dev-mode secret in ${jwt.secretFile}; only a dev-mode server on this DATABASE_URL accepts the token\n`);
+  return secret;
 }
 
 function requireTenant(tenant: string | undefined): string {
