@@ -141,6 +141,12 @@ export function createApp(deps: AppDeps) {
         },
         allowedHeaders: ["authorization", "content-type"],
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        // Bearer tokens, never cookies: no credentialed requests.
+        credentials: false,
+        // No Access-Control-Expose-Headers: every answer header a page reads is CORS-safelisted
+        // (Content-Type). The plugin's default echoes the request's header names, `authorization`
+        // among them; its types omit `false`, which is what leaves the header out (`[]` sends it empty).
+        exposeHeaders: false as unknown as string[],
       }),
     )
     .use(requestGuards({ bodies, inFlight, allowedOrigins: config.allowedOrigins, metrics }))

@@ -1,3 +1,5 @@
+import { isIP } from "node:net";
+import { dirname, resolve } from "node:path";
 import { parseMongoConfig, type MongoConfig } from "./feeds/feed-config.ts";
 import { NamespaceError, Namespaces, parseNamespaces, type Namespace } from "./namespaces.ts";
 
@@ -52,8 +54,12 @@ export interface Limits {
 export interface Config {
   port: number;
   host: string;
-  /** HS256 secret, or a PEM public key (RS256/ES256). */
-  jwt: { kind: "secret"; secret: string; dev: boolean } | { kind: "public-key"; pem: string };
+  /**
+   * HS256 secret, or a PEM public key (RS256/ES256); `dev` when neither is set: the secret is kept
+   * in `secretFile` beside the sqlite file (null for `sqlite::memory:`), read or made by
+   * auth/dev-secret.ts when a command needs it.
+   */
+  jwt: { kind: "secret"; secret: string } | { kind: "public-key"; pem: string } | { kind: "dev"; secretFile: string | null };
   /**
    * `synchronous`: FULL (default) fsyncs every commit, so an acknowledged message survives a power
    * loss; NORMAL survives a process crash only and commits faster.
@@ -130,6 +136,25 @@ function parseDatabase(raw: string | undefined, synchronous: string | undefined)
   throw new ConfigError("DATABASE_URL", `expected sqlite:<path> or postgres://..., got ${scheme}`);
 }
 
+/**
+ * An IPv4 or IPv6 address, or a host name, checked for form only: whether it is an address of
+ * this machine (or resolves) shows at listen, which names HOST too (cli/serve.ts).
+ */
+function parseHost(raw: string | undefined): string {
+  if (raw === undefined || raw === "") return "0.0.0.0";
+  const bad = (want: string) => new ConfigError("HOST", `expected ${want}, got "${raw}"`);
+  if (/^[0-9.]+$/.test(raw)) {
+    if (isIP(raw) !== 4) throw bad("an IPv4 address (four numbers from 0 to 255)");
+  } else if (raw.includes(":")) {
+    if (isIP(raw) !== 6) throw bad("an IPv6 address, without brackets");
+  } else if (!HOST_NAME_RE.test(raw)) {
+    throw bad("an address or a host name");
+  }
+  return raw;
+}
+// Labels of letters, digits, `-` and `_` (container names have underscores), joined by dots.
+const HOST_NAME_RE = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/;
+
 function parseApiKeys(raw: string | undefined): Config["envApiKeys"] {
   if (!raw || raw.trim() === "") return [];
   return raw.split(",").map((entry, i) => {
@@ -161,7 +186,7 @@ function parseOrigins(raw: string | undefined): string[] | null {
   return origins.map((o) => o.replace(/\/$/, ""));
 }
 
-function parseJwt(env: Env): Config["jwt"] {
+function parseJwt(env: Env, database: Config["database"]): Config["jwt"] {
   const secret = env.JWT_SECRET;
   const pem = env.JWT_PUBLIC_KEY;
   if (secret && pem) throw new ConfigError("JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY, not both");
@@ -173,16 +198,17 @@ function parseJwt(env: Env): Config["jwt"] {
   }
   if (secret !== undefined && secret !== "") {
     if (secret.length < 32) throw new ConfigError("JWT_SECRET", "must be at least 32 characters for HS256");
-    return { kind: "secret", secret, dev: false };
+    return { kind: "secret", secret };
   }
-  const random = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
-  return { kind: "secret", secret: random, dev: true };
+  // Dev mode. Only the file's name here: loading the configuration writes nothing.
+  return { kind: "dev", secretFile: database.path === ":memory:" ? null : resolve(dirname(database.path), "dev-secret") };
 }
 
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
-  const host = env.HOST && env.HOST !== "" ? env.HOST : "0.0.0.0";
+  const host = parseHost(env.HOST);
+  const database = parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS);
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
   const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);
@@ -196,8 +222,8 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     port: int(env, "PORT", 3000, 0, 65535),
     host,
-    jwt: parseJwt(env),
-    database: parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS),
+    jwt: parseJwt(env, database),
+    database,
     envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
     allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
     logLevel: parseLogLevel(env.LOG_LEVEL),

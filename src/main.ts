@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 import pkg from "../package.json" with { type: "json" };
-import { HELP, healthCommand, HealthError, keysCommand, migrateCommand, tokenCommand } from "./cli/commands.ts";
+import { expectNoArguments, HELP, healthCommand, HealthError, keysCommand, migrateCommand, tokenCommand, USAGE } from "./cli/commands.ts";
 import { serveCommand } from "./cli/serve.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
@@ -16,6 +16,12 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`sinal ${pkg.version} (commit ${gitCommit()})\n`);
     return;
   }
+  const usage = Object.hasOwn(USAGE, command) ? USAGE[command] : undefined;
+  if (usage !== undefined && (args.includes("--help") || args.includes("-h"))) {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  if (command === "serve" || command === "migrate" || command === "health") expectNoArguments(command, args);
   const config = loadConfig();
   switch (command) {
     case "serve":

@@ -78,7 +78,7 @@ describe("the page and the SDK, served with no credential", () => {
 });
 
 describe("compiled binary in dev mode", () => {
-  test("serves the same page and SDK with no source beside it, prints a ready link, and the demo roulettes move", async () => {
+  test("serves the same page and SDK with no source beside it, prints a ready link, the demo roulettes move, and its token command signs for it", async () => {
     const binary = join(dir, "bin", "sinal");
     // Built from the temp dir: bun build --compile leaves its scratch files in the working directory.
     const build = Bun.spawnSync([BUN, "build", join(ROOT, "src/main.ts"), "--compile", "--outfile", binary], { cwd: dir, stdout: "pipe", stderr: "pipe" });
@@ -119,6 +119,19 @@ describe("compiled binary in dev mode", () => {
       expect(spin.data.number).toBeGreaterThanOrEqual(0);
       expect(spin.data.number).toBeLessThanOrEqual(36);
       client.close();
+
+      // `sinal token` of the binary, without JWT_SECRET, signs with the dev secret its server keeps.
+      const minted = Bun.spawnSync([binary, "token", "--tenant", "demo", "--user", "demo3"], {
+        cwd: workdir,
+        env: { PATH: process.env.PATH ?? "", DATABASE_URL: `sqlite:${join(workdir, "s.db")}` },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      expect(minted.exitCode).toBe(0);
+      expect(minted.stderr.toString()).toContain(`dev-mode secret in ${join(workdir, "dev-secret")}`);
+      const third = await Client.connect(`ws://${link.host}/ws?token=${minted.stdout.toString().trim()}`);
+      expect(third.welcome).toMatchObject({ tenant: "demo", user: "demo3" });
+      third.client.close();
     } finally {
       proc.kill("SIGTERM");
     }

@@ -1,6 +1,6 @@
 import { Database } from "bun:sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };
@@ -146,6 +146,32 @@ describe("help and version", () => {
     expect(code).toBe(0);
   });
 
+  for (const command of ["serve", "migrate", "keys", "token", "health"]) {
+    test(`${command} --help prints that command's usage and exits 0, with no configuration read`, async () => {
+      const { code, stdout, stderr } = await sinal([command, "--help"], { PORT: "abc" });
+      expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+      expect(stdout).toStartWith(`Usage: sinal ${command}`);
+    });
+  }
+
+  test("token --help lists every option the command takes", async () => {
+    const { stdout } = await sinal(["token", "--help"]);
+    for (const option of ["--tenant", "--user", "--ttl", "--name", "--sub-channels", "--pub-channels", "--roles"]) expect(stdout).toContain(option);
+  });
+
+  test("-h after a subcommand's options is help too", async () => {
+    const { code, stdout } = await sinal(["keys", "create", "--tenant", "acme", "-h"]);
+    expect(code).toBe(0);
+    expect(stdout).toStartWith("Usage: sinal keys create");
+  });
+
+  test("a command without options refuses an argument instead of ignoring it", async () => {
+    const { code, stdout, stderr } = await sinal(["serve", "--port", "4000"]);
+    expect(code).toBe(1);
+    expect(stderr).toBe('sinal: arguments: sinal serve takes no arguments, got "--port"; see sinal serve --help\n');
+    expect(stdout).toBe("");
+  });
+
   test("an unknown command exits 1 pointing to --help", async () => {
     const { code, stderr } = await sinal(["frobnicate"]);
     expect(code).toBe(1);
@@ -262,10 +288,16 @@ describe("token", () => {
     expect((await post(server, "/v1/publish", { channel: "global", event: "tick", data: 1 }, token)).status).toBe(200);
   });
 
-  test("refuses to sign without JWT_SECRET, naming it", async () => {
-    const { code, stderr } = await sinal(["token", "--tenant", "acme", "--user", "u1"], { JWT_SECRET: undefined });
+  test("without JWT_SECRET and before any dev-mode start, refuses naming JWT_SECRET and the dev secret's file", async () => {
+    const { code, stdout, stderr } = await sinal(["token", "--tenant", "acme", "--user", "u1"], { JWT_SECRET: undefined });
+    expect({ code, stdout }).toEqual({ code: 1, stdout: "" });
+    expect(stderr).toStartWith(`sinal: JWT_SECRET: not set, and there is no dev secret at ${join(dir, "dev-secret")} yet`);
+  });
+
+  test("without JWT_SECRET and with DATABASE_URL=sqlite::memory:, refuses: such a server keeps its secret in its process", async () => {
+    const { code, stderr } = await sinal(["token", "--tenant", "acme", "--user", "u1"], { JWT_SECRET: undefined, DATABASE_URL: "sqlite::memory:" });
     expect(code).toBe(1);
-    expect(stderr).toContain("JWT_SECRET");
+    expect(stderr).toStartWith("sinal: JWT_SECRET: not set, and DATABASE_URL=sqlite::memory: keeps no dev secret");
   });
 
   test("refuses a bad --ttl, naming it", async () => {
@@ -281,6 +313,7 @@ describe("bad configuration exits 1 naming the variable", () => {
     ["JWT_SECRET", { JWT_SECRET: "too-short" }],
     ["DATABASE_URL", { DATABASE_URL: "mysql://x" }],
     ["REDIS_URL", { REDIS_URL: "redis://127.0.0.1:6379" }],
+    ["HOST", { HOST: "256.1.1.1" }],
   ];
   for (const [variable, env] of cases) {
     test(`${variable}=${Object.values(env)[0]}`, async () => {
@@ -290,6 +323,32 @@ describe("bad configuration exits 1 naming the variable", () => {
       expect(stdout).not.toContain("listening");
     });
   }
+});
+
+describe("a failure to listen or to open the database exits 1 naming the variable and its value", () => {
+  test("HOST that is no address of this machine names HOST, PORT and the value", async () => {
+    // 192.0.2.0/24 is reserved for documentation: never an address of this machine.
+    const { code, stdout, stderr } = await sinal(["serve"], { HOST: "192.0.2.1", PORT: "0" });
+    expect(code).toBe(1);
+    expect(stderr).toStartWith("sinal: HOST: cannot listen on HOST=192.0.2.1 PORT=0 (EADDRNOTAVAIL)");
+    expect(stdout).not.toContain("listening");
+  });
+
+  test("DATABASE_URL naming a directory names DATABASE_URL and the path", async () => {
+    const { code, stderr } = await sinal(["serve"], { HOST: "127.0.0.1", PORT: "0", DATABASE_URL: `sqlite:${dir}` });
+    expect(code).toBe(1);
+    expect(stderr).toBe(`sinal: DATABASE_URL: cannot open the sqlite database ${dir}: it is a directory; name a file in it, e.g. sqlite:${dir}/sinal.db\n`);
+  });
+
+  test("DATABASE_URL below a regular file names DATABASE_URL and the path, for migrate and keys too", async () => {
+    await Bun.write(join(dir, "plain"), "not a directory");
+    const path = join(dir, "plain", "sinal.db");
+    for (const args of [["serve"], ["migrate"], ["keys", "list", "--tenant", "acme"]]) {
+      const { code, stderr } = await sinal(args, { HOST: "127.0.0.1", PORT: "0", DATABASE_URL: `sqlite:${path}` });
+      expect(code).toBe(1);
+      expect(stderr).toStartWith(`sinal: DATABASE_URL: cannot open the sqlite database ${path}: `);
+    }
+  });
 });
 
 describe("serve", () => {
@@ -345,6 +404,69 @@ describe("serve", () => {
     expect(await served.proc.exited).toBe(0);
     expect(await served.stderr).toContain("DEV MODE");
   }, 20_000);
+
+  test("dev mode keeps its secret in dev-secret beside the sqlite file (0600) and names it in the warning", async () => {
+    const { served } = await serve({ JWT_SECRET: undefined });
+    const file = join(dir, "dev-secret");
+    const announced = await served.line((l) => l.dev_mode === true);
+    expect(announced).toMatchObject({ level: 40, dev_secret_file: file });
+    expect(announced.msg).toContain(`the dev secret in ${file} (made now;`);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(readFileSync(file, "utf8").trim()).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    served.proc.kill("SIGTERM");
+    expect(await served.proc.exited).toBe(0);
+    expect(await served.stderr).toContain(`tokens are signed with the dev secret in ${file}`);
+  }, 20_000);
+
+  test("dev mode: a token from before a restart still connects after it, and so does the demo API key", async () => {
+    const first = await serve({ JWT_SECRET: undefined });
+    const before = (await first.served.line((l) => l.dev_mode === true)) as { demo_token: string; demo_api_key: string };
+    first.served.proc.kill("SIGTERM");
+    expect(await first.served.proc.exited).toBe(0);
+
+    const second = await serve({ JWT_SECRET: undefined });
+    const after = await second.served.line((l) => l.dev_mode === true);
+    expect(after.msg).toContain("(kept from an earlier start;");
+    expect(after.demo_api_key).toBe(before.demo_api_key);
+    const { client, welcome } = await Client.connect(`${second.ws}?token=${before.demo_token}`);
+    cleanups.push(() => client.close());
+    expect(welcome).toMatchObject({ type: "welcome", user: "demo", tenant: "demo" });
+    const stats = await fetch(`${second.http}/v1/stats`, { headers: { authorization: `Bearer ${before.demo_api_key}` } });
+    expect(stats.status).toBe(200);
+  }, 20_000);
+
+  test("dev mode: sinal token without JWT_SECRET mints a second user the running server accepts, and says which secret it used", async () => {
+    const { served, ws } = await serve({ JWT_SECRET: undefined });
+    await served.line((l) => l.dev_mode === true);
+    const minted = await sinal(["token", "--tenant", "demo", "--user", "bob", "--sub-channels", "*"], { JWT_SECRET: undefined });
+    expect(minted.code).toBe(0);
+    expect(minted.stderr).toBe(`sinal: no JWT_SECRET: signing with the dev-mode secret in ${join(dir, "dev-secret")}; only a dev-mode server on this DATABASE_URL accepts the token\n`);
+    const { client, welcome } = await Client.connect(`${ws}?token=${lastLine(minted.stdout)}`);
+    cleanups.push(() => client.close());
+    expect(welcome).toMatchObject({ type: "welcome", user: "bob", tenant: "demo" });
+  }, 20_000);
+
+  test("dev mode prints a second ready link, for user demo2 on the same page", async () => {
+    const { served, ws } = await serve({ JWT_SECRET: undefined });
+    const announced = (await served.line((l) => l.dev_mode === true)) as { demo_page: string; demo2_page: string; demo2_token: string };
+    const [first, second] = [new URL(announced.demo_page), new URL(announced.demo2_page)];
+    expect(second.origin + second.pathname).toBe(first.origin + first.pathname);
+    expect(second.hash).toBe(`#token=${announced.demo2_token}`);
+    const { client, welcome } = await Client.connect(`${ws}?token=${announced.demo2_token}`);
+    cleanups.push(() => client.close());
+    expect(welcome).toMatchObject({ type: "welcome", user: "demo2", tenant: "demo" });
+    served.proc.kill("SIGTERM");
+    await served.proc.exited;
+    expect(await served.stderr).toContain(`second user demo2 (open in another tab):          ${announced.demo2_page}`);
+  }, 20_000);
+
+  test("dev mode with DATABASE_URL=sqlite::memory: writes no secret file and says the secret dies with the process", async () => {
+    const { served } = await serve({ JWT_SECRET: undefined, DATABASE_URL: "sqlite::memory:" });
+    const announced = await served.line((l) => l.dev_mode === true);
+    expect(announced.dev_secret_file).toBeNull();
+    expect(announced.msg).toContain("a random secret that dies with this process");
+    expect(readdirSync(dir)).toEqual([]);
+  }, 20_000);
 });
 
 describe("compiled binary", () => {
@@ -368,6 +490,7 @@ describe("compiled binary", () => {
     expect(await run([binary, "--version"], {}, workdir)).toEqual({ code: 0, stdout: VERSION_LINE, stderr: "" });
     // The other subcommands answer as they do from source.
     expect(await run([binary, "--help"], {}, workdir)).toEqual(await sinal(["--help"]));
+    expect(await run([binary, "token", "--help"], {}, workdir)).toEqual(await sinal(["token", "--help"]));
     const token = await run([binary, "token", "--tenant", "acme", "--user", "u1", "--ttl", "5m"], {}, workdir);
     expect(token.code).toBe(0);
     const claims = (await import("jose")).decodeJwt(lastLine(token.stdout));

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { ConfigError, loadConfig } from "../src/config.ts";
 
 const SECRET = "x".repeat(32);
@@ -25,14 +26,13 @@ describe("loadConfig", () => {
     expect(config.limits.maxRejected).toBe(100);
     expect(config.limits.rejectWindowMs).toBe(10_000);
     expect(config.idempotencyTtlSec).toBeGreaterThanOrEqual(86_400);
-    expect(config.jwt).toEqual({ kind: "secret", secret: SECRET, dev: false });
+    expect(config.jwt).toEqual({ kind: "secret", secret: SECRET });
   });
 
-  test("dev mode: no secret and no public key gives a random secret flagged dev", () => {
-    const a = loadConfig({});
-    const b = loadConfig({});
-    expect(a.jwt.kind === "secret" && a.jwt.dev).toBe(true);
-    expect(a.jwt.kind === "secret" && b.jwt.kind === "secret" && a.jwt.secret !== b.jwt.secret).toBe(true);
+  test("dev mode: no secret and no public key keeps the secret in dev-secret beside the sqlite file, none in memory", () => {
+    expect(loadConfig({ DATABASE_URL: "sqlite:/var/lib/sinal/sinal.db" }).jwt).toEqual({ kind: "dev", secretFile: "/var/lib/sinal/dev-secret" });
+    expect(loadConfig({}).jwt).toEqual({ kind: "dev", secretFile: join(process.cwd(), "data", "dev-secret") });
+    expect(loadConfig({ DATABASE_URL: "sqlite::memory:" }).jwt).toEqual({ kind: "dev", secretFile: null });
   });
 
   test("each bad value names its variable", () => {
@@ -52,7 +52,16 @@ describe("loadConfig", () => {
     expect(failure({ REDIS_URL: "redis://127.0.0.1:6379" })).toStartWith("REDIS_URL:");
     expect(failure({ IDLE_TIMEOUT_S: "20", PING_INTERVAL_MS: "25000" })).toStartWith("IDLE_TIMEOUT_S:");
     expect(failure({ SQLITE_SYNCHRONOUS: "off" })).toStartWith("SQLITE_SYNCHRONOUS:");
+    expect(failure({ HOST: "256.1.1.1" })).toBe('HOST: expected an IPv4 address (four numbers from 0 to 255), got "256.1.1.1"');
+    expect(failure({ HOST: "[::1]" })).toBe('HOST: expected an IPv6 address, without brackets, got "[::1]"');
+    expect(failure({ HOST: "my host" })).toBe('HOST: expected an address or a host name, got "my host"');
     expect(failure({ DATABASE_URL: "mysql://root:hunter2@db" })).not.toContain("hunter2");
+  });
+
+  test("HOST takes IPv4 and IPv6 addresses and host names (underscores included)", () => {
+    for (const host of ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "sinal_1.internal"]) {
+      expect(loadConfig({ JWT_SECRET: SECRET, HOST: host }).host).toBe(host);
+    }
   });
 
   test("parses SINAL_API_KEYS and ALLOWED_ORIGINS lists", () => {

@@ -168,3 +168,40 @@ browserTest("a page without a token asks for one, and a pasted token connects", 
   expect(await textOf(page, "#whoami")).toBe("carol · acme");
   await context.close();
 }, 15_000);
+
+/** `sinal_auth_failures_total{reason}` of the server: each refused upgrade counts once. */
+async function authFailures(reason: string): Promise<number> {
+  const text = await (await fetch(`${server.http}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`sinal_auth_failures_total{reason="${reason}"}`));
+  return line === undefined ? 0 : Number(line.split(" ").at(-1));
+}
+
+browserTest("a token the upgrade refuses (401): the page shows the server's reason and stops retrying", async () => {
+  const { mintToken } = await import("../src/auth/tokens.ts");
+  const foreign = mintToken("another-secret-that-is-also-long-enough!!", { tenant: "acme", user: "mallory", ttlSec: 3600 });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.http}/#token=${foreign}`);
+  await page.locator("#token-panel:not([hidden])").waitFor({ timeout: WAIT_MS });
+  await page.locator("#token-message", { hasText: "The server refused this token: token signature is invalid." }).waitFor({ timeout: WAIT_MS });
+  await page.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: WAIT_MS });
+  // Stopped: no more upgrades over two backoff periods (500 ms, then 1 s, less jitter).
+  const refused = await authFailures("bad_signature");
+  expect(refused).toBeGreaterThanOrEqual(1);
+  await page.waitForTimeout(1500);
+  expect(await authFailures("bad_signature")).toBe(refused);
+  expect(await page.locator("#conn-state").textContent()).toBe("disconnected");
+  await context.close();
+}, 15_000);
+
+browserTest("a token that expires on an open page (4001): the page shows why and stops retrying", async () => {
+  const token = await server.token({ user: "dave", subChannels: ["*"], ttlSec: 2 });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.http}/#token=${token}`);
+  await page.locator('#conn-state[data-state="connected"]').waitFor({ timeout: WAIT_MS });
+  await page.locator("#token-message", { hasText: "The server refused this token: token expired (4001)." }).waitFor({ timeout: WAIT_MS });
+  await page.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: WAIT_MS });
+  expect(await page.locator("#token-panel").isHidden()).toBe(false);
+  await context.close();
+}, 15_000);

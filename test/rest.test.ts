@@ -473,7 +473,7 @@ describe("operations endpoints", () => {
     expect(await answer(await get(server, "/v1/stats"))).toEqual({ status: 401, body: apiError("unauthorized") });
   });
 
-  test("GET /v1/stats answers node and tenant counts", async () => {
+  test("GET /v1/stats answers node and tenant counts to an admin token", async () => {
     const fresh = await startServer();
     try {
       const key = await fresh.apiKey("acme");
@@ -481,7 +481,7 @@ describe("operations endpoints", () => {
       await subscriber(fresh, "dept:stats", "globex");
       await post(fresh, "/v1/publish", { channel: "dept:stats", event: "tick", data: 1 }, key);
       await expectPub(client, "dept:stats", "tick", 1);
-      const res = await get(fresh, "/v1/stats", key);
+      const res = await get(fresh, "/v1/stats", await fresh.token({ user: "ops", roles: ["admin"] }));
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({
         node: {

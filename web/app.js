@@ -54,6 +54,24 @@ function setupTokenForm() {
   });
 }
 
+/**
+ * Why the server refuses `token`, or null when it takes it (or cannot be reached: then the
+ * socket's failure is the network's). A browser sees an upgrade refused with 401 only as a close
+ * 1006 before any open, with no reason; a REST route that takes any user token answers the same
+ * token 401 with the reason ("token expired", "token signature is invalid", ...).
+ */
+async function tokenRefusal(token) {
+  let res;
+  try {
+    res = await fetch("/v1/me/preferences", { headers: { authorization: `Bearer ${token}` } });
+  } catch {
+    return null;
+  }
+  if (res.status !== 401) return null;
+  const body = await res.json().catch(() => null);
+  return body?.error?.message ?? "HTTP 401";
+}
+
 /** Average of `now − pub.ts` over the last 200 publications this page received. */
 function latencyMeter() {
   const samples = [];
@@ -90,20 +108,31 @@ function main() {
   const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
   const client = new SinalClient({ url, token: settings.token });
   const latency = latencyMeter();
-  let welcomed = false;
+  let isOpen = false;
+  const refuse = (why) => {
+    client.close(); // no retry with a token the server refuses
+    showTokenPanel(`The server refused this token: ${why}. Paste another one.`);
+  };
 
   client.on("state", (state) => {
     $("conn-state").textContent = state;
     $("conn-state").dataset.state = state;
   });
   client.on("welcome", () => {
-    welcomed = true;
+    isOpen = true;
     $("token-panel").hidden = true;
   });
   client.on("close", (info) => {
-    // 4001 or a refusal before any welcome: the token is the problem, not the network.
-    if (info.code === 4001 || info.code === 4003 || !welcomed) {
-      showTokenPanel(`The server refused the connection (${info.code}${info.reason ? `: ${info.reason}` : ""}). Paste a valid token.`);
+    const wasOpen = isOpen;
+    isOpen = false;
+    // 4001 (expired) and 4003 (forbidden) carry their reason; the SDK stops on both (no getToken).
+    if (info.code === 4001 || info.code === 4003) return refuse(`${info.reason || "refused"} (${info.code})`);
+    // Closed before any welcome with a transport code (1006): a refused upgrade or the network.
+    // Asking over REST tells them apart; on a network failure the SDK keeps retrying.
+    if (!wasOpen && info.code < 4000 && info.code !== 1001) {
+      void tokenRefusal(settings.token).then((why) => {
+        if (why !== null && !isOpen) refuse(why);
+      });
     }
   });
   client.on("publication", (pub) => latency.add(pub));

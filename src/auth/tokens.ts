@@ -39,6 +39,7 @@ export interface TokenVerifier {
 export function createVerifier(jwt: Config["jwt"]): TokenVerifier {
   let key: string;
   let algorithms: ("HS256" | "RS256" | "ES256")[];
+  if (jwt.kind === "dev") throw new Error("dev mode: read the secret with openDevSecret (auth/dev-secret.ts) and pass it as kind secret");
   if (jwt.kind === "secret") {
     key = jwt.secret;
     algorithms = ["HS256"];

@@ -1,11 +1,14 @@
 import { parseArgs as nodeParseArgs, type ParseArgsConfig } from "node:util";
 import { createApiKey } from "../auth/api-keys.ts";
+import { readDevSecret } from "../auth/dev-secret.ts";
 import { mintToken } from "../auth/tokens.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
-import { openSqliteStore } from "../store/sqlite-store.ts";
+import { openConfiguredStore } from "./open-store.ts";
 
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
 const out = (line: string) => process.stdout.write(`${line}\n`);
+
+const ENV_NOTE = "Configuration is read from the environment: see README.md.";
 
 export const HELP = `sinal: realtime WebSocket gateway
 
@@ -19,12 +22,53 @@ Commands:
   keys revoke --id <id>               revoke an API key
   token --tenant <t> --user <u> [--ttl 1h] [--name <n>] [--sub-channels 'room:*,dept:sales']
         [--pub-channels 'room:*'] [--roles admin]
-                                      print a JWT signed with JWT_SECRET (development and tests)
+                                      print a JWT signed with JWT_SECRET, or in dev mode with the
+                                      server's dev secret (development and tests)
   health                              GET /health on this node (PORT, HOST); exit 0 when it answers 200
                                       (the container HEALTHCHECK: the image has no curl)
+  <command> --help                    that command's usage
   --help, --version
 
-Configuration is read from the environment: see README.md.`;
+${ENV_NOTE}`;
+
+/** What `sinal <command> --help` prints (exit 0, no configuration read). */
+export const USAGE: Record<string, string> = {
+  serve: `Usage: sinal serve
+
+Runs the server until SIGTERM or SIGINT, then drains (clients get 1001) and exits 0.
+Without JWT_SECRET and JWT_PUBLIC_KEY it starts in dev mode. ${ENV_NOTE}`,
+  migrate: `Usage: sinal migrate
+
+Creates or brings up to date the schema of the sqlite file of DATABASE_URL (serve does it too).`,
+  keys: `Usage: sinal keys create --tenant <t>     create an API key (printed alone on the last line)
+       sinal keys list --tenant <t>       list a tenant's keys (ids, never secrets)
+       sinal keys revoke --id <id>        revoke an API key
+
+Keys live in the sqlite file of DATABASE_URL; a running server sees changes at once.`,
+  token: `Usage: sinal token --tenant <t> --user <u> [options]
+
+Prints a JWT signed with JWT_SECRET (development and tests). Without JWT_SECRET it signs with
+the dev secret a dev-mode server keeps beside the sqlite file of DATABASE_URL (<dir>/dev-secret),
+so a dev-mode server accepts it; it says so on stderr.
+
+Options:
+  --tenant <t>            tenant id (claim tid), required
+  --user <u>              user id (claim sub), required
+  --ttl <duration>        lifetime: 90s, 15m, 1h (default), 7d
+  --name <n>              display name (claim name)
+  --sub-channels <list>   channels it may subscribe to, comma separated ('room:*,dept:sales')
+  --pub-channels <list>   channels it may publish to ('room:*')
+  --roles <list>          roles ('admin' may use the REST API)`,
+  health: `Usage: sinal health
+
+GET /health on this node (PORT, HOST); exit 0 when it answers 200 within 2 s, else 1 with the
+reason. The container HEALTHCHECK runs it (the image has no curl).`,
+};
+
+/** Commands without arguments refuse any, rather than ignore a mistyped option. */
+export function expectNoArguments(command: string, args: string[]): void {
+  if (args.length > 0) throw new ConfigError("arguments", `sinal ${command} takes no arguments, got "${args[0]}"; see sinal ${command} --help`);
+}
 
 /** node:util parseArgs, with its TypeError for an unknown or malformed option turned into a ConfigError. */
 function parseArgs<T extends ParseArgsConfig>(config: T) {
@@ -36,7 +80,7 @@ function parseArgs<T extends ParseArgsConfig>(config: T) {
 }
 
 export function migrateCommand(config: Config): void {
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  const store = openConfiguredStore(config.database);
   void store.close();
   out(`database ${config.database.path} is up to date`);
 }
@@ -44,7 +88,7 @@ export function migrateCommand(config: Config): void {
 export async function keysCommand(config: Config, args: string[]): Promise<void> {
   const [action, ...rest] = args;
   const { values } = parseArgs({ args: rest, options: { tenant: { type: "string" }, id: { type: "string" } }, strict: true });
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  const store = openConfiguredStore(config.database);
   try {
     if (action === "create") {
       const tenant = requireTenant(values.tenant);
@@ -82,14 +126,11 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
     },
     strict: true,
   });
-  if (config.jwt.kind !== "secret" || config.jwt.dev) {
-    throw new ConfigError("JWT_SECRET", "the token command signs with JWT_SECRET; set it to the server's secret");
-  }
   const tenant = requireTenant(values.tenant);
   if (!values.user) throw new ConfigError("--user", "token needs --user <id>");
   const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
   out(
-    mintToken(config.jwt.secret, {
+    mintToken(signingSecret(config.jwt), {
       tenant,
       user: values.user,
       ttlSec: parseDuration(values.ttl),
@@ -99,6 +140,17 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
       roles: list(values.roles),
     }),
   );
+}
+
+/** JWT_SECRET, or in dev mode the server's dev secret (said on stderr: stdout is the token alone). */
+function signingSecret(jwt: Config["jwt"]): string {
+  if (jwt.kind === "secret") return jwt.secret;
+  if (jwt.kind === "public-key") {
+    throw new ConfigError("JWT_PUBLIC_KEY", "a public key cannot sign: mint tokens where the private key is, or set JWT_SECRET instead");
+  }
+  const secret = readDevSecret(jwt.secretFile);
+  process.stderr.write(`sinal: no JWT_SECRET: signing with the dev-mode secret in ${jwt.secretFile}; only a dev-mode server on this DATABASE_URL accepts the token\n`);
+  return secret;
 }
 
 function requireTenant(tenant: string | undefined): string {

@@ -1,24 +1,29 @@
-import { randomBytes } from "node:crypto";
 import { createApp } from "../app.ts";
-import { mintToken } from "../auth/tokens.ts";
+import { openDevSecret, type DevSecret } from "../auth/dev-secret.ts";
 import { ConfigError, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
-import { openSqliteStore } from "../store/sqlite-store.ts";
+import { announceDevMode } from "../dev/dev-banner.ts";
 import { DemoFeed } from "../dev/demo-feed.ts";
+import { openConfiguredStore } from "./open-store.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
-  const sinal = createApp({ config, store, logger });
+  const store = openConfiguredStore(config.database);
+  let devSecret: DevSecret | null = null;
+  try {
+    if (config.jwt.kind === "dev") devSecret = openDevSecret(config.jwt.secretFile);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const jwt = devSecret === null ? config.jwt : { kind: "secret" as const, secret: devSecret.secret };
+  const sinal = createApp({ config: { ...config, jwt }, store, logger });
 
   try {
     sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
   } catch (err) {
     await store.close();
-    if ((err as { code?: string }).code === "EADDRINUSE") {
-      throw new ConfigError("PORT", `${config.host}:${config.port} is already in use (EADDRINUSE): another sinal or another program listens there; stop it or choose another PORT`);
-    }
-    throw err;
+    throw listenError(err, config.host, config.port);
   }
   // The last line of defence: every background task handles its own failure (Publisher.
   // publishInBackground and friends); one that slips through is logged and counted, and Bun does
@@ -27,17 +32,8 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
     sinal.metrics.backgroundFailed("unhandled");
     logger.error({ err, code: "unhandled_rejection" }, "a promise nobody awaited failed; the server keeps running");
   });
-  const server = sinal.app.server!;
-  logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
-
-  // Dev mode: the banner needs the port (PORT=0 picks one), and the page at / gets a moving demo.
+  // Before anything announces the server: a SIGTERM from then on drains instead of killing.
   let demoFeed: DemoFeed | null = null;
-  if (config.jwt.kind === "secret" && config.jwt.dev) {
-    await announceDevMode(config.jwt.secret, sinal.apiKeys, logger, pageUrl(config.host, server.port!));
-    demoFeed = new DemoFeed(sinal.publisher, logger.child({ component: "demo-feed" }));
-    demoFeed.start();
-  }
-
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
@@ -58,6 +54,32 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  const server = sinal.app.server!;
+  logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
+
+  // Dev mode: the banner needs the port (PORT=0 picks one), and the page at / gets a moving demo.
+  if (devSecret !== null) {
+    announceDevMode(devSecret, sinal.apiKeys, logger, pageUrl(config.host, server.port!));
+    demoFeed = new DemoFeed(sinal.publisher, logger.child({ component: "demo-feed" }));
+    demoFeed.start();
+  }
+}
+
+/** A failed listen as a ConfigError: a port in use or not allowed names PORT, any other failure HOST. */
+function listenError(err: unknown, host: string, port: number): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== "string") return err;
+  if (code === "EADDRINUSE") {
+    return new ConfigError("PORT", `${host}:${port} is already in use (EADDRINUSE): another sinal or another program listens there; stop it or choose another PORT`);
+  }
+  if (code === "EACCES") {
+    return new ConfigError("PORT", `${host}:${port} is not allowed for this user (EACCES): choose a PORT from 1024 up, or grant the binary CAP_NET_BIND_SERVICE`);
+  }
+  return new ConfigError(
+    "HOST",
+    `cannot listen on HOST=${host} PORT=${port} (${code}): HOST must be an address of this machine (0.0.0.0 for all of them, 127.0.0.1, ::) or a name that resolves to one`,
+  );
 }
 
 /** The address a person on this machine opens; a wildcard bind is reached as localhost. */
@@ -65,28 +87,4 @@ function pageUrl(host: string, port: number): string {
   const isWildcard = host === "0.0.0.0" || host === "::" || host === "";
   const shown = isWildcard ? "localhost" : host.includes(":") ? `[${host}]` : host;
   return `http://${shown}:${port}/`;
-}
-
-async function announceDevMode(secret: string, apiKeys: { addEphemeral(tenant: string, key: string): void }, logger: Logger, page: string) {
-  const apiKey = `sk_dev_${randomBytes(24).toString("base64url")}`;
-  apiKeys.addEphemeral("demo", apiKey);
-  const token = mintToken(secret, { tenant: "demo", user: "demo", ttlSec: 86_400, name: "Demo", subChannels: ["*"], pubChannels: ["*"], roles: ["admin"] });
-  const demoLink = `${page}#token=${token}`;
-  logger.warn(
-    { dev_mode: true, demo_tenant: "demo", demo_token: token, demo_api_key: apiKey, demo_page: demoLink },
-    "DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY set; using a random secret. Tokens die with this process. Never run like this in production.",
-  );
-  process.stderr.write(
-    [
-      "",
-      "  ****************************************************************",
-      "  *  sinal is in DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY is set  *",
-      "  ****************************************************************",
-      `  demo token (tenant demo, user demo, admin, 24 h): ${token}`,
-      `  demo API key (tenant demo):                       ${apiKey}`,
-      "",
-      `  live demo page (open in a browser):               ${demoLink}`,
-      "",
-    ].join("\n") + "\n",
-  );
 }

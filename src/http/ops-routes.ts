@@ -16,7 +16,10 @@ export interface OpsDeps {
   feedsDown?: () => string[];
 }
 
-/** Health, readiness, Prometheus metrics and the JSON stats of this node. */
+/**
+ * Health, readiness, Prometheus metrics and the JSON stats of this node: `GET /v1/stats` answers
+ * the caller's tenant to an API key, and the node's totals besides to an admin token.
+ */
 export function opsRoutes(deps: OpsDeps) {
   return new Elysia({ name: "ops-routes" })
     .get("/health", () => ({ status: "ok" }))
@@ -38,8 +41,19 @@ export function opsRoutes(deps: OpsDeps) {
     })
     .get("/v1/stats", async ({ request }) => {
       const principal = await deps.auth.authenticate(request);
+      const counters = deps.metrics.tenant(principal.tenant);
+      const tenant = {
+        id: principal.tenant,
+        connections: counters.connections,
+        subscriptions: counters.subscriptions,
+        publications: counters.publications,
+        deliveries: counters.deliveries,
+        dropped_sends: counters.droppedSends,
+      };
+      // An API key is a tenant's backend: it sees its tenant only. The node's totals (all tenants
+      // together) are for an admin token.
+      if (principal.via !== "admin_token") return { tenant };
       const total = deps.metrics.totals();
-      const tenant = deps.metrics.tenant(principal.tenant);
       return {
         node: {
           connections: deps.gateway.size,
@@ -50,14 +64,7 @@ export function opsRoutes(deps: OpsDeps) {
           dropped_sends: total.droppedSends,
           ...snake(deps.metrics.rates()),
         },
-        tenant: {
-          id: principal.tenant,
-          connections: tenant.connections,
-          subscriptions: tenant.subscriptions,
-          publications: tenant.publications,
-          deliveries: tenant.deliveries,
-          dropped_sends: tenant.droppedSends,
-        },
+        tenant,
       };
     });
 }

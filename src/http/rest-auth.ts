@@ -9,6 +9,8 @@ export interface Principal {
   tenant: string;
   /** `key:<id>` for an API key, `jwt:<sub>` for a token. */
   actor: string;
+  /** Which credential: a tenant's API key, a token with the admin role, or a user's own token (rooms they read). */
+  via: "api_key" | "admin_token" | "user_token";
 }
 
 /**
@@ -81,7 +83,7 @@ export class RestAuth {
   private async identify(request: Request, what: string): Promise<{ principal: Principal; claims: Claims | null }> {
     const credential = this.credential(request, what);
     const key = await this.apiKeys.resolve(credential);
-    if (key !== null) return { principal: { tenant: key.tenant, actor: `key:${key.keyId}` }, claims: null };
+    if (key !== null) return { principal: { tenant: key.tenant, actor: `key:${key.keyId}`, via: "api_key" }, claims: null };
     if (credential.split(".").length !== 3) {
       this.metrics.authFailed("rest_bad_key");
       throw new SinalError("unauthorized", "unknown or revoked API key");
@@ -93,7 +95,8 @@ export class RestAuth {
       this.metrics.authFailed("rest_bad_token");
       throw err;
     }
-    return { principal: { tenant: claims.tenant, actor: `jwt:${claims.user}` }, claims };
+    const via = claims.roles.includes("admin") ? "admin_token" : "user_token";
+    return { principal: { tenant: claims.tenant, actor: `jwt:${claims.user}`, via }, claims };
   }
 
   private admitted(request: Request, principal: Principal): Principal {

@@ -2,6 +2,7 @@ import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { SinalError } from "../errors.ts";
 import { exceedsJsonDepth } from "../json-depth.ts";
+import { firstError } from "../validate.ts";
 
 /** Client frames (docs/protocol.md "Client frames"), validated once here; handlers receive typed values. */
 
@@ -82,9 +83,8 @@ export function parseFrame(text: string, maxDepth: number): AnyFrame | ParseFail
   }
   const checker = checkers[type as FrameType];
   if (!checker.Check(frame)) {
-    const first = checker.Errors(frame).First();
-    const field = first?.path ? first.path.slice(1) : "frame";
-    return { id, error: new SinalError("bad_request", `${field}: ${first?.message ?? "invalid"}`) };
+    const { path, message } = firstError(checker, frame);
+    return { id, error: new SinalError("bad_request", `${path ? path.slice(1) : "frame"}: ${message}`) };
   }
   return frame as AnyFrame;
 }

@@ -1,0 +1,35 @@
+import { statSync } from "node:fs";
+import { resolve } from "node:path";
+import { ConfigError, type Config } from "../config.ts";
+import { openSqliteStore } from "../store/sqlite-store.ts";
+import type { Store } from "../store/store.ts";
+
+/**
+ * The store of DATABASE_URL for a command. A path sqlite cannot open (a directory, a directory
+ * this user may not write, a file that is no database) is a ConfigError naming DATABASE_URL and
+ * the path, rather than sqlite's bare "unable to open database file".
+ */
+export function openConfiguredStore(database: Config["database"]): Store {
+  try {
+    return openSqliteStore(database.path, database.synchronous);
+  } catch (err) {
+    const absolute = resolve(database.path);
+    const shown = absolute === database.path ? database.path : `${database.path} (${absolute})`;
+    throw new ConfigError("DATABASE_URL", `cannot open the sqlite database ${shown}: ${reason(absolute, err)}`);
+  }
+}
+
+function reason(path: string, err: unknown): string {
+  if (isDirectory(path)) return `it is a directory; name a file in it, e.g. sqlite:${path.replace(/\/$/, "")}/sinal.db`;
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  // sqlite says only "unable to open database file" whether the directory is read-only or missing.
+  return /unable to open database file/.test(message) ? `${message} (can this user create and write files in its directory?)` : message;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
