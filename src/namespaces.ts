@@ -53,7 +53,7 @@ const builtIn = (name: string, id: Namespace["id"], history: string, more: Parti
 const BUILT_INS: readonly Namespace[] = [
   builtIn("global", "none", "100,1h", { open: true }),
   builtIn("system", "none", "100,1h", { open: true }),
-  builtIn("presence", "none", "off", { open: true, latestValue: true }),
+  builtIn("presence", "none", "off", { latestValue: true }),
   builtIn("dept", "required", "100,1h"),
   builtIn("room", "required", "1000,24h", { durable: true, joinLeave: true }),
   builtIn("user", "required", "100,24h"),

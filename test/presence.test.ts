@@ -19,7 +19,7 @@ const presenceOf = (user: string, status: string, name?: string) => ({
 });
 
 async function watch(tenant = "acme", user = "watcher") {
-  const c = await Client.open(server, { tenant, user, subChannels: ["room:*"] });
+  const c = await Client.open(server, { tenant, user, subChannels: ["room:*", "presence"] });
   const reply = await c.request({ type: "subscribe", channel: "presence" });
   return { c, reply };
 }
@@ -112,7 +112,7 @@ describe("presence", () => {
 test("a client that vanishes without a close frame goes offline once the idle timeout passes", async () => {
   const idleServer = await startServer({ IDLE_TIMEOUT_S: "2", PING_INTERVAL_MS: "1000" });
   try {
-    const watcher = await Client.open(idleServer, { user: "w" });
+    const watcher = await Client.open(idleServer, { user: "w", subChannels: ["presence"] });
     await watcher.request({ type: "subscribe", channel: "presence" });
     // A raw socket that completes the handshake, then never answers a ping nor sends a frame.
     const token = await idleServer.token({ user: "ghost" });
