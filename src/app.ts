@@ -25,7 +25,6 @@ import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
 import { Gateway } from "./ws/gateway.ts";
 import { ChatService } from "./chat/chat-service.ts";
-import { RoomOccupancy } from "./chat/room-occupancy.ts";
 import { Typing } from "./chat/typing.ts";
 import { chatRoutes } from "./http/chat-routes.ts";
 import { presenceRoutes } from "./http/presence-routes.ts";
@@ -79,9 +78,8 @@ export function createApp(deps: AppDeps) {
   const audit = new AuditLog(store.audit, logger);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
-  const occupancy = new RoomOccupancy(publisher, namespaces);
   const chat = new ChatService(store.chat, publisher, typing);
-  const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
+  const presence = new MemoryPresence(publisher, namespaces, config.presence);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
     ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
@@ -103,8 +101,9 @@ export function createApp(deps: AppDeps) {
     metrics,
     logger,
     features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
-    // In this order on close: a typist's typing:false, then its user_left, then its offline.
-    listeners: [typing, occupancy, locks, presence, notifications, audit, activity],
+    // On close, a typist's typing:false goes out at once; its user_left, then its offline, after the
+    // leave grace (presence keeps that order).
+    listeners: [typing, locks, presence, notifications, audit, activity],
     subscribeExtras: feeds ? [presence.subscribeExtra(), feeds.subscribeExtra()] : [presence.subscribeExtra()],
   });
   let draining = false;
@@ -174,7 +173,7 @@ export function createApp(deps: AppDeps) {
     })
     .use(publishRoutes(restAuth, publishService, logger, bodies))
     .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes, namespaces))
-    .use(presenceRoutes(restAuth, presence, occupancy, namespaces))
+    .use(presenceRoutes(restAuth, presence, namespaces))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))

@@ -89,6 +89,11 @@ export interface Config {
   presence: {
     /** A user with no frame on any connection for this long is `away`. */
     awayAfterMs: number;
+    /**
+     * How long a user stays a member of its tenant, or of a channel, after its last connection
+     * left it; a return within it announces nothing (src/presence/presence.ts). 0: leave at once.
+     */
+    leaveGraceMs: number;
   };
   locks: { ttlMs: number };
   audit: { retentionDays: number };
@@ -237,7 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
       typingThrottleMs: int(env, "TYPING_THROTTLE_MS", 2_000, 0),
       typingTimeoutMs: int(env, "TYPING_TIMEOUT_MS", 6_000, 100),
     },
-    presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100) },
+    presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100), leaveGraceMs: int(env, "PRESENCE_LEAVE_GRACE_MS", 5_000, 0) },
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },

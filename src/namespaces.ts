@@ -22,6 +22,8 @@ export interface Namespace {
   readonly latestValue: boolean;
   /** `user_joined` / `user_left` go out when a user's first connection subscribes and its last leaves. */
   readonly joinLeave: boolean;
+  /** Who is subscribed is kept, per user: listed in the subscribe reply and by `GET /v1/presence?channel=` (src/presence/presence.ts). */
+  readonly presence: boolean;
   /** Any user of the tenant may subscribe, without a grant (built-in `global` and `system`). */
   readonly open: boolean;
 }
@@ -45,6 +47,7 @@ const builtIn = (name: string, id: Namespace["id"], history: string, more: Parti
   clientPublish: true,
   latestValue: false,
   joinLeave: false,
+  presence: false,
   open: false,
   ...more,
 });
@@ -53,9 +56,9 @@ const builtIn = (name: string, id: Namespace["id"], history: string, more: Parti
 const BUILT_INS: readonly Namespace[] = [
   builtIn("global", "none", "100,1h", { open: true }),
   builtIn("system", "none", "100,1h", { open: true }),
-  builtIn("presence", "none", "off", { open: true, latestValue: true }),
+  builtIn("presence", "none", "off", { latestValue: true }),
   builtIn("dept", "required", "100,1h"),
-  builtIn("room", "required", "1000,24h", { durable: true, joinLeave: true }),
+  builtIn("room", "required", "1000,24h", { durable: true, joinLeave: true, presence: true }),
   builtIn("user", "required", "100,24h"),
   builtIn("roulette", "required", "20,2m", { latestValue: true }),
   builtIn("strategy", "required", "20,2m", { latestValue: true }),
@@ -68,6 +71,7 @@ const OPTIONS: Record<string, keyof Namespace> = {
   client_publish: "clientPublish",
   latest_value: "latestValue",
   join_leave: "joinLeave",
+  presence: "presence",
 };
 
 export const NAMESPACE_RE = /^[a-z][a-z0-9_-]{0,31}$/;

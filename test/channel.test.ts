@@ -54,8 +54,13 @@ describe("permission patterns", () => {
     expect(maySubscribe("u1", [], ch("user:u1"))).toBe(true);
     expect(maySubscribe("u1", ["*"], ch("user:u2"))).toBe(false);
     expect(maySubscribe("u1", ["user:*"], ch("user:u2"))).toBe(false);
-    for (const name of ["global", "system", "presence"]) expect(maySubscribe("u1", [], ch(name))).toBe(true);
+    for (const name of ["global", "system"]) expect(maySubscribe("u1", [], ch(name))).toBe(true);
     expect(maySubscribe("u1", [], ch("room:1"))).toBe(false);
+    // Who is online in the tenant is granted like any channel: exactly `presence`, or `*`.
+    expect(maySubscribe("u1", [], ch("presence"))).toBe(false);
+    expect(maySubscribe("u1", ["presence:*", "room:*"], ch("presence"))).toBe(false);
+    expect(maySubscribe("u1", ["presence"], ch("presence"))).toBe(true);
+    expect(maySubscribe("u1", ["*"], ch("presence"))).toBe(true);
   });
 
   test("publish needs a grant even for public channels", () => {

@@ -5,7 +5,8 @@ import { Client, post, SECRET, startServer, type Frame, type TestServer } from "
 let server: TestServer;
 let key: string;
 beforeAll(async () => {
-  server = await startServer({ TYPING_THROTTLE_MS: "300", TYPING_TIMEOUT_MS: "500", SWEEP_INTERVAL_MS: "25" });
+  // No leave grace here: user_left at the leave (the grace is in presence-channels.test.ts).
+  server = await startServer({ TYPING_THROTTLE_MS: "300", TYPING_TIMEOUT_MS: "500", SWEEP_INTERVAL_MS: "25", PRESENCE_LEAVE_GRACE_MS: "0" });
   key = await server.apiKey("acme");
 });
 afterAll(() => server.stop());

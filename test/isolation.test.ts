@@ -59,12 +59,12 @@ test("a client cannot publish into another user's channel, even with pub_channel
   c.close();
 });
 
-test("always-allowed channels need no grant; others follow the sub_channels patterns", async () => {
+test("always-allowed channels need no grant; others, presence included, follow the sub_channels patterns", async () => {
   const c = await Client.open(server, { subChannels: ["dept:sales", "sync:*"] });
-  for (const channel of ["global", "system", "presence", "dept:sales", "sync:a.b@c"]) {
+  for (const channel of ["global", "system", "dept:sales", "sync:a.b@c"]) {
     expect(await c.request({ type: "subscribe", channel })).toMatchObject({ ok: true, channel });
   }
-  for (const channel of ["dept:support", "room:1", "roulette:7"]) {
+  for (const channel of ["presence", "dept:support", "room:1", "roulette:7"]) {
     expect(await c.request({ type: "subscribe", channel })).toMatchObject({ ok: false, error: { code: "forbidden" } });
   }
   c.close();

@@ -5,7 +5,8 @@ import { Client, startServer, type TestServer } from "./helpers.ts";
 let server: TestServer;
 let key: string;
 beforeAll(async () => {
-  server = await startServer({ PRESENCE_AWAY_AFTER_MS: "400", SWEEP_INTERVAL_MS: "25" });
+  // No leave grace here: offline at the close (the grace is in presence-channels.test.ts).
+  server = await startServer({ PRESENCE_AWAY_AFTER_MS: "400", SWEEP_INTERVAL_MS: "25", PRESENCE_LEAVE_GRACE_MS: "0" });
   key = await server.apiKey("acme");
 });
 afterAll(() => server.stop());
@@ -19,7 +20,7 @@ const presenceOf = (user: string, status: string, name?: string) => ({
 });
 
 async function watch(tenant = "acme", user = "watcher") {
-  const c = await Client.open(server, { tenant, user, subChannels: ["room:*"] });
+  const c = await Client.open(server, { tenant, user, subChannels: ["room:*", "presence"] });
   const reply = await c.request({ type: "subscribe", channel: "presence" });
   return { c, reply };
 }
@@ -110,9 +111,9 @@ describe("presence", () => {
 });
 
 test("a client that vanishes without a close frame goes offline once the idle timeout passes", async () => {
-  const idleServer = await startServer({ IDLE_TIMEOUT_S: "2", PING_INTERVAL_MS: "1000" });
+  const idleServer = await startServer({ IDLE_TIMEOUT_S: "2", PING_INTERVAL_MS: "1000", PRESENCE_LEAVE_GRACE_MS: "0" });
   try {
-    const watcher = await Client.open(idleServer, { user: "w" });
+    const watcher = await Client.open(idleServer, { user: "w", subChannels: ["presence"] });
     await watcher.request({ type: "subscribe", channel: "presence" });
     // A raw socket that completes the handshake, then never answers a ping nor sends a frame.
     const token = await idleServer.token({ user: "ghost" });
