@@ -26,6 +26,8 @@ import type { Store } from "./store/store.ts";
 import { Gateway } from "./ws/gateway.ts";
 import { ChatService } from "./chat/chat-service.ts";
 import { RoomOccupancy } from "./chat/room-occupancy.ts";
+import { RoomAccess } from "./chat/room-access.ts";
+import { RoomMembers } from "./chat/room-members.ts";
 import { Typing } from "./chat/typing.ts";
 import { chatRoutes } from "./http/chat-routes.ts";
 import { presenceRoutes } from "./http/presence-routes.ts";
@@ -80,7 +82,9 @@ export function createApp(deps: AppDeps) {
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const occupancy = new RoomOccupancy(publisher, namespaces);
-  const chat = new ChatService(store.chat, publisher, typing);
+  const roomMembers = new RoomMembers(store.chat);
+  const roomAccess = new RoomAccess(roomMembers, namespaces);
+  const chat = new ChatService(store.chat, publisher, typing, roomAccess, roomMembers);
   const presence = new MemoryPresence(publisher, config.presence.awayAfterMs);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
@@ -106,6 +110,7 @@ export function createApp(deps: AppDeps) {
     // In this order on close: a typist's typing:false, then its user_left, then its offline.
     listeners: [typing, occupancy, locks, presence, notifications, audit, activity],
     subscribeExtras: feeds ? [presence.subscribeExtra(), feeds.subscribeExtra()] : [presence.subscribeExtra()],
+    access: roomAccess,
   });
   let draining = false;
   const timers: Timer[] = [];
@@ -173,7 +178,7 @@ export function createApp(deps: AppDeps) {
       return errorBody("internal", "internal error");
     })
     .use(publishRoutes(restAuth, publishService, logger, bodies))
-    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes, namespaces))
+    .use(chatRoutes(restAuth, chat, roomAccess, bodies, limits.maxFrameBytes, namespaces))
     .use(presenceRoutes(restAuth, presence, occupancy, namespaces))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))
