@@ -128,14 +128,15 @@ describe("a room with members", () => {
 });
 
 describe("a room without members", () => {
-  test("keeps the grant rule: room:* admits, no grant refuses", async () => {
+  test("keeps the grant rules: room:* admits, no grant refuses, a pub_channels grant alone publishes", async () => {
     const withGrant = await agent("gina");
     const without = await open("hank");
+    const publisherOnly = await open("ivan", { pubChannels: ["room:*"] });
     expect(await ask(withGrant, { type: "subscribe", channel: "room:lobby" })).toMatchObject({ ok: true });
     expect(await ask(withGrant, { type: "message", room: "lobby", content: "hi all" })).toMatchObject({ ok: true });
     expect(await ask(without, { type: "subscribe", channel: "room:lobby" })).toMatchObject(refused('not allowed to subscribe to "room:lobby"'));
-    withGrant.close();
-    without.close();
+    expect(await ask(publisherOnly, { type: "publish", channel: "room:lobby", event: "note", data: 1 })).toMatchObject({ ok: true });
+    for (const c of [withGrant, without, publisherOnly]) c.close();
   });
 });
 

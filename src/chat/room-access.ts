@@ -18,6 +18,7 @@ export type RoomUser = Pick<Claims, "user" | "subChannels" | "roles">;
  * - Any other room: the subscribe rule of channel.ts (a `sub_channels` pattern covering it).
  * - On a socket, a connection holding the room through a channel token may use it as well, while
  *   it holds it (`mayUseOn`): the token said this user may be in this room.
+ * - A client `publish` into a private room needs this right besides its `pub_channels` grant.
  *
  * Members come from RoomMembers (cached; its comment says how fresh).
  */
@@ -32,11 +33,16 @@ export class RoomAccess implements ChannelAccess {
   }
 
   mayUseRoom(who: RoomUser, room: Channel): boolean | Promise<boolean> {
+    return this.admits(who, room, matchesAny(who.subChannels, room));
+  }
+
+  /** The private-room rule, or `ifPublic` for a room that is not private. */
+  private admits(who: RoomUser, room: Channel, ifPublic: boolean): boolean | Promise<boolean> {
     // An exact grant admits whether the room is private or not: no members needed.
     if (who.subChannels.includes(room.name)) return true;
     const admits = (members: ReadonlySet<string>) => {
       const isPrivate = this.room.membersOnly || members.size > 0;
-      return isPrivate ? members.has(who.user) || who.roles.includes("admin") : matchesAny(who.subChannels, room);
+      return isPrivate ? members.has(who.user) || who.roles.includes("admin") : ifPublic;
     };
     const cached = this.members.get(room);
     if (cached instanceof Promise) return cached.then(admits);
@@ -57,8 +63,13 @@ export class RoomAccess implements ChannelAccess {
     return maySubscribe(claims.user, claims.subChannels, channel, namespace);
   }
 
-  /** ChannelAccess: a client's `publish` into a room also needs the right to use it (a non-member may not write into a private room). */
+  /**
+   * ChannelAccess: a client's `publish` into a private room also needs the right to use it (a
+   * `pub_channels` grant of `room:*` does not let a non-member write there); into any other room
+   * the grant alone, as before.
+   */
   mayPublish(conn: Connection, channel: Channel): boolean | Promise<boolean> {
-    return channel.kind !== "room" || this.mayUseOn(conn, channel);
+    if (channel.kind !== "room" || conn.tokenChannels?.has(channel.topic) === true) return true;
+    return this.admits(conn.claims, channel, true);
   }
 }
