@@ -25,6 +25,8 @@ import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
 import { Gateway } from "./ws/gateway.ts";
 import { ChatService } from "./chat/chat-service.ts";
+import { RoomAccess } from "./chat/room-access.ts";
+import { RoomMembers } from "./chat/room-members.ts";
 import { Typing } from "./chat/typing.ts";
 import { chatRoutes } from "./http/chat-routes.ts";
 import { presenceRoutes } from "./http/presence-routes.ts";
@@ -78,7 +80,9 @@ export function createApp(deps: AppDeps) {
   const audit = new AuditLog(store.audit, logger);
   const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces);
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
-  const chat = new ChatService(store.chat, publisher, typing);
+  const roomMembers = new RoomMembers(store.chat);
+  const roomAccess = new RoomAccess(roomMembers, namespaces);
+  const chat = new ChatService(store.chat, publisher, typing, roomAccess, roomMembers);
   const presence = new MemoryPresence(publisher, namespaces, config.presence);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
@@ -105,6 +109,7 @@ export function createApp(deps: AppDeps) {
     // leave grace (presence keeps that order).
     listeners: [typing, locks, presence, notifications, audit, activity],
     subscribeExtras: feeds ? [presence.subscribeExtra(), feeds.subscribeExtra()] : [presence.subscribeExtra()],
+    access: roomAccess,
   });
   let draining = false;
   const timers: Timer[] = [];
@@ -172,7 +177,7 @@ export function createApp(deps: AppDeps) {
       return errorBody("internal", "internal error");
     })
     .use(publishRoutes(restAuth, publishService, logger, bodies))
-    .use(chatRoutes(restAuth, chat, bodies, limits.maxFrameBytes, namespaces))
+    .use(chatRoutes(restAuth, chat, roomAccess, bodies, limits.maxFrameBytes, namespaces))
     .use(presenceRoutes(restAuth, presence, namespaces))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))

@@ -26,6 +26,8 @@ export interface Namespace {
   readonly presence: boolean;
   /** Any user of the tenant may subscribe, without a grant (built-in `global` and `system`). */
   readonly open: boolean;
+  /** `room` only: every room admits only its members, exact grants and admins, even before members are set (chat/room-access.ts). */
+  readonly membersOnly: boolean;
 }
 
 export class NamespaceError extends Error {
@@ -49,6 +51,7 @@ const builtIn = (name: string, id: Namespace["id"], history: string, more: Parti
   joinLeave: false,
   presence: false,
   open: false,
+  membersOnly: false,
   ...more,
 });
 
@@ -72,6 +75,7 @@ const OPTIONS: Record<string, keyof Namespace> = {
   latest_value: "latestValue",
   join_leave: "joinLeave",
   presence: "presence",
+  members_only: "membersOnly",
 };
 
 export const NAMESPACE_RE = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -144,6 +148,7 @@ export function parseNamespaces(env: Env): Namespace[] {
         throw new NamespaceError(variable, `namespace "${name}": ${key} must be true or false, got ${JSON.stringify(value)}`);
       } else changed[field] = value;
     }
+    if (changed.membersOnly === true && name !== "room") throw new NamespaceError(variable, `namespace "${name}": members_only applies to room only (only rooms have members)`);
     byName.set(name, changed as unknown as Namespace);
   });
   return [...byName.values()];

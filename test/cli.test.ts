@@ -156,7 +156,7 @@ describe("help and version", () => {
 
   test("token --help lists every option the command takes", async () => {
     const { stdout } = await sinal(["token", "--help"]);
-    for (const option of ["--tenant", "--user", "--ttl", "--name", "--sub-channels", "--pub-channels", "--roles"]) expect(stdout).toContain(option);
+    for (const option of ["--tenant", "--user", "--ttl", "--name", "--sub-channels", "--pub-channels", "--roles", "--channel"]) expect(stdout).toContain(option);
   });
 
   test("-h after a subcommand's options is help too", async () => {
@@ -280,6 +280,24 @@ describe("token", () => {
     const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
     expect(claims).toMatchObject({ sub: "u1", tid: "acme" });
     expect(claims.exp - claims.iat).toBe(900);
+  });
+
+  test("--channel prints a channel token that lets its user subscribe to that channel without a grant", async () => {
+    const { code, stdout } = await sinal(["token", "--tenant", "acme", "--user", "u1", "--channel", "room:conv-7", "--ttl", "5m"]);
+    expect(code).toBe(0);
+    const token = lastLine(stdout);
+    expect(JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString())).toEqual({ sub: "u1", tid: "acme", channel: "room:conv-7", exp: expect.any(Number), iat: expect.any(Number) });
+    const server = await serverOnSameFile();
+    const client = await Client.open(server, { user: "u1" });
+    cleanups.push(() => client.close());
+    expect(await client.request({ type: "subscribe", channel: "room:conv-7", token })).toMatchObject({ ok: true, channel: "room:conv-7" });
+  });
+
+  test("--channel refuses a channel that does not exist and grants beside it", async () => {
+    const unknown = await sinal(["token", "--tenant", "acme", "--user", "u1", "--channel", "campaign:1"]);
+    expect({ code: unknown.code, stderr: unknown.stderr }).toEqual({ code: 1, stderr: 'sinal: --channel: unknown channel "campaign:1"\n' });
+    const withGrants = await sinal(["token", "--tenant", "acme", "--user", "u1", "--channel", "room:1", "--sub-channels", "room:*"]);
+    expect(withGrants.stderr).toBe("sinal: --channel: a channel token carries only sub, tid, channel and exp: drop --sub-channels\n");
   });
 
   test("--roles admin gives a token the REST API accepts", async () => {

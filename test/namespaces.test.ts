@@ -122,7 +122,7 @@ describe("bad namespace configuration stops the start, naming the namespace and 
 
   test("an unknown option", () => {
     expect(refused({ SINAL_NAMESPACES: '[{"name":"campaign","histroy":"1,1h"}]' })).toBe(
-      'SINAL_NAMESPACES: namespace "campaign": unknown option "histroy" (allowed: history, client_publish, latest_value, join_leave, presence)',
+      'SINAL_NAMESPACES: namespace "campaign": unknown option "histroy" (allowed: history, client_publish, latest_value, join_leave, presence, members_only)',
     );
   });
 

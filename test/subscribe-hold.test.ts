@@ -8,9 +8,11 @@ import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
 import { Publisher } from "../src/publisher.ts";
 import { Connection } from "../src/ws/connection.ts";
-import { FrameHandlers } from "../src/ws/handlers.ts";
+import { FrameHandlers, type ChannelAccess } from "../src/ws/handlers.ts";
 import { Listeners } from "../src/ws/hooks.ts";
 import { parseChannel } from "../src/channel.ts";
+import { RoomAccess } from "../src/chat/room-access.ts";
+import { RoomMembers } from "../src/chat/room-members.ts";
 
 // The subscribe path with a history that answers asynchronously (as a Redis or PostgreSQL one
 // will, and the sqlite one does through its Promise interface) and slowly: reads are resolved by
@@ -48,7 +50,7 @@ const KEEP = { size: 100, ttlMs: 3_600_000 };
 // Every namespace keeps 100 publications for an hour here.
 const namespaces = new Namespaces(parseNamespaces({}).map((ns) => ({ ...ns, history: KEEP })));
 
-function setup(budget = 1 << 20) {
+function setup(budget = 1 << 20, access?: ChannelAccess) {
   const slow = new SlowHistory();
   const broker = new MemoryBroker();
   const sent: string[] = [];
@@ -88,6 +90,7 @@ function setup(budget = 1 << 20) {
       listeners: new Listeners([], () => undefined),
       maxSubscriptions: 10,
       subscribeExtras: [],
+      access,
     },
     {},
   );
@@ -160,4 +163,22 @@ test("frames held during a read past the connection's budget close it instead of
   await answered;
   expect(overflowed).toEqual(["c1"]);
   expect(frames()).toEqual([]);
+});
+
+test("an unsubscribe sent while a subscribe waits for the room's members ends unsubscribed", async () => {
+  // Room members from a store that answers when the test says (a shared store over the network).
+  const reads: (() => void)[] = [];
+  const members = new RoomMembers({ members: () => new Promise<string[]>((resolve) => reads.push(() => resolve([]))) });
+  const { slow, handlers, conn, publisher, room, frames } = setup(1 << 20, new RoomAccess(members, namespaces));
+  const subscribed = handlers.handle(conn, { type: "subscribe", id: 1, channel: "room:1" });
+  const unsubscribed = handlers.handle(conn, { type: "unsubscribe", id: 2, channel: "room:1" });
+  reads.shift()!();
+  await Bun.sleep(0);
+  slow.waiting.shift()!();
+  await subscribed;
+  expect(await unsubscribed).toEqual({ channel: "room:1" });
+  expect(conn.topics).not.toContain(room.topic);
+  await publisher.publish(room, "e", 1);
+  expect(frames()).toEqual(["reply 1 @0"]);
+  expect(conn.admitting?.size ?? 0).toBe(0);
 });

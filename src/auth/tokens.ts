@@ -26,9 +26,24 @@ export class TokenError extends SinalError {
   }
 }
 
+/**
+ * What a verified channel token grants: one channel to one user (a `subscribe` frame's `token`,
+ * docs/protocol.md "Client frames"). It carries `channel` and no grants; a connection token never
+ * carries `channel`, so neither kind passes for the other.
+ */
+export interface ChannelClaims {
+  user: string;
+  tenant: string;
+  channel: string;
+  /** Unix seconds. */
+  expiresAt: number;
+}
+
 export interface TokenVerifier {
-  /** Returns the claims or throws TokenError. Synchronous: it runs on every upgrade. */
+  /** A connection token: returns the claims or throws TokenError. Synchronous: it runs on every upgrade. */
   verify(token: string): Claims;
+  /** A channel token (same keys and algorithms): returns its claims or throws TokenError. */
+  verifyChannel(token: string): ChannelClaims;
 }
 
 /**
@@ -49,16 +64,16 @@ export function createVerifier(jwt: Config["jwt"]): TokenVerifier {
   }
   // Pinning the algorithms refuses `alg: none` and algorithm-confusion tokens.
   const verify = createJwtVerifier({ key, algorithms, requiredClaims: ["exp"], cache: false });
+  const payloadOf = (token: string): Record<string, unknown> => {
+    try {
+      return verify(token);
+    } catch (err) {
+      throw describeJwtError(err);
+    }
+  };
   return {
-    verify(token: string): Claims {
-      let payload: Record<string, unknown>;
-      try {
-        payload = verify(token);
-      } catch (err) {
-        throw describeJwtError(err);
-      }
-      return claimsOf(payload);
-    },
+    verify: (token) => claimsOf(payloadOf(token)),
+    verifyChannel: (token) => channelClaimsOf(payloadOf(token)),
   };
 }
 
@@ -109,23 +124,40 @@ function stringList(value: unknown, claim: string): readonly string[] {
   return shared;
 }
 
-function claimsOf(payload: Record<string, unknown>): Claims {
-  const { sub, tid, exp, name } = payload;
+/** The `sub` and `tid` every token carries, checked for form. */
+function subjectOf(payload: Record<string, unknown>): { user: string; tenant: string } {
+  const { sub, tid } = payload;
   if (typeof sub !== "string" || sub === "" || sub.length > 128 || !/^[A-Za-z0-9_.@-]+$/.test(sub)) {
     throw new TokenError("bad_claims", 'token claim "sub" is missing or not a valid user id');
   }
   if (typeof tid !== "string" || !TENANT_RE.test(tid)) {
     throw new TokenError("bad_claims", 'token claim "tid" is missing or not a valid tenant id');
   }
+  return { user: sub, tenant: tid };
+}
+
+function claimsOf(payload: Record<string, unknown>): Claims {
+  const { exp, name } = payload;
+  // A channel token handed to a browser for one room must not open connections (or call REST) on its own.
+  if (payload.channel !== undefined) {
+    throw new TokenError("bad_claims", 'token claim "channel" marks a channel token: it is sent with subscribe, it cannot authenticate a connection');
+  }
   return {
-    user: sub,
-    tenant: tid,
+    ...subjectOf(payload),
     expiresAt: exp as number,
     name: typeof name === "string" ? name : undefined,
     subChannels: stringList(payload.sub_channels, "sub_channels"),
     pubChannels: stringList(payload.pub_channels, "pub_channels"),
     roles: stringList(payload.roles, "roles"),
   };
+}
+
+function channelClaimsOf(payload: Record<string, unknown>): ChannelClaims {
+  const { channel, exp } = payload;
+  if (typeof channel !== "string" || channel === "") {
+    throw new TokenError("bad_claims", 'token claim "channel" is missing: a connection token is no channel token');
+  }
+  return { ...subjectOf(payload), channel, expiresAt: exp as number };
 }
 
 export interface MintOptions {
@@ -136,9 +168,11 @@ export interface MintOptions {
   subChannels?: string[];
   pubChannels?: string[];
   roles?: string[];
+  /** Makes a channel token for this one channel (then give no grants or roles). */
+  channel?: string;
 }
 
-/** Signs an HS256 token (CLI `token`, dev mode, tests). */
+/** Signs an HS256 token (CLI `token`, dev mode, tests): a connection token, or with `channel` a channel token. */
 export function mintToken(secret: string, opts: MintOptions): string {
   const now = Math.floor(Date.now() / 1000);
   const claims: Record<string, unknown> = { sub: opts.user, tid: opts.tenant, exp: now + opts.ttlSec };
@@ -146,6 +180,7 @@ export function mintToken(secret: string, opts: MintOptions): string {
   if (opts.subChannels) claims.sub_channels = opts.subChannels;
   if (opts.pubChannels) claims.pub_channels = opts.pubChannels;
   if (opts.roles) claims.roles = opts.roles;
+  if (opts.channel) claims.channel = opts.channel;
   return createSigner({ key: secret, algorithm: "HS256", clockTimestamp: now * 1000 })(claims);
 }
 

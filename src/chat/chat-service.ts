@@ -1,10 +1,11 @@
-import type { Claims } from "../auth/tokens.ts";
-import { maySubscribe, parseChannel, type Channel } from "../channel.ts";
+import { parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
 import type { Publisher } from "../publisher.ts";
 import type { ChatStore, RoomChange, StoredMessage, StoredRoom } from "../store/chat-store.ts";
 import type { Connection } from "../ws/connection.ts";
 import type { FeatureHandlers } from "../ws/handlers.ts";
+import type { RoomAccess } from "./room-access.ts";
+import type { RoomMembers } from "./room-members.ts";
 import type { Typing } from "./typing.ts";
 
 /** A message as clients see it (the `new_message` data of docs/protocol.md "Events"). */
@@ -36,14 +37,6 @@ export function roomView(room: StoredRoom) {
 }
 
 /**
- * A user may use a room (send, type, mark read, read its history over REST) when they may
- * subscribe to it: the subscribe rule with the token's `sub_channels`.
- */
-export function mayUseRoom(claims: Pick<Claims, "user" | "subChannels">, channel: Channel): boolean {
-  return maySubscribe(claims.user, claims.subChannels, channel);
-}
-
-/**
  * Rooms and messages: every message is stored (batched, committed) before `new_message` is
  * published on `room:<id>`; a resend with the same client_msg_id returns the stored message and
  * publishes nothing.
@@ -53,6 +46,8 @@ export class ChatService {
     private readonly store: ChatStore,
     private readonly publisher: Publisher,
     private readonly typing: Typing,
+    private readonly access: RoomAccess,
+    private readonly members: RoomMembers,
   ) {}
 
   /** The channel of a room id, or bad_request when the id is not a valid channel id. */
@@ -94,6 +89,8 @@ export class ChatService {
    */
   async announce(channel: Channel, change: RoomChange, notify: Channel[]): Promise<{ room: StoredRoom; created: boolean }> {
     const result = await this.store.upsertRoom(channel.tenant, channel.id!, change, Date.now());
+    // Before anyone hears of the change: whoever reacts to it is judged on the new members.
+    this.members.remember(channel, result.room.members);
     const event = result.created ? "new_conversation" : "conversation_updated";
     const data = roomView(result.room);
     const targets = [channel, ...notify.filter((c) => c.topic !== channel.topic)];
@@ -101,22 +98,30 @@ export class ChatService {
     return result;
   }
 
-  /** The `message`, `typing` and `read` frames. A user may use a room it may subscribe to. */
+  /** The `message`, `typing` and `read` frames, for whoever may use the room (RoomAccess.mayUseOn). */
   frameHandlers(): FeatureHandlers {
-    const roomFor = (conn: Connection, room: string) => {
+    const roomFor = (conn: Connection, room: string): Channel | Promise<Channel> => {
       const channel = this.roomChannel(conn.tenant, room);
-      if (!mayUseRoom(conn.claims, channel)) throw new SinalError("forbidden", `not a participant of room "${room}"`);
-      return channel;
+      const admit = (allowed: boolean) => {
+        if (!allowed) throw new SinalError("forbidden", `not a participant of room "${room}"`);
+        return channel;
+      };
+      const allowed = this.access.mayUseOn(conn, channel);
+      return allowed instanceof Promise ? allowed.then(admit) : admit(allowed);
     };
     return {
       message: async (conn, frame) => ({
-        message: await this.send(roomFor(conn, frame.room), conn.user, frame.content, frame.client_msg_id ?? null),
+        message: await this.send(await roomFor(conn, frame.room), conn.user, frame.content, frame.client_msg_id ?? null),
       }),
       typing: (conn, frame) => {
-        this.typing.update(conn, roomFor(conn, frame.room), frame.typing, Date.now());
-        return {};
+        const update = (channel: Channel) => {
+          this.typing.update(conn, channel, frame.typing, Date.now());
+          return {};
+        };
+        const channel = roomFor(conn, frame.room);
+        return channel instanceof Promise ? channel.then(update) : update(channel);
       },
-      read: async (conn, frame) => ({ message_id: await this.markRead(roomFor(conn, frame.room), conn.user, frame.message_id) }),
+      read: async (conn, frame) => ({ message_id: await this.markRead(await roomFor(conn, frame.room), conn.user, frame.message_id) }),
     };
   }
 }

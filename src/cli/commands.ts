@@ -2,7 +2,10 @@ import { parseArgs as nodeParseArgs, type ParseArgsConfig } from "node:util";
 import { createApiKey } from "../auth/api-keys.ts";
 import { readDevSecret } from "../auth/dev-secret.ts";
 import { mintToken } from "../auth/tokens.ts";
+import { parseChannel } from "../channel.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
+import { SinalError } from "../errors.ts";
+import { Namespaces } from "../namespaces.ts";
 import { openConfiguredStore } from "./open-store.ts";
 
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
@@ -24,6 +27,9 @@ Commands:
         [--pub-channels 'room:*'] [--roles admin]
                                       print a JWT signed with JWT_SECRET, or in dev mode with the
                                       server's dev secret (development and tests)
+  token --tenant <t> --user <u> --channel <name> [--ttl 1h]
+                                      print a channel token: subscribe carries it to join that one
+                                      channel (a private room) without a grant
   health                              GET /health on this node (PORT, HOST); exit 0 when it answers 200
                                       (the container HEALTHCHECK: the image has no curl)
   <command> --help                    that command's usage
@@ -46,10 +52,15 @@ Creates or brings up to date the schema of the sqlite file of DATABASE_URL (serv
 
 Keys live in the sqlite file of DATABASE_URL; a running server sees changes at once.`,
   token: `Usage: sinal token --tenant <t> --user <u> [options]
+       sinal token --tenant <t> --user <u> --channel <name> [--ttl 1h]
 
 Prints a JWT signed with JWT_SECRET (development and tests). Without JWT_SECRET it signs with
 the dev secret a dev-mode server keeps beside the sqlite file of DATABASE_URL (<dir>/dev-secret),
 so a dev-mode server accepts it; it says so on stderr.
+
+With --channel it prints a channel token instead (claims sub, tid, channel, exp): a subscribe
+frame carries it as "token" to join that one channel (a private room) without a grant. It
+cannot open a connection, and it takes no grants, roles or name.
 
 Options:
   --tenant <t>            tenant id (claim tid), required
@@ -58,7 +69,8 @@ Options:
   --name <n>              display name (claim name)
   --sub-channels <list>   channels it may subscribe to, comma separated ('room:*,dept:sales')
   --pub-channels <list>   channels it may publish to ('room:*')
-  --roles <list>          roles ('admin' may use the REST API)`,
+  --roles <list>          roles ('admin' may use the REST API)
+  --channel <name>        a channel token for this channel ('room:conv-7')`,
   health: `Usage: sinal health
 
 GET /health on this node (PORT, HOST); exit 0 when it answers 200 within 2 s, else 1 with the
@@ -123,11 +135,19 @@ export async function tokenCommand(config: Config, args: string[]): Promise<void
       "sub-channels": { type: "string" },
       "pub-channels": { type: "string" },
       roles: { type: "string" },
+      channel: { type: "string" },
     },
     strict: true,
   });
   const tenant = requireTenant(values.tenant);
   if (!values.user) throw new ConfigError("--user", "token needs --user <id>");
+  if (values.channel !== undefined) {
+    const extra = (["name", "sub-channels", "pub-channels", "roles"] as const).find((o) => values[o] !== undefined);
+    if (extra !== undefined) throw new ConfigError("--channel", `a channel token carries only sub, tid, channel and exp: drop --${extra}`);
+    const channel = checkChannel(tenant, values.channel, config);
+    out(mintToken(signingSecret(config.jwt), { tenant, user: values.user, ttlSec: parseDuration(values.ttl), channel }));
+    return;
+  }
   const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
   out(
     mintToken(signingSecret(config.jwt), {
@@ -151,6 +171,16 @@ function signingSecret(jwt: Config["jwt"]): string {
   const secret = readDevSecret(jwt.secretFile);
   process.stderr.write(`sinal: no JWT_SECRET: signing with the dev-mode secret in ${jwt.secretFile}; only a dev-mode server on this DATABASE_URL accepts the token\n`);
   return secret;
+}
+
+/** A channel of this deployment's namespaces (SINAL_NAMESPACES included), or a ConfigError naming --channel. */
+function checkChannel(tenant: string, name: string, config: Config): string {
+  try {
+    return parseChannel(tenant, name, new Namespaces(config.namespaces)).name;
+  } catch (err) {
+    if (err instanceof SinalError) throw new ConfigError("--channel", err.message);
+    throw err;
+  }
 }
 
 function requireTenant(tenant: string | undefined): string {

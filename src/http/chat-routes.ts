@@ -1,7 +1,8 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import { parseChannel } from "../channel.ts";
-import { mayUseRoom, roomView, type ChatService } from "../chat/chat-service.ts";
+import { roomView, type ChatService } from "../chat/chat-service.ts";
+import type { RoomAccess } from "../chat/room-access.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
 import { RoomId, UserId } from "../ws/frames.ts";
@@ -34,9 +35,9 @@ const checkUserId = validator(UserId);
 /**
  * Rooms for backends (API key or admin token): messages, history pages, announcements, unread
  * counts. A user with their own token may read the history and their own unread count of a room
- * they may use (mayUseRoom), in their token's tenant.
+ * they may use (RoomAccess.mayUseRoom: a private room's members, exact grants, admins), in their token's tenant.
  */
-export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader, maxDataBytes: number, namespaces: Namespaces) {
+export function chatRoutes(auth: RestAuth, chat: ChatService, access: RoomAccess, bodies: BodyReader, maxDataBytes: number, namespaces: Namespaces) {
   const room = async (request: Request, id: string) => {
     const principal = await auth.authenticate(request);
     return { principal, channel: chat.roomChannel(principal.tenant, checkRoomId(id, "room")) };
@@ -44,7 +45,7 @@ export function chatRoutes(auth: RestAuth, chat: ChatService, bodies: BodyReader
   const readableRoom = async (request: Request, id: string) => {
     const caller = await auth.authenticateBackendOrUser(request);
     const channel = chat.roomChannel(caller.tenant, checkRoomId(id, "room"));
-    if (caller.user !== null && !mayUseRoom(caller.user, channel)) throw new SinalError("forbidden", `not a participant of room "${channel.id}"`);
+    if (caller.user !== null && !(await access.mayUseRoom(caller.user, channel))) throw new SinalError("forbidden", `not a participant of room "${channel.id}"`);
     return { caller, channel };
   };
   return new Elysia({ name: "chat-routes" })

@@ -51,6 +51,8 @@ export interface ChatStore {
   /** Newest first; `before` excludes ids >= before. Stable while new messages arrive (ids only grow). */
   listMessages(tenant: string, room: string, before: number | null, limit: number): Promise<StoredMessage[]>;
   getRoom(tenant: string, room: string): Promise<StoredRoom | null>;
+  /** The room's members (empty for a room without members, or one that does not exist). */
+  members(tenant: string, room: string): Promise<string[]>;
   /** Creates the room (open) if missing, then applies the change; `created` tells which. */
   upsertRoom(tenant: string, room: string, change: RoomChange, now: number): Promise<{ room: StoredRoom; created: boolean }>;
   /**

@@ -96,13 +96,7 @@ export class SqliteChatStore implements ChatStore {
   async getRoom(tenant: string, room: string): Promise<StoredRoom | null> {
     const row = this.db.select().from(rooms).where(and(eq(rooms.tenant, tenant), eq(rooms.id, room))).get();
     if (!row) return null;
-    const members = this.db
-      .select({ user: roomMembers.user })
-      .from(roomMembers)
-      .where(and(eq(roomMembers.tenant, tenant), eq(roomMembers.room, room)))
-      .orderBy(roomMembers.joinedAt, roomMembers.user)
-      .all()
-      .map((r) => r.user);
+    const members = await this.members(tenant, room);
     return {
       id: row.id,
       status: row.status,
@@ -112,6 +106,16 @@ export class SqliteChatStore implements ChatStore {
       createdAt: row.createdAt,
       updatedAt: row.updatedAt,
     };
+  }
+
+  async members(tenant: string, room: string): Promise<string[]> {
+    return this.db
+      .select({ user: roomMembers.user })
+      .from(roomMembers)
+      .where(and(eq(roomMembers.tenant, tenant), eq(roomMembers.room, room)))
+      .orderBy(roomMembers.joinedAt, roomMembers.user)
+      .all()
+      .map((r) => r.user);
   }
 
   async upsertRoom(tenant: string, room: string, change: RoomChange, now: number): Promise<{ room: StoredRoom; created: boolean }> {

@@ -31,6 +31,10 @@ export class Connection implements RateState {
   holding: Map<string, Promise<unknown>> | null = null;
   /** The client subscribed to its own user channel itself (later subscribes to it replay nothing). */
   ownChannelClaimed = false;
+  /** Topics this connection holds through a channel token; while held, a room's chat frames are allowed too (RoomAccess). */
+  tokenChannels: Set<string> | null = null;
+  /** Subscribes waiting for an access check (a room's members being read), per topic; an unsubscribe waits for its subscribe. */
+  admitting: Map<string, Promise<unknown>> | null = null;
   tokens: number;
   refilledAt: number;
   rejected = 0;

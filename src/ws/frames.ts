@@ -21,6 +21,8 @@ const schemas = {
   subscribe: Type.Object({
     channel: ChannelName,
     since: Type.Optional(Type.Object({ epoch: Type.String({ maxLength: 64 }), offset: Type.Integer({ minimum: 0 }) })),
+    /** A channel token: grants this one channel to this user (ws/handlers.ts checkChannelToken). */
+    token: Type.Optional(Type.String({ minLength: 1, maxLength: 8192 })),
   }),
   unsubscribe: Type.Object({ channel: ChannelName }),
   publish: Type.Object({ channel: ChannelName, event: EventName, data: Type.Unknown() }),

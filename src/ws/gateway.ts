@@ -10,7 +10,7 @@ import type { Metrics } from "../metrics.ts";
 import type { Publisher } from "../publisher.ts";
 import { Connection, type ConnectionEvents } from "./connection.ts";
 import { isParseFailure, parseFrame } from "./frames.ts";
-import { FrameHandlers, REPLIED, type FeatureHandlers, type HandlerResult, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
+import { FrameHandlers, REPLIED, type ChannelAccess, type FeatureHandlers, type HandlerResult, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
 import { Listeners, type ConnectionListener } from "./hooks.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
@@ -35,6 +35,8 @@ export interface GatewayDeps {
   features?: FeatureHandlers;
   listeners?: readonly ConnectionListener[];
   subscribeExtras?: readonly SubscribeExtra[];
+  /** Who may subscribe and publish (private rooms); the grant patterns alone when omitted. */
+  access?: ChannelAccess;
 }
 
 const SUBPROTOCOL = "sinal.v1";
@@ -77,6 +79,7 @@ export class Gateway implements ConnectionEvents {
         listeners: this.listeners,
         maxSubscriptions: deps.limits.maxSubscriptions,
         subscribeExtras: deps.subscribeExtras ?? [],
+        access: deps.access,
       },
       deps.features ?? {},
     );

@@ -1,4 +1,4 @@
-import type { TokenVerifier } from "../auth/tokens.ts";
+import { TokenError, type ChannelClaims, type Claims, type TokenVerifier } from "../auth/tokens.ts";
 import type { Broker } from "../broker/broker.ts";
 import { mayPublish, maySubscribe, parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
@@ -66,7 +66,26 @@ export interface HandlerDeps {
   maxSubscriptions: number;
   /** Extra reply fields for a subscribe (e.g. the presence snapshot), from the features. */
   subscribeExtras: readonly SubscribeExtra[];
+  /** Who may subscribe and publish; the grant patterns alone (channel.ts) when omitted. */
+  access?: ChannelAccess;
 }
+
+/**
+ * Who may subscribe and publish, beyond what channel.ts reads in the grant patterns alone: a
+ * feature whose channels have state decides for them (private rooms and their members,
+ * chat/room-access.ts). Either answer may wait for a store read.
+ */
+export interface ChannelAccess {
+  /** The right to subscribe without a channel token. */
+  maySubscribe(claims: Claims, channel: Channel, namespace: Namespace): boolean | Promise<boolean>;
+  /** Asked after the `pub_channels` grant passed: may this connection publish into the channel? */
+  mayPublish(conn: Connection, channel: Channel): boolean | Promise<boolean>;
+}
+
+const GRANTS_ONLY: ChannelAccess = {
+  maySubscribe: (claims, channel, namespace) => maySubscribe(claims.user, claims.subChannels, channel, namespace),
+  mayPublish: () => true,
+};
 
 /** Adds fields to a subscribe reply for the channels a feature owns; null when not its channel. */
 export type SubscribeExtra = (conn: Connection, channel: Channel) => ReplyFields | null;
@@ -74,11 +93,13 @@ export type SubscribeExtra = (conn: Connection, channel: Channel) => ReplyFields
 /** The core frames (subscribe, unsubscribe, publish, refresh, ping) plus the features' ones. */
 export class FrameHandlers {
   private readonly table: FeatureHandlers;
+  private readonly access: ChannelAccess;
 
   constructor(
     private readonly deps: HandlerDeps,
     features: FeatureHandlers,
   ) {
+    this.access = deps.access ?? GRANTS_ONLY;
     this.table = {
       subscribe: (conn, frame) => this.subscribe(conn, frame),
       unsubscribe: (conn, frame) => this.unsubscribe(conn, frame),
@@ -100,6 +121,66 @@ export class FrameHandlers {
   }
 
   /**
+   * Admits a subscribe, then joins (`subscribeAdmitted`). A `token` (a channel token) decides
+   * alone: valid, for this user and tenant and exactly this channel, it admits whatever the
+   * grants say; any fault is `forbidden` naming it. Without one, the access rule decides; when
+   * that waits for a read (a room's members), an `unsubscribe` of the channel waits for it, so
+   * subscribe then unsubscribe never ends subscribed.
+   */
+  private subscribe(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>): typeof REPLIED | Promise<typeof REPLIED> {
+    const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
+    if (frame.token !== undefined) {
+      this.checkChannelToken(conn, channel, frame.token);
+      return this.subscribeAdmitted(conn, frame, channel, true);
+    }
+    const allowed = this.access.maySubscribe(conn.claims, channel, this.namespaceOf(channel));
+    if (!(allowed instanceof Promise)) {
+      if (!allowed) throw this.refuse(conn, channel);
+      return this.subscribeAdmitted(conn, frame, channel, false);
+    }
+    // `{ result }`: settles once joined, not once a history read behind the join is done.
+    const admission = allowed.then((ok): { result: typeof REPLIED | Promise<typeof REPLIED> } => {
+      if (!ok) throw this.refuse(conn, channel);
+      return { result: conn.closing ? REPLIED : this.subscribeAdmitted(conn, frame, channel, false) };
+    });
+    const admitting = (conn.admitting ??= new Map());
+    const settled = admission.then(
+      () => undefined,
+      () => undefined,
+    );
+    admitting.set(channel.topic, settled);
+    void settled.then(() => {
+      if (admitting.get(channel.topic) === settled) admitting.delete(channel.topic);
+    });
+    return admission.then(({ result }) => result);
+  }
+
+  private refuse(conn: Connection, channel: Channel): SinalError {
+    this.deps.listeners.denied(conn, channel.name, "forbidden");
+    return new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
+  }
+
+  /** Throws `forbidden` with the reason unless `token` is a valid channel token for this connection's user and tenant and this channel. */
+  private checkChannelToken(conn: Connection, channel: Channel, token: string): void {
+    const refuse = (reason: string, why: string) => {
+      this.deps.metrics.authFailed(`channel_token_${reason}`);
+      this.deps.listeners.denied(conn, channel.name, "forbidden");
+      return new SinalError("forbidden", `channel token refused: ${why}`);
+    };
+    let claims: ChannelClaims;
+    try {
+      claims = this.deps.verifier.verifyChannel(token);
+    } catch (err) {
+      if (err instanceof TokenError) throw refuse(err.reason, err.message);
+      throw err;
+    }
+    if (claims.user !== conn.user) throw refuse("other_user", `it is for user "${claims.user}", this connection is "${conn.user}"`);
+    if (claims.tenant !== conn.tenant) throw refuse("other_tenant", "it is for another tenant");
+    if (claims.channel !== channel.name) throw refuse("other_channel", `it is for channel "${claims.channel}", not "${channel.name}"`);
+    if (channel.kind === "user" && channel.id !== conn.user) throw refuse("other_channel", "no token grants another user's channel");
+  }
+
+  /**
    * Joins the channel and answers `{channel, epoch, offset, recovered}`; with `since`, the reply is
    * followed by the missed publications, then live ones, none twice (docs/protocol.md "History and recovery"). A history that
    * answers asynchronously (the durable one) reads while the broker holds this socket's live
@@ -111,28 +192,28 @@ export class FrameHandlers {
    * connection already holds is never replayed again (everything since its first subscribe was
    * sent on this connection, in order).
    */
-  private subscribe(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>): typeof REPLIED | Promise<typeof REPLIED> {
-    const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
-    if (!maySubscribe(conn.user, conn.claims.subChannels, channel, this.namespaceOf(channel))) {
-      this.deps.listeners.denied(conn, channel.name, "forbidden");
-      throw new SinalError("forbidden", `not allowed to subscribe to "${channel.name}"`);
-    }
+  private subscribeAdmitted(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>, channel: Channel, byToken: boolean): typeof REPLIED | Promise<typeof REPLIED> {
     const joins = !conn.topics.includes(channel.topic);
     if (joins && conn.subscriptions >= this.deps.maxSubscriptions) {
       this.deps.listeners.denied(conn, channel.name, "too_many_subscriptions");
       throw new SinalError("too_many_subscriptions", `at most ${this.deps.maxSubscriptions} subscriptions per connection`);
     }
     const inFlight = conn.holding?.values().next().value;
-    if (inFlight !== undefined) return inFlight.then(() => (conn.closing ? REPLIED : this.subscribe(conn, frame)));
+    if (inFlight !== undefined) return inFlight.then(() => (conn.closing ? REPLIED : this.subscribeAdmitted(conn, frame, channel, byToken)));
     // The implicit own channel counts as held once the client subscribed to it itself (its first
     // subscribe, with `since` after a reconnect, is the one that recovers it).
     const isOwnFirst = !joins && channel.kind === "user" && channel.id === conn.user && !conn.ownChannelClaimed;
-    if (!joins && !isOwnFirst) return this.answerRepeat(conn, frame, channel);
+    if (!joins && !isOwnFirst) {
+      if (byToken) (conn.tokenChannels ??= new Set()).add(channel.topic);
+      return this.answerRepeat(conn, frame, channel);
+    }
     if (isOwnFirst) conn.ownChannelClaimed = true;
     const { since } = frame;
     const history = this.deps.publisher.history;
     const budget = this.deps.respond.budget(conn);
     const read = since === undefined ? history.position(channel) : history.recover(channel, since, budget);
+    // Marked with the join: a failed history read's `leave` takes the mark away with the subscription.
+    if (byToken) (conn.tokenChannels ??= new Set()).add(channel.topic);
     if (!(read instanceof Promise)) {
       if (joins) this.join(conn, channel, null);
       this.answer(conn, frame.id, channel, read, since !== undefined, []);
@@ -214,6 +295,7 @@ export class FrameHandlers {
     this.deps.broker.unsubscribe(conn.ws, channel.topic);
     conn.slow?.forget(channel.topic);
     conn.topics.splice(at, 1);
+    conn.tokenChannels?.delete(channel.topic);
     this.deps.metrics.tenant(conn.tenant).subscriptions--;
   }
 
@@ -249,8 +331,10 @@ export class FrameHandlers {
     if (after.length > 0) this.deps.respond.sendFrames(conn, after);
   }
 
-  private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields {
+  private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields | Promise<ReplyFields> {
     const channel = parseChannel(conn.tenant, frame.channel, this.deps.namespaces);
+    const admitting = conn.admitting?.get(channel.topic);
+    if (admitting !== undefined) return admitting.then(() => this.unsubscribe(conn, frame));
     if (channel.name !== `user:${conn.user}` && conn.topics.includes(channel.topic)) {
       this.leave(conn, channel);
       this.deps.listeners.unsubscribed(conn, channel);
@@ -264,7 +348,7 @@ export class FrameHandlers {
     if (SERVER_EVENTS.has(frame.event)) throw new SinalError("forbidden", `event "${frame.event}" is reserved for the server`);
     const namespace = this.namespaceOf(channel);
     if (!namespace.clientPublish) throw new SinalError("forbidden", `clients may not publish on "${channel.kind}" channels (its namespace has no client_publish)`);
-    if (!mayPublish(conn.user, conn.claims.pubChannels, channel, namespace)) {
+    if (!mayPublish(conn.user, conn.claims.pubChannels, channel, namespace) || !(await this.access.mayPublish(conn, channel))) {
       throw new SinalError("forbidden", `not allowed to publish to "${channel.name}"`);
     }
     if (frame.data === undefined) throw new SinalError("bad_request", "data: required");
