@@ -58,7 +58,8 @@ function stateBecomes(client: SinalClient, state: string): Promise<void> {
   });
 }
 
-const soonExpiry = () => Math.floor(Date.now() / 1000) + 1;
+// Far enough ahead that a loaded machine still schedules the refresh before expiry (a refresh is due halfway: ~1-1.5 s).
+const soonExpiry = () => Math.floor(Date.now() / 1000) + 3;
 
 beforeEach(() => FakeSocket.reset());
 afterEach(() => {
