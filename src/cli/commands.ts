@@ -6,7 +6,7 @@ import { parseChannel } from "../channel.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
 import { SinalError } from "../errors.ts";
 import { Namespaces } from "../namespaces.ts";
-import { openConfiguredStore } from "./open-store.ts";
+import { openConfiguredStore } from "../backends.ts";
 
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
 const out = (line: string) => process.stdout.write(`${line}\n`);

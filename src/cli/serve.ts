@@ -4,11 +4,11 @@ import { ConfigError, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { announceDevMode } from "../dev/dev-banner.ts";
 import { DemoFeed } from "../dev/demo-feed.ts";
-import { openConfiguredStore } from "./open-store.ts";
+import { createBackends } from "../backends.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const store = openConfiguredStore(config.database);
+  const { store, broker } = createBackends(config);
   let devSecret: DevSecret | null = null;
   try {
     if (config.jwt.kind === "dev") devSecret = openDevSecret(config.jwt.secretFile);
@@ -17,7 +17,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
     throw err;
   }
   const jwt = devSecret === null ? config.jwt : { kind: "secret" as const, secret: devSecret.secret };
-  const sinal = createApp({ config: { ...config, jwt }, store, logger });
+  const sinal = createApp({ config: { ...config, jwt }, store, broker, logger });
 
   try {
     sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });

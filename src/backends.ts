@@ -1,8 +1,26 @@
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
-import { ConfigError, type Config } from "../config.ts";
-import { openSqliteStore } from "../store/sqlite-store.ts";
-import type { Store } from "../store/store.ts";
+import type { Broker } from "./broker/broker.ts";
+import { MemoryBroker } from "./broker/memory-broker.ts";
+import { ConfigError, type Config } from "./config.ts";
+import { openSqliteStore } from "./store/sqlite-store.ts";
+import type { Store } from "./store/store.ts";
+
+/**
+ * Every backend of a deployment, chosen from the configuration in this one place: the store from
+ * DATABASE_URL, the broker (in process: one node). The multi-node step adds its choices here
+ * (REDIS_URL: the broker, presence, locks, idempotency in flight, connection counts), so the
+ * server and the CLI never build a backend themselves; createApp takes them as dependencies.
+ */
+export interface Backends {
+  store: Store;
+  broker: Broker;
+}
+
+/** Opens the configured backends; a store that cannot be opened is a ConfigError naming DATABASE_URL. */
+export function createBackends(config: Config): Backends {
+  return { store: openConfiguredStore(config.database), broker: new MemoryBroker() };
+}
 
 /**
  * The store of DATABASE_URL for a command. A path sqlite cannot open (a directory, a directory
