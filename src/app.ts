@@ -23,6 +23,7 @@ import { Namespaces } from "./namespaces.ts";
 import { MemoryHistory } from "./history/memory-history.ts";
 import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
+import { Retention } from "./store/retention.ts";
 import { Gateway } from "./ws/gateway.ts";
 import { ChatService } from "./chat/chat-service.ts";
 import { RoomAccess } from "./chat/room-access.ts";
@@ -198,6 +199,7 @@ export function createApp(deps: AppDeps) {
       const pruneAudit = () =>
         store.audit.prune(Date.now() - config.audit.retentionDays * 86_400_000).catch((err) => logger.error({ err }, "audit prune failed"));
       timers.push(setInterval(pruneAudit, 3_600_000));
+      timers.push(...new Retention(store, config.retention, logger, publisher).start(() => draining));
       timers.push(setInterval(() => history.trim(Date.now()), 10_000));
       // prevents the timers from keeping a stopping process alive
       for (const timer of timers) timer.unref();

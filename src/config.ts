@@ -98,6 +98,11 @@ export interface Config {
   locks: { ttlMs: number };
   audit: { retentionDays: number };
   /**
+   * Whole days chat messages and notifications are kept, pruned hourly (store/retention.ts);
+   * null: kept for good (MESSAGE_RETENTION_DAYS / NOTIFICATION_RETENTION_DAYS unset or empty).
+   */
+  retention: { messageDays: number | null; notificationDays: number | null };
+  /**
    * What each kind of channel keeps for recovery (`HISTORY_<KIND>=<size>,<age>` or `off`), and
    * the bound on all in-memory history together. Rooms keep theirs in the store.
    */
@@ -122,6 +127,29 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
   const value = Number(raw.trim());
   if (value < min || value > max) throw new ConfigError(name, `expected a number from ${min} to ${max}, got ${value}`);
   return value;
+}
+
+/** `int` for a feature that is off unless set: null when the variable is unset or empty. */
+function optionalInt(env: Env, name: string, min: number, max: number): number | null {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return null;
+  return int(env, name, min, min, max);
+}
+
+/**
+ * Room history older than the messages would let recovery replay `new_message` publications of
+ * messages already pruned from the store: refused.
+ */
+function parseMessageRetention(env: Env, namespaces: Namespace[]): number | null {
+  const days = optionalInt(env, "MESSAGE_RETENTION_DAYS", 1, 3650);
+  const roomHistoryMs = namespaces.find((ns) => ns.name === "room")?.history.ttlMs ?? 0;
+  if (days !== null && roomHistoryMs > days * 86_400_000) {
+    throw new ConfigError(
+      "MESSAGE_RETENTION_DAYS",
+      `${days} day(s) is shorter than the age room history keeps (${roomHistoryMs / 3_600_000} h, HISTORY_ROOM or the room namespace's history): recovery would replay pruned messages`,
+    );
+  }
+  return days;
 }
 
 function parseDatabase(raw: string | undefined, synchronous: string | undefined): Config["database"] {
@@ -246,6 +274,7 @@ export function loadConfig(env: Env = process.env): Config {
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
+    retention: { messageDays: parseMessageRetention(env, namespaces), notificationDays: optionalInt(env, "NOTIFICATION_RETENTION_DAYS", 1, 3650) },
     namespaces,
     history: {
       memoryMaxBytes: int(env, "HISTORY_MEMORY_MAX_BYTES", 256 * 1024 * 1024, 0),

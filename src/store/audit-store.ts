@@ -20,6 +20,6 @@ export interface AuditStore {
   append(rows: readonly NewAuditEntry[]): Promise<void>;
   /** Newest first; `before` excludes ids >= before. */
   list(tenant: string, opts: { before: number | null; limit: number; kind: string | null }): Promise<AuditEntry[]>;
-  /** Deletes rows older than `before` (ms); returns how many went. */
+  /** Deletes rows older than `before` (ms) in bounded batches, like ChatStore.prune; returns how many went. */
   prune(before: number): Promise<number>;
 }

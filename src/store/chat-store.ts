@@ -62,4 +62,12 @@ export interface ChatStore {
   markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number | null>;
   /** Messages in the room after the user's receipt, not counting the user's own. */
   unreadCount(tenant: string, room: string, user: string): Promise<number>;
+  /**
+   * Deletes messages stored before `before` (ms), all tenants, oldest first, in bounded batches
+   * that leave the event loop free between them; resolves with how many went. Rooms, members and
+   * read receipts stay: a receipt may then point at a pruned id, which still orders (ids are never
+   * reused), so unread counts count the kept messages after it. A message stored after a younger
+   * one (the clock stepped back) may outlive its age until the messages before it go.
+   */
+  prune(before: number): Promise<number>;
 }

@@ -31,6 +31,12 @@ export interface NotificationStore {
   list(tenant: string, user: string, opts: { unreadOnly: boolean; before: number | null; limit: number }): Promise<StoredNotification[]>;
   /** Marks ids (or all when null) read; returns how many changed. */
   markRead(tenant: string, user: string, ids: readonly number[] | null, at: number): Promise<number>;
+  /**
+   * Deletes notifications created before `before` (ms), all tenants, read or not, delivered or
+   * pending, oldest first, in bounded batches that leave the event loop free between them;
+   * resolves with how many went. Same ordering caveat as ChatStore.prune.
+   */
+  prune(before: number): Promise<number>;
   mutedCategories(tenant: string, user: string): Promise<string[]>;
   setMutedCategories(tenant: string, user: string, categories: readonly string[], at: number): Promise<void>;
 }

@@ -1,7 +1,8 @@
-import { and, desc, eq, lt } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, lt } from "drizzle-orm";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { AuditEntry, AuditStore, NewAuditEntry } from "./audit-store.ts";
 import { auditLog } from "./schema.sqlite.ts";
+import { pruneInBatches } from "./sqlite-prune.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
 
@@ -35,6 +36,10 @@ export class SqliteAuditStore implements AuditStore {
   }
 
   async prune(before: number): Promise<number> {
-    return this.db.delete(auditLog).where(lt(auditLog.at, before)).returning({ id: auditLog.id }).all().length;
+    // `at` is indexed (audit_at_idx): each batch reads only the rows it deletes.
+    return pruneInBatches((limit) => {
+      const old = this.db.select({ id: auditLog.id }).from(auditLog).where(lt(auditLog.at, before)).orderBy(asc(auditLog.at)).limit(limit);
+      return this.db.delete(auditLog).where(inArray(auditLog.id, old)).returning({ id: auditLog.id }).all().length;
+    });
   }
 }

@@ -1,7 +1,8 @@
-import { and, desc, eq, gt, lt, ne, sql } from "drizzle-orm";
+import { and, desc, eq, gt, inArray, lt, ne, sql } from "drizzle-orm";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { ChatStore, NewMessage, RoomChange, StoredMessage, StoredRoom } from "./chat-store.ts";
 import { messages, readReceipts, roomMembers, rooms } from "./schema.sqlite.ts";
+import { pruneInBatches } from "./sqlite-prune.ts";
 
 /** Rooms remembered as existing; past it the set starts again (messages to ever new rooms must not grow memory). */
 const KNOWN_ROOMS_MAX = 100_000;
@@ -168,6 +169,17 @@ export class SqliteChatStore implements ChatStore {
       .where(and(eq(messages.tenant, tenant), eq(messages.room, room), gt(messages.id, receipt?.messageId ?? 0), ne(messages.sender, user)))
       .get();
     return row?.count ?? 0;
+  }
+
+  async prune(before: number): Promise<number> {
+    // Each batch looks at the head of the id order (the oldest messages), not at `created_at <
+    // before` over the table: created_at has no index, and the head costs one batch of rows to
+    // read even when nothing is old enough, so the hourly check never scans the whole table.
+    return pruneInBatches((limit) => {
+      const head = this.db.select({ id: messages.id, createdAt: messages.createdAt }).from(messages).orderBy(messages.id).limit(limit).as("head");
+      const old = this.db.select({ id: head.id }).from(head).where(lt(head.createdAt, before));
+      return this.db.delete(messages).where(inArray(messages.id, old)).returning({ id: messages.id }).all().length;
+    });
   }
 }
 

@@ -2,6 +2,7 @@ import { and, asc, desc, eq, inArray, isNull, lt } from "drizzle-orm";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { NewNotification, NotificationStore, StoredNotification } from "./notification-store.ts";
 import { notifications, preferences } from "./schema.sqlite.ts";
+import { pruneInBatches } from "./sqlite-prune.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
 
@@ -77,6 +78,20 @@ export class SqliteNotificationStore implements NotificationStore {
       )
       .returning({ id: notifications.id })
       .all().length;
+  }
+
+  async prune(before: number): Promise<number> {
+    // The head of the id order, batch by batch, as SqliteChatStore.prune (created_at has no index).
+    return pruneInBatches((limit) => {
+      const head = this.db
+        .select({ id: notifications.id, createdAt: notifications.createdAt })
+        .from(notifications)
+        .orderBy(notifications.id)
+        .limit(limit)
+        .as("head");
+      const old = this.db.select({ id: head.id }).from(head).where(lt(head.createdAt, before));
+      return this.db.delete(notifications).where(inArray(notifications.id, old)).returning({ id: notifications.id }).all().length;
+    });
   }
 
   async mutedCategories(tenant: string, user: string): Promise<string[]> {
