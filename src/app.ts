@@ -187,7 +187,6 @@ export function createApp(deps: AppDeps) {
     .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
     .onStart(({ server }) => {
       broker.attach(server!);
-      notifications.load().catch((err) => logger.error({ err }, "loading pending notifications failed"));
       // In the background: MongoDB being down never blocks start-up (/ready names the feed).
       feeds?.start();
       timers.push(setInterval(() => gateway.sweep(Date.now()), config.sweepIntervalMs));

@@ -31,32 +31,13 @@ export type DeliveryStatus = "pushed" | "pending" | "muted";
  * Notifications to users: stored per user, then pushed on `user:<id>` as `notification` when the
  * user is connected; a user who is not gets the pending ones pushed once at the next connect.
  * A muted category is stored (listable) and never pushed.
+ * Which users have pending notifications is asked of the store at each connect (one indexed
+ * query), never kept in this process: any node a user connects to finds them, and a node that
+ * restarts loads nothing first.
  */
 export class NotificationService implements ConnectionListener {
   /** Users whose pending notifications are being pushed, so two tabs opening at once push once. */
   private readonly delivering = new Set<string>();
-  /**
-   * Users who may have pending notifications, so a connect costs no query in the common case
-   * (a reconnect storm of 10,000 users would otherwise be 10,000 queries). Null until loaded.
-   */
-  private mayHavePending: Set<string> | null = null;
-
-  /** Loads who has pending notifications; until then every connect checks the store. */
-  async load(): Promise<void> {
-    const users = await this.store.usersWithPending();
-    const loaded = new Set(users.map((u) => `${u.tenant}\u0000${u.user}`));
-    // Users marked while loading keep their mark.
-    for (const key of this.marked) loaded.add(key);
-    this.marked.clear();
-    this.mayHavePending = loaded;
-  }
-  private readonly marked = new Set<string>();
-
-  private markPending(tenant: string, user: string): void {
-    const key = `${tenant}\u0000${user}`;
-    (this.mayHavePending ?? this.marked).add(key);
-  }
-
   constructor(
     private readonly store: NotificationStore,
     private readonly publisher: Publisher,
@@ -67,8 +48,6 @@ export class NotificationService implements ConnectionListener {
     const now = Date.now();
     const unique = [...new Set(users)];
     const muted = await Promise.all(unique.map(async (u) => (await this.store.mutedCategories(tenant, u)).includes(input.category)));
-    // Marked before storing: a user who connects from here on checks the store.
-    unique.forEach((user, i) => muted[i] || this.markPending(tenant, user));
     const stored = await this.store.insert(
       tenant,
       unique.map((user, i) => ({
@@ -107,15 +86,12 @@ export class NotificationService implements ConnectionListener {
 
   private async deliverPending(tenant: string, user: string): Promise<void> {
     const key = `${tenant}\u0000${user}`;
-    if (this.delivering.has(key) || (this.mayHavePending !== null && !this.mayHavePending.has(key))) return;
+    if (this.delivering.has(key)) return;
     this.delivering.add(key);
     try {
       for (;;) {
         const pending = await this.store.pending(tenant, user, 100);
-        if (pending.length === 0) {
-          this.mayHavePending?.delete(key);
-          return;
-        }
+        if (pending.length === 0) return;
         await this.push(tenant, user, pending);
       }
     } finally {
