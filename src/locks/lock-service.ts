@@ -37,7 +37,7 @@ export class LockService implements ConnectionListener {
     return {
       lock: async (conn, frame) => {
         const channel = this.channelFor(conn, frame.resource);
-        const result = this.locks.acquire(conn.tenant, frame.resource, conn.user, conn.id, Date.now(), this.ttlMs, this.maxPerUser);
+        const result = await this.locks.acquire(conn.tenant, frame.resource, conn.user, conn.id, Date.now(), this.ttlMs, this.maxPerUser);
         if (!result.ok) {
           const { lock } = result;
           if (lock === null) throw new SinalError("quota_exceeded", `at most ${result.quota} locks per user; release one first`);
@@ -50,7 +50,7 @@ export class LockService implements ConnectionListener {
       },
       unlock: async (conn, frame) => {
         const channel = this.channelFor(conn, frame.resource);
-        const { released, heldBy } = this.locks.release(conn.tenant, frame.resource, conn.user);
+        const { released, heldBy } = await this.locks.release(conn.tenant, frame.resource, conn.user);
         if (heldBy) throw new SinalError("forbidden", `${heldBy.resource} is held by ${heldBy.user}`, { lock: lockView(heldBy, true) });
         if (released) await this.publisher.publish(channel, "unlock", lockView(released, false));
         return { released: released !== null };
@@ -59,11 +59,29 @@ export class LockService implements ConnectionListener {
   }
 
   closed(conn: Connection): void {
-    for (const lock of this.locks.releaseConnection(conn.tenant, conn.id)) this.announceUnlock(conn.tenant, lock);
+    this.locks.releaseConnection(conn.tenant, conn.id).then(
+      (released) => {
+        for (const lock of released) this.announceUnlock(conn.tenant, lock);
+      },
+      (err: unknown) => this.publisher.backgroundFailed(err, "lock_release"),
+    );
   }
 
+  /** One expiry pass at a time: a slow shared store must not pile sweeps up. */
+  private expiring = false;
+
   sweep(now: number): void {
-    for (const { tenant, lock } of this.locks.expire(now)) this.announceUnlock(tenant, lock);
+    if (this.expiring) return;
+    this.expiring = true;
+    this.locks
+      .expire(now)
+      .then(
+        (expired) => {
+          for (const { tenant, lock } of expired) this.announceUnlock(tenant, lock);
+        },
+        (err: unknown) => this.publisher.backgroundFailed(err, "lock_expire"),
+      )
+      .finally(() => (this.expiring = false));
   }
 
   private announceUnlock(tenant: string, lock: Lock): void {

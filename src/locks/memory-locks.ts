@@ -1,12 +1,16 @@
 import type { AcquireResult, Lock, Locks } from "./locks.ts";
 
-/** Locks in this process: tenant -> resource -> lock, with how many each user holds (its quota). */
+/**
+ * Locks in this process (one node; see Locks for the guarantees): tenant -> resource -> lock,
+ * with how many each user holds (its quota). Every step runs to its end before another starts,
+ * which makes each atomic.
+ */
 export class MemoryLocks implements Locks {
   private readonly tenants = new Map<string, Map<string, Lock>>();
   /** `tenant \0 user` -> locks held (expired ones until they are swept or replaced). */
   private readonly perUser = new Map<string, number>();
 
-  acquire(tenant: string, resource: string, user: string, connection: string, now: number, ttlMs: number, maxPerUser: number): AcquireResult {
+  async acquire(tenant: string, resource: string, user: string, connection: string, now: number, ttlMs: number, maxPerUser: number): Promise<AcquireResult> {
     let locks = this.tenants.get(tenant);
     if (!locks) {
       locks = new Map();
@@ -35,7 +39,7 @@ export class MemoryLocks implements Locks {
     else this.perUser.set(key, next);
   }
 
-  release(tenant: string, resource: string, user: string): { released: Lock | null; heldBy: Lock | null } {
+  async release(tenant: string, resource: string, user: string): Promise<{ released: Lock | null; heldBy: Lock | null }> {
     const locks = this.tenants.get(tenant);
     const held = locks?.get(resource);
     if (!locks || !held) return { released: null, heldBy: null };
@@ -45,7 +49,7 @@ export class MemoryLocks implements Locks {
     return { released: held, heldBy: null };
   }
 
-  releaseConnection(tenant: string, connection: string): Lock[] {
+  async releaseConnection(tenant: string, connection: string): Promise<Lock[]> {
     const locks = this.tenants.get(tenant);
     if (!locks) return [];
     const released: Lock[] = [];
@@ -59,7 +63,7 @@ export class MemoryLocks implements Locks {
     return released;
   }
 
-  expire(now: number): { tenant: string; lock: Lock }[] {
+  async expire(now: number): Promise<{ tenant: string; lock: Lock }[]> {
     const out: { tenant: string; lock: Lock }[] = [];
     for (const [tenant, locks] of this.tenants) {
       for (const [resource, lock] of locks) {
