@@ -8,3 +8,8 @@ import { join } from "node:path";
 export function sqliteMigrations() {
   return readMigrationFiles({ migrationsFolder: join(import.meta.dir, "../../drizzle/sqlite") });
 }
+
+/** The same for drizzle/pg: the PostgreSQL store's migrations, inlined at bundle time. */
+export function pgMigrations() {
+  return readMigrationFiles({ migrationsFolder: join(import.meta.dir, "../../drizzle/pg") });
+}
