@@ -1,0 +1,118 @@
+import { and, asc, eq, gt, gte, lt, lte, sql } from "drizzle-orm";
+import type { Position } from "../history/history.ts";
+import type { ChannelLogStore, CommittedEntry, DurableEntry } from "./channel-log-store.ts";
+import type { NewMessage, StoredMessage } from "./chat-store.ts";
+import type { PgDb } from "./pg-db.ts";
+import { channelLog, channelPositions, idempotency } from "./schema.pg.ts";
+
+/** An open transaction of a PgDb (what `db.transaction(async (tx) => ...)` hands its callback). */
+export type PgTx = Parameters<Parameters<PgDb["transaction"]>[0]>[0];
+
+/** What the channel log needs of the chat store: storing a message inside its transaction. */
+export interface PgChatWithin {
+  /** Stores one message in `tx`; a repeated client_msg_id returns the first copy as a duplicate. */
+  insertWithin(tx: PgTx, message: NewMessage): Promise<{ message: StoredMessage; duplicate: boolean }>;
+}
+
+/** Rows per multi-row INSERT: 4 parameters each, well under PostgreSQL's 65,535 per statement. */
+const INSERT_CHUNK = 1_000;
+/** Rows per read of a range: readFrom never holds more than this beyond its byte budget. */
+const READ_PAGE = 100;
+
+/** See ChannelLogStore for the guarantees; one PostgreSQL transaction per commit. */
+export class PgChannelLogStore implements ChannelLogStore {
+  constructor(
+    private readonly db: PgDb,
+    private readonly chat: PgChatWithin,
+  ) {}
+
+  async position(topic: string): Promise<Position | null> {
+    const [row] = await this.db.select({ epoch: channelPositions.epoch, offset: channelPositions.offset }).from(channelPositions).where(eq(channelPositions.topic, topic));
+    return row ?? null;
+  }
+
+  async commit(entries: readonly DurableEntry[], keep: boolean, assign: (topic: string) => Position): Promise<CommittedEntry[]> {
+    if (entries.length === 0) return [];
+    return this.db.transaction(async (tx) => {
+      const out: CommittedEntry[] = [];
+      const last = new Map<string, Position>();
+      const publications: (typeof channelLog.$inferInsert)[] = [];
+      const keys: (typeof idempotency.$inferInsert)[] = [];
+      for (const entry of entries) {
+        let stored: StoredMessage | null = null;
+        if (entry.message !== undefined) {
+          const result = await this.chat.insertWithin(tx, entry.message);
+          if (result.duplicate) {
+            out.push({ duplicate: true, message: result.message });
+            continue;
+          }
+          stored = result.message;
+        }
+        const position = assign(entry.topic);
+        const frame = entry.build(position, stored);
+        if (keep) publications.push({ topic: entry.topic, offset: position.offset, frame, at: entry.at });
+        if (entry.idempotency !== undefined) {
+          keys.push({ tenant: entry.idempotency.tenant, key: entry.idempotency.key, response: JSON.stringify({ offset: position.offset, epoch: position.epoch }), createdAt: entry.at });
+        }
+        last.set(entry.topic, position);
+        out.push({ duplicate: false, position, frame, message: stored });
+      }
+      // Same transaction, fewer round trips: the rows of the whole batch in multi-row statements.
+      for (let i = 0; i < publications.length; i += INSERT_CHUNK) {
+        await tx.insert(channelLog).values(publications.slice(i, i + INSERT_CHUNK));
+      }
+      // An existing (tenant, key) keeps its first answer (also a key repeated within this batch).
+      for (let i = 0; i < keys.length; i += INSERT_CHUNK) {
+        await tx.insert(idempotency).values(keys.slice(i, i + INSERT_CHUNK)).onConflictDoNothing();
+      }
+      const positions = [...last].map(([topic, p]) => ({ topic, epoch: p.epoch, offset: p.offset }));
+      for (let i = 0; i < positions.length; i += INSERT_CHUNK) {
+        await tx
+          .insert(channelPositions)
+          .values(positions.slice(i, i + INSERT_CHUNK))
+          .onConflictDoUpdate({ target: channelPositions.topic, set: { epoch: sql`excluded.epoch`, offset: sql`excluded."offset"` } });
+      }
+      return out;
+    });
+  }
+
+  async readFrom(topic: string, after: number, upTo: number, minAt: number, maxBytes: number): Promise<{ offset: number; frame: string }[]> {
+    const rows: { offset: number; frame: string }[] = [];
+    let bytes = 0;
+    let cursor = after;
+    // Page by page on the (topic, offset) key: a read stops at its byte budget, whatever the range holds.
+    for (;;) {
+      const limit = maxBytes <= 0 ? 1 : READ_PAGE;
+      const page = await this.db
+        .select({ offset: channelLog.offset, frame: channelLog.frame })
+        .from(channelLog)
+        .where(and(eq(channelLog.topic, topic), gt(channelLog.offset, cursor), lte(channelLog.offset, upTo), gte(channelLog.at, minAt)))
+        .orderBy(asc(channelLog.offset))
+        .limit(limit);
+      for (const row of page) {
+        bytes += row.frame.length;
+        if (bytes > maxBytes && rows.length > 0) return rows;
+        rows.push(row);
+      }
+      if (page.length < limit || maxBytes <= 0) return rows;
+      cursor = page.at(-1)!.offset;
+    }
+  }
+
+  async reset(topic: string, epoch: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      await tx.delete(channelLog).where(eq(channelLog.topic, topic));
+      await tx.insert(channelPositions).values({ topic, epoch, offset: 0 }).onConflictDoUpdate({ target: channelPositions.topic, set: { epoch, offset: 0 } });
+    });
+  }
+
+  async trim(before: number, topics: readonly { topic: string; upTo: number }[]): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      let deleted = (await tx.delete(channelLog).where(lt(channelLog.at, before)).returning({ offset: channelLog.offset })).length;
+      for (const { topic, upTo } of topics) {
+        deleted += (await tx.delete(channelLog).where(and(eq(channelLog.topic, topic), lte(channelLog.offset, upTo))).returning({ offset: channelLog.offset })).length;
+      }
+      return deleted;
+    });
+  }
+}
