@@ -114,10 +114,20 @@ describe("openPgStore", () => {
     expect(new Set(pids.map((r) => (r as { pid: number }[])[0]!.pid)).size).toBeLessThanOrEqual(2);
   });
 
-  test("sub-stores of other branches reject on use until they are wired (parts)", async () => {
+  test("a whole store: a room, its message and its publication commit together, and a second node reads them", async () => {
     await freshDatabase();
     const store = await open();
-    await expect((store.chat as unknown as { getRoom(): Promise<unknown> }).getRoom()).rejects.toThrow("not in this build");
+    const other = await open();
+    const message = { tenant: "acme", room: "r1", sender: "u1", content: "hi", clientMsgId: null, createdAt: 1764000000000 };
+    const [committed] = await store.channelLog.commit(
+      [{ topic: "acme/room:r1", at: 1764000000000, message, build: (p) => `{"offset":${p.offset}}`, deliver: () => undefined }],
+      true,
+      () => ({ epoch: "e1", offset: 1 }),
+    );
+    expect(committed).toMatchObject({ duplicate: false, position: { epoch: "e1", offset: 1 }, message: { content: "hi" } });
+    expect(await other.chat.listMessages("acme", "r1", null, 10)).toMatchObject([{ content: "hi", sender: "u1" }]);
+    expect(await other.channelLog.position("acme/room:r1")).toEqual({ epoch: "e1", offset: 1 });
+    await other.close();
   });
 });
 

@@ -6,7 +6,8 @@ import type { PgDb } from "./pg-db.ts";
 import { channelLog, channelPositions, idempotency } from "./schema.pg.ts";
 
 /** An open transaction of a PgDb (what `db.transaction(async (tx) => ...)` hands its callback). */
-export type PgTx = Parameters<Parameters<PgDb["transaction"]>[0]>[0];
+import type { PgTx } from "./pg-chat-store.ts";
+export type { PgTx };
 
 /** What the channel log needs of the chat store: storing a message inside its transaction. */
 export interface PgChatWithin {

@@ -10,6 +10,9 @@ import type { PgDb } from "./pg-db.ts";
 import { PgFeedStore } from "./pg-feed-store.ts";
 import { apiKeys, idempotency } from "./schema.pg.ts";
 import type { Store, StoredApiKey } from "./store.ts";
+import { PgChannelLogStore } from "./pg-channel-log-store.ts";
+import { PgChatStore } from "./pg-chat-store.ts";
+import { PgNotificationStore } from "./pg-notification-store.ts";
 
 export interface PgStoreOptions {
   /** Connections in this node's pool (Bun.SQL `max`; Bun's default is 10). */
@@ -22,18 +25,6 @@ export interface PgStoreOptions {
   statementTimeoutMs?: number;
 }
 
-/**
- * The sub-stores written in other files, built over the same database.
- * TEMPORARY: these three live on other branches (pg-chat-store.ts, pg-notification-store.ts,
- * pg-channel-log-store.ts); once merged, openPgStore builds `new PgChatStore(db)`,
- * `new PgNotificationStore(db)` and `new PgChannelLogStore(db, chat)` itself and this parameter goes.
- */
-export interface PgStoreParts {
-  chat(db: PgDb): ChatStore;
-  notifications(db: PgDb): NotificationStore;
-  channelLog(db: PgDb, chat: ChatStore): ChannelLogStore;
-}
-
 /** Any key that identifies sinal's migration lock among other advisory locks of the database. */
 const MIGRATION_LOCK = 0x5_11_a1_0001;
 /** Rows per INSERT (4 bound values each) and keys per IN list: far under PostgreSQL's 65,535 values. */
@@ -44,7 +35,7 @@ const CHUNK = 1_000;
  * drizzle/pg migrations, and resolves with the store. Several nodes may open the same database at
  * once: the migrations run under an advisory lock, one node after another.
  */
-export async function openPgStore(url: string, opts: PgStoreOptions = {}, parts?: PgStoreParts): Promise<Store> {
+export async function openPgStore(url: string, opts: PgStoreOptions = {}): Promise<Store> {
   await migrate(url);
   const connection: Record<string, number> = {};
   if (opts.statementTimeoutMs !== undefined && opts.statementTimeoutMs > 0) connection.statement_timeout = Math.ceil(opts.statementTimeoutMs);
@@ -52,7 +43,7 @@ export async function openPgStore(url: string, opts: PgStoreOptions = {}, parts?
   // JSON strings (test/postgres-driver.test.ts).
   const client = new SQL(url, { prepare: false, ...(opts.poolSize === undefined ? {} : { max: opts.poolSize }), connection });
   const db: PgDb = drizzle({ client });
-  return new PgStore(client, db, parts);
+  return new PgStore(client, db);
 }
 
 /**
@@ -75,35 +66,23 @@ async function migrate(url: string): Promise<void> {
   }
 }
 
-/** A sub-store that is not part of this build: every method rejects (see PgStoreParts). */
-function notInThisBuild<T extends object>(name: string): T {
-  return new Proxy({} as T, {
-    get(_target, prop) {
-      // Not thenable, so `await store.chat` does not call into it.
-      if (prop === "then" || typeof prop === "symbol") return undefined;
-      return () => Promise.reject(new Error(`the PostgreSQL ${name} store is not in this build (${name}.${prop})`));
-    },
-  });
-}
-
 class PgStore implements Store {
   private closed = false;
   readonly audit: PgAuditStore;
   readonly feeds: PgFeedStore;
-  readonly chat: ChatStore;
-  readonly notifications: NotificationStore;
-  readonly channelLog: ChannelLogStore;
+  readonly chat: PgChatStore;
+  readonly notifications: PgNotificationStore;
+  readonly channelLog: PgChannelLogStore;
 
   constructor(
     private readonly client: SQL,
     private readonly db: PgDb,
-    parts: PgStoreParts | undefined,
   ) {
     this.audit = new PgAuditStore(db);
     this.feeds = new PgFeedStore(db);
-    this.chat = parts ? parts.chat(db) : notInThisBuild<ChatStore>("chat");
-    this.notifications = parts ? parts.notifications(db) : notInThisBuild<NotificationStore>("notifications");
-    this.channelLog = parts ? parts.channelLog(db, this.chat) : notInThisBuild<ChannelLogStore>("channelLog");
+    this.chat = new PgChatStore(db);
+    this.notifications = new PgNotificationStore(db);
+    this.channelLog = new PgChannelLogStore(db, this.chat);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {
