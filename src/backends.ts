@@ -3,12 +3,13 @@ import { resolve } from "node:path";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
 import { ConfigError, type Config } from "./config.ts";
+import { openPgStore } from "./store/pg-store.ts";
 import { openSqliteStore } from "./store/sqlite-store.ts";
 import type { Store } from "./store/store.ts";
 
 /**
  * Every backend of a deployment, chosen from the configuration in this one place: the store from
- * DATABASE_URL, the broker (in process: one node). The multi-node step adds its choices here
+ * DATABASE_URL (sqlite, or PostgreSQL for several nodes), the broker (in process: one node). The multi-node step adds its choices here
  * (REDIS_URL: the broker, presence, locks, idempotency in flight, connection counts), so the
  * server and the CLI never build a backend themselves; createApp takes them as dependencies.
  */
@@ -18,8 +19,16 @@ export interface Backends {
 }
 
 /** Opens the configured backends; a store that cannot be opened is a ConfigError naming DATABASE_URL. */
-export function createBackends(config: Config): Backends {
-  return { store: openConfiguredStore(config.database), broker: new MemoryBroker() };
+export async function createBackends(config: Config): Promise<Backends> {
+  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker() };
+}
+
+/** The database for logs and messages: a sqlite path, or a PostgreSQL URL without its password. */
+export function databaseLabel(database: Config["database"]): string {
+  if (database.kind === "sqlite") return database.path;
+  const url = new URL(database.url);
+  if (url.password !== "") url.password = "***";
+  return url.toString();
 }
 
 /**
@@ -27,7 +36,16 @@ export function createBackends(config: Config): Backends {
  * this user may not write, a file that is no database) is a ConfigError naming DATABASE_URL and
  * the path, rather than sqlite's bare "unable to open database file".
  */
-export function openConfiguredStore(database: Config["database"]): Store {
+export async function openConfiguredStore(database: Config["database"]): Promise<Store> {
+  if (database.kind === "postgres") {
+    try {
+      return await openPgStore(database.url, { poolSize: database.poolSize, statementTimeoutMs: database.statementTimeoutMs });
+    } catch (err) {
+      // drizzle wraps the driver's error; the reason (refused, bad password, no database) is in its cause.
+      const cause = (err as { cause?: unknown }).cause ?? err;
+      throw new ConfigError("DATABASE_URL", `cannot open the PostgreSQL database ${databaseLabel(database)}: ${cause instanceof Error ? cause.message : String(cause)}`);
+    }
+  }
   try {
     return openSqliteStore(database.path, database.synchronous);
   } catch (err) {

@@ -64,7 +64,10 @@ export interface Config {
    * `synchronous`: FULL (default) fsyncs every commit, so an acknowledged message survives a power
    * loss; NORMAL survives a process crash only and commits faster.
    */
-  database: { kind: "sqlite"; path: string; synchronous: "full" | "normal" };
+  database:
+    | { kind: "sqlite"; path: string; synchronous: "full" | "normal" }
+    /** PostgreSQL (src/store/pg-store.ts), for several nodes sharing one database. */
+    | { kind: "postgres"; url: string; poolSize: number; statementTimeoutMs: number };
   /** Keys from SINAL_API_KEYS, accepted besides stored ones. */
   envApiKeys: { tenant: string; key: string }[];
   /** null: same-origin only; ["*"]: any origin; else the exact origins allowed. */
@@ -152,7 +155,12 @@ function parseMessageRetention(env: Env, namespaces: Namespace[]): number | null
   return days;
 }
 
-function parseDatabase(raw: string | undefined, synchronous: string | undefined): Config["database"] {
+function parseDatabase(env: Env): Config["database"] {
+  const raw = env.DATABASE_URL;
+  const synchronous = env.SQLITE_SYNCHRONOUS;
+  // Read whatever the store: a wrong value is refused even before it matters.
+  const poolSize = int(env, "PG_POOL_SIZE", 10, 1, 1000);
+  const statementTimeoutMs = int(env, "PG_STATEMENT_TIMEOUT_MS", 30_000, 0, 3_600_000);
   const sync = synchronous === undefined || synchronous === "" ? "full" : synchronous.toLowerCase();
   if (sync !== "full" && sync !== "normal") throw new ConfigError("SQLITE_SYNCHRONOUS", `expected full or normal, got "${synchronous}"`);
   const url = raw && raw !== "" ? raw : "sqlite:./data/sinal.db";
@@ -162,7 +170,14 @@ function parseDatabase(raw: string | undefined, synchronous: string | undefined)
     return { kind: "sqlite", path, synchronous: sync };
   }
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
-    throw new ConfigError("DATABASE_URL", "the PostgreSQL store is not in this version yet; use sqlite:<path>");
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ConfigError("DATABASE_URL", "expected postgres://user:password@host:port/database");
+    }
+    if (parsed.hostname === "" || parsed.pathname.length <= 1) throw new ConfigError("DATABASE_URL", "expected postgres://user:password@host:port/database (a host and a database)");
+    return { kind: "postgres", url, poolSize, statementTimeoutMs };
   }
   // Only the scheme is echoed: the rest of a URL may hold a password.
   const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0] ?? "no scheme";
@@ -234,6 +249,7 @@ function parseJwt(env: Env, database: Config["database"]): Config["jwt"] {
     return { kind: "secret", secret };
   }
   // Dev mode. Only the file's name here: loading the configuration writes nothing.
+  if (database.kind === "postgres") return { kind: "dev", secretFile: resolve("data", "dev-secret") };
   return { kind: "dev", secretFile: database.path === ":memory:" ? null : resolve(dirname(database.path), "dev-secret") };
 }
 
@@ -241,7 +257,7 @@ function parseJwt(env: Env, database: Config["database"]): Config["jwt"] {
 export function loadConfig(env: Env = process.env): Config {
   if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
   const host = parseHost(env.HOST);
-  const database = parseDatabase(env.DATABASE_URL, env.SQLITE_SYNCHRONOUS);
+  const database = parseDatabase(env);
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
   const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);

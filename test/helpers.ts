@@ -7,7 +7,7 @@ import { createApiKey } from "../src/auth/api-keys.ts";
 import { mintToken, type MintOptions } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { openSqliteStore } from "../src/store/sqlite-store.ts";
+import { openConfiguredStore } from "../src/backends.ts";
 import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
@@ -56,7 +56,8 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     },
   });
   const logger = createLogger(config.logLevel, sink);
-  const store = openSqliteStore(config.database.path, config.database.synchronous);
+  // The store DATABASE_URL names (sqlite by default; `env` may name a PostgreSQL).
+  const store = await openConfiguredStore(config.database);
   const sinal = createApp({ config, store, logger });
   sinal.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
   const port = sinal.app.server!.port!;

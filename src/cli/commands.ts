@@ -6,7 +6,7 @@ import { parseChannel } from "../channel.ts";
 import { ConfigError, TENANT_RE, type Config } from "../config.ts";
 import { SinalError } from "../errors.ts";
 import { Namespaces } from "../namespaces.ts";
-import { openConfiguredStore } from "../backends.ts";
+import { databaseLabel, openConfiguredStore } from "../backends.ts";
 
 /** Output of a CLI command (never the logger: these lines are the command's answer). */
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -91,16 +91,16 @@ function parseArgs<T extends ParseArgsConfig>(config: T) {
   }
 }
 
-export function migrateCommand(config: Config): void {
-  const store = openConfiguredStore(config.database);
-  void store.close();
-  out(`database ${config.database.path} is up to date`);
+export async function migrateCommand(config: Config): Promise<void> {
+  const store = await openConfiguredStore(config.database);
+  await store.close();
+  out(`database ${databaseLabel(config.database)} is up to date`);
 }
 
 export async function keysCommand(config: Config, args: string[]): Promise<void> {
   const [action, ...rest] = args;
   const { values } = parseArgs({ args: rest, options: { tenant: { type: "string" }, id: { type: "string" } }, strict: true });
-  const store = openConfiguredStore(config.database);
+  const store = await openConfiguredStore(config.database);
   try {
     if (action === "create") {
       const tenant = requireTenant(values.tenant);

@@ -4,11 +4,11 @@ import { ConfigError, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { announceDevMode } from "../dev/dev-banner.ts";
 import { DemoFeed } from "../dev/demo-feed.ts";
-import { createBackends } from "../backends.ts";
+import { createBackends, databaseLabel } from "../backends.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const { store, broker } = createBackends(config);
+  const { store, broker } = await createBackends(config);
   let devSecret: DevSecret | null = null;
   try {
     if (config.jwt.kind === "dev") devSecret = openDevSecret(config.jwt.secretFile);
@@ -56,7 +56,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
   process.on("SIGINT", () => void shutdown("SIGINT"));
 
   const server = sinal.app.server!;
-  logger.info({ port: server.port, host: config.host, database: config.database.path }, "listening");
+  logger.info({ port: server.port, host: config.host, database: databaseLabel(config.database) }, "listening");
 
   // Dev mode: the banner needs the port (PORT=0 picks one), and the page at / gets a moving demo.
   if (devSecret !== null) {
