@@ -8,6 +8,7 @@ import { mintToken, type MintOptions } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { openConfiguredStore } from "../src/backends.ts";
+import { startPostgres, type Postgres } from "./support/postgres.ts";
 import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
@@ -37,12 +38,32 @@ export interface TestServer {
 const TARGET = process.env.SINAL_TARGET === "binary" ? "binary" : "source";
 
 /** A real server on 127.0.0.1:0 with a real sqlite file in a fresh temp dir. */
+/**
+ * `SINAL_STORE=postgres` (scripts/test.sh runs the protocol, chat and recovery suites so): every
+ * server of a suite gets its own throwaway PostgreSQL instead of a sqlite file, kept across
+ * `restart()` like the file is.
+ */
+const STORE = process.env.SINAL_STORE === "postgres" ? "postgres" : "sqlite";
+const databases = new Map<string, Postgres>();
+
+async function databaseUrl(dir: string): Promise<string> {
+  if (STORE === "sqlite") return `sqlite:${join(dir, "sinal.db")}`;
+  let pg = databases.get(dir);
+  if (pg === undefined) databases.set(dir, (pg = await startPostgres()));
+  return pg.url;
+}
+
+async function dropDatabase(dir: string): Promise<void> {
+  await databases.get(dir)?.stop();
+  databases.delete(dir);
+}
+
 export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
   if (TARGET === "binary") return startBinaryServer(env, reuseDir);
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
   const config = loadConfig({
     JWT_SECRET: SECRET,
-    DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`,
+    DATABASE_URL: await databaseUrl(dir),
     HOST: "127.0.0.1",
     PORT: "0",
     LOG_LEVEL: "debug",
@@ -74,6 +95,7 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     async stop() {
       await sinal.stop();
       await store.close();
+      await dropDatabase(dir);
       rmSync(dir, { recursive: true, force: true });
     },
     async restart() {
