@@ -8,7 +8,7 @@ import type { NewMessage, StoredMessage } from "../src/store/chat-store.ts";
 import { PgChatStore } from "../src/store/pg-chat-store.ts";
 import type { PgDb } from "../src/store/pg-db.ts";
 import { messages } from "../src/store/schema.pg.ts";
-import { PRUNE_BATCH } from "../src/store/sqlite-prune.ts";
+import { PRUNE_BATCH } from "../src/store/prune.ts";
 import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 
 // PgChatStore against a throwaway PostgreSQL: the cases of chat-store.test.ts and of the chat

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import journal from "../drizzle/pg/meta/_journal.json" with { type: "json" };
 import { createApiKey } from "../src/auth/api-keys.ts";
 import { openPgStore, type PgStoreOptions } from "../src/store/pg-store.ts";
-import { PRUNE_BATCH } from "../src/store/sqlite-prune.ts";
+import { PRUNE_BATCH } from "../src/store/prune.ts";
 import type { Store } from "../src/store/store.ts";
 import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 

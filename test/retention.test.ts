@@ -7,7 +7,7 @@ import { ConfigError, loadConfig } from "../src/config.ts";
 import type { NewMessage } from "../src/store/chat-store.ts";
 import type { NewNotification } from "../src/store/notification-store.ts";
 import { Retention } from "../src/store/retention.ts";
-import { PRUNE_BATCH } from "../src/store/sqlite-prune.ts";
+import { PRUNE_BATCH } from "../src/store/prune.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
 

@@ -2,25 +2,10 @@ import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { AuditEntry, AuditStore, NewAuditEntry } from "./audit-store.ts";
 import type { PgDb } from "./pg-db.ts";
 import { auditLog } from "./schema.pg.ts";
-import { PRUNE_BATCH } from "./sqlite-prune.ts";
+import { pruneInBatches } from "./prune.ts";
 
 /** Rows per INSERT: 5 bound values each, far under PostgreSQL's 65,535 per statement. */
 const INSERT_CHUNK = 1_000;
-
-/**
- * Runs `deleteBatch` (one statement, at most `limit` rows) until a batch deletes fewer than
- * `limit`: the asynchronous twin of sqlite-prune.ts's pruneInBatches. Each batch is its own
- * statement (and transaction), so a huge first prune never holds locks or a long statement
- * (nor trips statement_timeout). Resolves with how many rows went in all.
- */
-export async function pruneInBatchesAsync(deleteBatch: (limit: number) => Promise<number>, limit = PRUNE_BATCH): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const deleted = await deleteBatch(limit);
-    total += deleted;
-    if (deleted < limit) return total;
-  }
-}
 
 /** See AuditStore; `detail` is jsonb and holds the object itself (not a JSON string). */
 export class PgAuditStore implements AuditStore {
@@ -59,7 +44,7 @@ export class PgAuditStore implements AuditStore {
     // `at` is indexed (audit_at_idx): each batch reads only the rows it deletes. The count comes
     // back as one row, not the deleted ids. Two nodes pruning at once is harmless: the later one
     // finds some rows gone, deletes fewer, and stops early.
-    return pruneInBatchesAsync(async (limit) => {
+    return pruneInBatches(async (limit) => {
       const rows = (await this.db.execute(sql`
         WITH gone AS (
           DELETE FROM ${auditLog} WHERE ${auditLog.id} IN (

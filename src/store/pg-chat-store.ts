@@ -2,7 +2,7 @@ import { and, asc, desc, eq, gt, inArray, lt, ne, sql } from "drizzle-orm";
 import type { ChatStore, NewMessage, RoomChange, StoredMessage, StoredRoom } from "./chat-store.ts";
 import type { PgDb } from "./pg-db.ts";
 import { messages, readReceipts, roomMembers, rooms } from "./schema.pg.ts";
-import { PRUNE_BATCH } from "./sqlite-prune.ts";
+import { PRUNE_BATCH, pruneInBatches } from "./prune.ts";
 
 /** A drizzle transaction of PgDb: what `insertWithin` writes in (the channel log store's own). */
 export type PgTx = Parameters<Parameters<PgDb["transaction"]>[0]>[0];
@@ -123,22 +123,17 @@ export class PgChatStore implements ChatStore {
   async prune(before: number): Promise<number> {
     // Each batch looks at the head of the id order (the oldest messages), not at `created_at <
     // before` over the table: created_at has no index, and the head costs one batch of rows to
-    // read even when nothing is old enough. Every batch is its own statement (its own commit),
-    // and awaiting it leaves the event loop free between batches.
-    let total = 0;
-    for (;;) {
+    // read even when nothing is old enough.
+    return pruneInBatches(async (limit) => {
       const head = this.db
         .select({ id: messages.id, createdAt: messages.createdAt })
         .from(messages)
         .orderBy(asc(messages.id))
-        .limit(this.pruneBatch)
+        .limit(limit)
         .as("head");
       const old = this.db.select({ id: head.id }).from(head).where(lt(head.createdAt, before));
-      const deleted = (await this.db.delete(messages).where(inArray(messages.id, old)).returning({ id: messages.id })).length;
-      total += deleted;
-      if (deleted < this.pruneBatch) return total;
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+      return (await this.db.delete(messages).where(inArray(messages.id, old)).returning({ id: messages.id })).length;
+    }, this.pruneBatch);
   }
 }
 

@@ -2,7 +2,7 @@ import { and, asc, desc, eq, getTableColumns, inArray, isNull, lt, sql } from "d
 import type { NewNotification, NotificationStore, StoredNotification } from "./notification-store.ts";
 import type { PgDb } from "./pg-db.ts";
 import { notifications, preferences } from "./schema.pg.ts";
-import { PRUNE_BATCH } from "./sqlite-prune.ts";
+import { PRUNE_BATCH, pruneInBatches } from "./prune.ts";
 
 /**
  * NotificationStore on PostgreSQL, shared by every node: see NotificationStore for the contract.
@@ -96,14 +96,11 @@ export class PgNotificationStore implements NotificationStore {
   async prune(before: number, limit = PRUNE_BATCH): Promise<number> {
     // The head of the id order, batch by batch, as SqliteNotificationStore.prune (created_at has
     // no index): each statement deletes at most `limit` rows, each its own short transaction.
-    let total = 0;
-    for (;;) {
-      const head = this.db.select({ id: notifications.id, createdAt: notifications.createdAt }).from(notifications).orderBy(notifications.id).limit(limit).as("head");
+    return pruneInBatches(async (batch) => {
+      const head = this.db.select({ id: notifications.id, createdAt: notifications.createdAt }).from(notifications).orderBy(notifications.id).limit(batch).as("head");
       const old = this.db.select({ id: head.id }).from(head).where(lt(head.createdAt, before));
-      const deleted = (await this.db.delete(notifications).where(inArray(notifications.id, old)).returning({ id: notifications.id })).length;
-      total += deleted;
-      if (deleted < limit) return total;
-    }
+      return (await this.db.delete(notifications).where(inArray(notifications.id, old)).returning({ id: notifications.id })).length;
+    }, limit);
   }
 
   async mutedCategories(tenant: string, user: string): Promise<string[]> {

@@ -1,10 +1,7 @@
 import { SQL } from "bun";
 import { and, eq, inArray, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/bun-sql";
-import type { ChannelLogStore } from "./channel-log-store.ts";
-import type { ChatStore } from "./chat-store.ts";
 import { pgMigrations } from "./migrations.macro.ts" with { type: "macro" };
-import type { NotificationStore } from "./notification-store.ts";
 import { PgAuditStore } from "./pg-audit-store.ts";
 import type { PgDb } from "./pg-db.ts";
 import { PgFeedStore } from "./pg-feed-store.ts";

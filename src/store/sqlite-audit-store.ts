@@ -2,7 +2,7 @@ import { and, asc, desc, eq, inArray, lt } from "drizzle-orm";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { AuditEntry, AuditStore, NewAuditEntry } from "./audit-store.ts";
 import { auditLog } from "./schema.sqlite.ts";
-import { pruneInBatches } from "./sqlite-prune.ts";
+import { pruneInBatches } from "./prune.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>>;
 

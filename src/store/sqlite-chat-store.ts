@@ -2,7 +2,7 @@ import { and, desc, eq, gt, inArray, lt, ne, sql } from "drizzle-orm";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { ChatStore, NewMessage, RoomChange, StoredMessage, StoredRoom } from "./chat-store.ts";
 import { messages, readReceipts, roomMembers, rooms } from "./schema.sqlite.ts";
-import { pruneInBatches } from "./sqlite-prune.ts";
+import { pruneInBatches } from "./prune.ts";
 
 /** Rooms remembered as existing; past it the set starts again (messages to ever new rooms must not grow memory). */
 const KNOWN_ROOMS_MAX = 100_000;
