@@ -1,16 +1,12 @@
 import { afterAll, beforeAll, beforeEach, expect } from "bun:test";
-import { SQL } from "bun";
 import { sql } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/bun-sql";
-import { migrate } from "drizzle-orm/bun-sql/migrator";
-import { join } from "node:path";
 import { DurableHistory } from "../src/history/durable-history.ts";
 import type { Position, Retention } from "../src/history/history.ts";
 import type { StoredMessage } from "../src/store/chat-store.ts";
 import { PgChannelLogStore, type PgChatWithin } from "../src/store/pg-channel-log-store.ts";
 import type { PgDb } from "../src/store/pg-db.ts";
 import { messages } from "../src/store/schema.pg.ts";
-import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
+import { PgConnections, postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 
 // The durable parts of history.contract.test.ts, DurableHistory over PgChannelLogStore on a
 // throwaway PostgreSQL, and the store's own guarantees (one transaction per commit).
@@ -29,20 +25,16 @@ const NO_CHAT: PgChatWithin = {
 };
 
 let pg: Postgres | undefined;
-const clients: SQL[] = [];
+const connections = new PgConnections();
 let db: PgDb;
 
-function open(): PgDb {
-  const client = new SQL(pg!.url, { prepare: false });
-  clients.push(client);
-  return drizzle({ client }) as PgDb;
-}
+const open = (): PgDb => connections.open(pg!.url);
 
 beforeAll(async () => {
   if (!available) return;
   pg = await startPostgres("sinal_channel_log");
   db = open();
-  await migrate(db, { migrationsFolder: join(import.meta.dir, "../drizzle/pg") });
+  await connections.migrate(db);
   // A failure inside the commit's transaction on demand, at its last statement (the positions
   // upsert, after the publications and keys were written): while `fail_next` holds a row.
   await db.execute(sql`CREATE TABLE fail_next (reason text NOT NULL)`);
@@ -55,7 +47,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  for (const client of clients) await client.close();
+  await connections.close();
   await pg?.stop();
 });
 

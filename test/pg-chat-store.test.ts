@@ -1,15 +1,11 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect } from "bun:test";
-import { SQL } from "bun";
 import { sql } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/bun-sql";
-import { migrate } from "drizzle-orm/bun-sql/migrator";
-import { join } from "node:path";
 import type { NewMessage, StoredMessage } from "../src/store/chat-store.ts";
 import { PgChatStore } from "../src/store/pg-chat-store.ts";
 import type { PgDb } from "../src/store/pg-db.ts";
 import { messages } from "../src/store/schema.pg.ts";
 import { PRUNE_BATCH } from "../src/store/prune.ts";
-import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
+import { PgConnections, postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 
 // PgChatStore against a throwaway PostgreSQL: the cases of chat-store.test.ts and of the chat
 // part of retention.test.ts (the sqlite store's), plus what only several nodes on one database
@@ -17,25 +13,21 @@ import { postgresTests, startPostgres, type Postgres } from "./support/postgres.
 
 const { test, available } = postgresTests();
 let pg: Postgres | undefined;
-const clients: SQL[] = [];
+const connections = new PgConnections();
 let db: PgDb;
 let chat: PgChatStore;
 
-function open(url: string): PgDb {
-  const client = new SQL(url, { prepare: false });
-  clients.push(client);
-  return drizzle({ client }) as PgDb;
-}
+const open = (url: string): PgDb => connections.open(url);
 
 beforeAll(async () => {
   if (!available) return;
   pg = await startPostgres("sinal_chat");
   db = open(pg.url);
-  await migrate(db, { migrationsFolder: join(import.meta.dir, "../drizzle/pg") });
+  await connections.migrate(db);
 }, 90_000);
 
 afterAll(async () => {
-  for (const client of clients) await client.close();
+  await connections.close();
   await pg?.stop();
 });
 

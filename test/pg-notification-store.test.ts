@@ -1,13 +1,9 @@
 import { afterAll, beforeAll, beforeEach, expect } from "bun:test";
-import { SQL } from "bun";
 import { sql } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/bun-sql";
-import { migrate } from "drizzle-orm/bun-sql/migrator";
-import { join } from "node:path";
 import type { NewNotification } from "../src/store/notification-store.ts";
 import type { PgDb } from "../src/store/pg-db.ts";
 import { PgNotificationStore } from "../src/store/pg-notification-store.ts";
-import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
+import { PgConnections, postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 
 // PgNotificationStore against a throwaway PostgreSQL: the store cases of the SQLite store
 // (retention.test.ts, notifications.test.ts), and the claim two nodes race on.
@@ -21,26 +17,22 @@ const RECENT = NOW - DAY;
 const CUT = NOW - 7 * DAY;
 
 let pg: Postgres | undefined;
-const clients: SQL[] = [];
+const connections = new PgConnections();
 let db: PgDb;
 let store: PgNotificationStore;
 
-function open(url: string): PgDb {
-  const client = new SQL(url, { prepare: false });
-  clients.push(client);
-  return drizzle({ client }) as PgDb;
-}
+const open = (url: string): PgDb => connections.open(url);
 
 beforeAll(async () => {
   if (!available) return;
   pg = await startPostgres("sinal_notifications");
   db = open(pg.url);
-  await migrate(db, { migrationsFolder: join(import.meta.dir, "../drizzle/pg") });
+  await connections.migrate(db);
   store = new PgNotificationStore(db);
 }, 90_000);
 
 afterAll(async () => {
-  for (const client of clients) await client.close();
+  await connections.close();
   await pg?.stop();
 });
 
