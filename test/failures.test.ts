@@ -35,7 +35,7 @@ beforeAll(() => {
     readFrom: (...a) => log.readFrom(...a),
     reset: (t, e) => log.reset(t, e),
     trim: (b, t) => log.trim(b, t),
-    commit: (entries, keep, assign) => (failing ? Promise.reject(new Error("SQLITE_FULL: database or disk is full")) : log.commit(entries, keep, assign)),
+    commit: (entries, keep) => (failing ? Promise.reject(new Error("SQLITE_FULL: database or disk is full")) : log.commit(entries, keep)),
   };
   const notes = real.notifications;
   const notifications = Object.assign(Object.create(Object.getPrototypeOf(notes)), notes, {

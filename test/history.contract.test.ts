@@ -1,12 +1,15 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { SQL } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DurableHistory } from "../src/history/durable-history.ts";
 import type { HistoryStore, Position, Retention } from "../src/history/history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
+import { openPgStore } from "../src/store/pg-store.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
+import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
 
 // One contract, every HistoryStore: the guarantees written on the interface in src/history/history.ts.
 
@@ -21,25 +24,60 @@ interface Subject {
   done(): Promise<void>;
 }
 
-const subjects: Record<string, () => Subject> = {
-  memory: () => ({ history: new MemoryHistory(), reopen: async () => null, done: async () => undefined }),
-  "durable (sqlite)": () => {
-    const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
-    let store: Store = openSqliteStore(join(dir, "h.db"));
+/** Each test gets a fresh database on one throwaway PostgreSQL, started for the first test that needs it. */
+const pgTests = postgresTests();
+let pg: Postgres | undefined;
+let pgDatabases = 0;
+afterAll(async () => await pg?.stop());
+
+async function freshPgDatabase(): Promise<string> {
+  pg ??= await startPostgres("sinal_history");
+  const name = `history_${++pgDatabases}`;
+  const admin = new SQL(pg.url);
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.close();
+  return pg.url.replace(/\/[^/]*$/, `/${name}`);
+}
+
+/** A durable history over a store that can be closed and opened again on the same storage. */
+function durable(open: () => Promise<Store>): () => Promise<Subject> {
+  return async () => {
+    let store = await open();
     const subject: Subject = {
       history: new DurableHistory(store.channelLog, 2, KEEP),
       async reopen() {
         await subject.history.close();
         await store.close();
-        store = openSqliteStore(join(dir, "h.db"));
+        store = await open();
         return new DurableHistory(store.channelLog, 2, KEEP);
       },
-      async done() {
-        await store.close();
-        rmSync(dir, { recursive: true, force: true });
-      },
+      done: () => store.close(),
     };
     return subject;
+  };
+}
+
+const subjects: Record<string, { make: () => Promise<Subject>; test: typeof test }> = {
+  memory: { make: async () => ({ history: new MemoryHistory(), reopen: async () => null, done: async () => undefined }), test },
+  "durable (sqlite)": {
+    make: async () => {
+      const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
+      const subject = await durable(async () => openSqliteStore(join(dir, "h.db")))();
+      const done = subject.done;
+      subject.done = async () => {
+        await done();
+        rmSync(dir, { recursive: true, force: true });
+      };
+      return subject;
+    },
+    test,
+  },
+  "durable (postgres)": {
+    make: async () => {
+      const url = await freshPgDatabase();
+      return durable(() => openPgStore(url))();
+    },
+    test: pgTests.test,
   },
 };
 
@@ -48,13 +86,13 @@ async function appendN(h: HistoryStore, topic: string, n: number, retention = KE
   return (await Promise.all(Array.from({ length: n }, (_, i) => h.append(topic, frameOf(topic, i + 1), retention, NO_DELIVER)))).map((r) => r.position);
 }
 
-for (const [name, make] of Object.entries(subjects)) {
+for (const [name, { make, test }] of Object.entries(subjects)) {
   describe(`HistoryStore contract: ${name}`, () => {
     let subject: Subject;
     afterEach(async () => subject && (await subject.done()));
 
     test("offsets run 1, 2, 3 ... per topic in call order, under one epoch; topics are independent", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const a = await appendN(h, "t/a", 50);
       const b = await appendN(h, "t/b", 3);
@@ -66,7 +104,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("deliver runs once per publication, in offset order, before its append settles, across topics and batched commits", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const delivered: string[] = [];
       const settledBeforeDelivery: string[] = [];
@@ -87,7 +125,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("recover returns exactly the publications after since, in order", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const [first] = await appendN(h, "t/r", 30);
       const r = await h.recover("t/r", { epoch: first!.epoch, offset: 10 }, KEEP, Infinity);
@@ -98,14 +136,14 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("a client that missed nothing recovers with nothing to replay", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const [p] = await appendN(h, "t/n", 1);
       expect(await h.recover("t/n", p!, KEEP, Infinity)).toMatchObject({ recovered: true, publications: [], position: p });
     });
 
     test("another epoch, an offset from the future, and history trimmed by size are refused with their reason", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const small: Retention = { size: 5, ttlMs: 3_600_000 };
       const [p] = await appendN(h, "t/s", 20, small);
@@ -118,7 +156,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("a recovery larger than the byte budget comes in pages of at most that budget, in order, none twice", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const [p] = await appendN(h, "t/big", 30);
       const frameBytes = JSON.stringify({ type: "pub", channel: "t/big", data: 10, offset: 10, epoch: p!.epoch }).length;
@@ -140,7 +178,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("a since of another epoch, or ahead, is refused with history_from naming the oldest offset kept", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const small: Retention = { size: 5, ttlMs: 3_600_000 };
       const [p] = await appendN(h, "t/from", 12, small);
@@ -149,7 +187,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("history older than the retention age is trimmed", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const short: Retention = { size: 100, ttlMs: 40 };
       const [p] = await appendN(h, "t/age", 3, short);
@@ -160,7 +198,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("a channel without history recovers only when nothing was missed", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const off: Retention = { size: 0, ttlMs: 0 };
       const [p] = await appendN(h, "t/off", 2, off);
@@ -169,7 +207,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("reset starts a new epoch at offset 0 for that topic only", async () => {
-      subject = make();
+      subject = await make();
       const h = subject.history;
       const [a] = await appendN(h, "t/x", 2);
       const [b] = await appendN(h, "t/y", 1);
@@ -182,7 +220,7 @@ for (const [name, make] of Object.entries(subjects)) {
     });
 
     test("after a restart: the durable history keeps epoch, offsets and publications; a memory one starts a new epoch", async () => {
-      subject = make();
+      subject = await make();
       const [p] = await appendN(subject.history, "t/keep", 12);
       const again = await subject.reopen();
       if (again === null) {
@@ -218,74 +256,6 @@ test("the memory history keeps an idle topic's epoch however long it is quiet, a
   // Its publication outlived the 1 h retention; its epoch and offset stay for its subscribers.
   expect(h.stats()).toEqual({ topics: 1, publications: 0, bytes: 0 });
   expect(h.position("t/quiet")).toEqual(quiet);
-});
-
-test("the durable history deletes from the store what its retention no longer keeps", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
-  const store = openSqliteStore(join(dir, "h.db"));
-  try {
-    const h = new DurableHistory(store.channelLog, 0, { size: 5, ttlMs: 3_600_000 });
-    const [p] = await appendN(h, "t/trim", 20, { size: 5, ttlMs: 3_600_000 });
-    expect(await store.channelLog.readFrom("t/trim", 0, 20, 0, Infinity)).toHaveLength(20);
-    h.trim(Date.now());
-    await h.close();
-    await Bun.sleep(0);
-    const left = await store.channelLog.readFrom("t/trim", 0, 20, 0, Infinity);
-    expect(left.map((r) => r.offset)).toEqual([16, 17, 18, 19, 20]);
-    expect(await h.position("t/trim")).toEqual({ epoch: p!.epoch, offset: 20 });
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test("the durable history with history off stores positions only: no publication rows, offsets still survive a restart", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
-  const off: Retention = { size: 0, ttlMs: 0 };
-  let store = openSqliteStore(join(dir, "h.db"));
-  try {
-    const h = new DurableHistory(store.channelLog, 0, off);
-    const [p] = await appendN(h, "t/off", 3, off);
-    await h.close();
-    expect(await store.channelLog.readFrom("t/off", 0, 3, 0, Infinity)).toEqual([]);
-    await store.close();
-    store = openSqliteStore(join(dir, "h.db"));
-    expect(await new DurableHistory(store.channelLog, 0, off).position("t/off")).toEqual({ epoch: p!.epoch, offset: 3 });
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test("a failed durable commit uses up no offset: the next publication takes it, no hole", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "sinal-history-"));
-  const store = openSqliteStore(join(dir, "h.db"));
-  try {
-    const log = store.channelLog;
-    let failNext = true;
-    // The store fails once, inside its transaction, after the offsets were handed out (a full disk).
-    const flaky: typeof log = {
-      position: (t) => log.position(t),
-      readFrom: (...a) => log.readFrom(...a),
-      reset: (t, e) => log.reset(t, e),
-      trim: (b, t) => log.trim(b, t),
-      async commit(entries, keep, assign) {
-        if (!failNext) return log.commit(entries, keep, assign);
-        failNext = false;
-        for (const e of entries) assign(e.topic);
-        throw new Error("disk full");
-      },
-    };
-    const h = new DurableHistory(flaky, 0, KEEP);
-    await expect(h.append("t/f", frameOf("t/f", 1), KEEP, NO_DELIVER)).rejects.toThrow("disk full");
-    const { position } = await h.append("t/f", frameOf("t/f", 2), KEEP, NO_DELIVER);
-    expect(position.offset).toBe(1);
-    expect(await h.position("t/f")).toEqual(position);
-    expect((await log.readFrom("t/f", 0, 10, 0, Infinity)).map((r) => JSON.parse(r.frame).data)).toEqual([2]);
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
 });
 
 test("the memory history keeps at most MAX_CHANNELS_PER_TENANT channels per tenant, evicting the one used least recently with its epoch", () => {

@@ -2,33 +2,35 @@ import { GroupCommit } from "../group-commit.ts";
 import type { ChannelLogStore, CommittedEntry, DurableEntry } from "../store/channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
 import type { MessageHistoryStore } from "./channel-history.ts";
-import { keepsHistory, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
+import { initialEpoch, keepsHistory, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
 
-interface TopicState {
-  epoch: string;
-  /** The last offset handed out inside a commit that may still be running. */
-  assigned: number;
-  /** The last offset committed: what recovery and positions report. */
-  committed: number;
-  /** Commits using this state now: it must not be forgotten (a reload would miss their offsets). */
-  inUse: number;
+/** Appends of one topic queued or committing on this node, and the promise that settles after the last. */
+interface Pending {
+  count: number;
+  last: Promise<void>;
 }
 
 /**
  * History kept in the store (see HistoryStore for the guarantees): a channel keeps its epoch and
- * offsets across restarts. This is the one writer of its channels: every publication, and the
- * chat message a `new_message` announces, goes through one group commit; offsets are handed out
- * inside that commit's transaction, in call order, and roll back with it, so a failed commit
- * leaves no hole. An append is delivered (fanned out) only after its commit, and every entry of a
- * commit is delivered in turn, in offset order, in the step the commit completes: nothing is
- * fanned out that a restart could forget, and no entry of a commit can overtake another.
- * An idempotency key given with an append is stored in the same transaction as the publication:
- * a crash can never keep one without the other.
- * Positions are cached per topic, at most `maxTopics` of them (least recently used go first;
- * they reload from the store, epoch and offset unchanged).
+ * offsets across restarts. Every publication, and the chat message a `new_message` announces, goes
+ * through one group commit; the store assigns the offsets inside that commit's transaction (see
+ * ChannelLogStore), so no counter lives in this process, several nodes can write one database, and
+ * a failed commit leaves no hole. An append is delivered (fanned out) only after its commit, and
+ * every entry of a commit is delivered in turn, in offset order, in the step the commit completes:
+ * nothing is fanned out that a restart could forget, and no entry of a commit can overtake another.
+ * An idempotency key given with an append is stored in the same transaction as the publication.
+ *
+ * Positions: the position a subscribe is told must never name an offset this node has not fanned
+ * out yet (the client would be sent that publication after a reply that claims it). So positions
+ * come from what was delivered: `delivered` remembers, per topic, the position of the last
+ * publication fanned out (a cache, at most `maxTopics` topics, least recently used forgotten; it
+ * is never used to hand out an offset). A topic not in it is read from the store, after this
+ * node's commits of it in flight have been delivered. In a cluster, the broker's deliveries from
+ * other nodes feed it too (`delivered(topic, position)`), so it stays what this node fanned out.
  */
 export class DurableHistory implements MessageHistoryStore {
-  private readonly states = new Map<string, TopicState>();
+  private readonly known = new Map<string, Position>();
+  private readonly pending = new Map<string, Pending>();
   private readonly writer: GroupCommit<DurableEntry, CommittedEntry>;
   private trimming = false;
   private lastTrimAt = 0;
@@ -49,7 +51,7 @@ export class DurableHistory implements MessageHistoryStore {
   }
 
   async append(topic: string, build: FrameBuilder, _retention: Retention, deliver: Deliver, key?: IdempotencyKey): Promise<{ position: Position; frame: string }> {
-    const result = await this.writer.write({ topic, at: Date.now(), build: (position) => build(position), deliver, idempotency: key });
+    const result = await this.write({ topic, at: Date.now(), build: (position) => build(position), deliver, idempotency: key });
     if (result.duplicate) throw new Error("a publication without a message cannot be a duplicate");
     return result;
   }
@@ -59,17 +61,28 @@ export class DurableHistory implements MessageHistoryStore {
    * the first copy as a duplicate: no publication, no offset, nothing delivered.
    */
   appendMessage(topic: string, message: NewMessage, build: (position: Position, stored: StoredMessage) => string, deliver: Deliver): Promise<CommittedEntry> {
-    return this.writer.write({ topic, at: message.createdAt, message, build: (position, stored) => build(position, stored!), deliver });
+    return this.write({ topic, at: message.createdAt, message, build: (position, stored) => build(position, stored!), deliver });
   }
 
-  async position(topic: string): Promise<Position> {
-    const state = await this.stateOf(topic);
-    return { epoch: state.epoch, offset: state.committed };
+  /** Where `topic` stands as this node fanned it out: at once when known, else from the store. */
+  position(topic: string): Position | Promise<Position> {
+    return this.remembered(topic) ?? this.load(topic);
+  }
+
+  /** A publication of `topic` was fanned out on this node at `position` (see the class comment). */
+  delivered(topic: string, position: Position): void {
+    const known = this.known.get(topic);
+    if (known !== undefined) {
+      if (known.epoch === position.epoch && known.offset >= position.offset) return;
+      this.known.delete(topic);
+    } else if (this.known.size >= this.maxTopics) {
+      this.forgetOldest();
+    }
+    this.known.set(topic, position);
   }
 
   async recover(topic: string, since: Position, retention: Retention, maxBytes: number): Promise<Recovery> {
-    const state = await this.stateOf(topic);
-    const position = { epoch: state.epoch, offset: state.committed };
+    const position = await this.position(topic);
     const upToDate = since.epoch === position.epoch && since.offset === position.offset;
     if (upToDate || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention, maxBytes);
     const replays = since.epoch === position.epoch && since.offset < position.offset;
@@ -81,8 +94,8 @@ export class DurableHistory implements MessageHistoryStore {
   }
 
   async page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number): Promise<Kept[] | null> {
-    const state = await this.stateOf(topic);
-    if (state.epoch !== epoch || after < state.committed - retention.size) return null;
+    const position = await this.position(topic);
+    if (position.epoch !== epoch || after < position.offset - retention.size) return null;
     const kept = await this.store.readFrom(topic, after, upTo, Date.now() - retention.ttlMs, maxBytes);
     return kept[0]?.offset === after + 1 ? kept : null;
   }
@@ -92,8 +105,10 @@ export class DurableHistory implements MessageHistoryStore {
     await this.writer.drain();
     const epoch = randomEpoch();
     await this.store.reset(topic, epoch);
-    this.states.set(topic, { epoch, assigned: 0, committed: 0, inUse: 0 });
-    return { epoch, offset: 0 };
+    const position = { epoch, offset: 0 };
+    this.known.delete(topic);
+    this.delivered(topic, position);
+    return position;
   }
 
   /** At most once a minute: deletes by age, and by size for the topics appended to since. */
@@ -101,7 +116,7 @@ export class DurableHistory implements MessageHistoryStore {
     if (this.trimming || now - this.lastTrimAt < 60_000) return;
     this.trimming = true;
     this.lastTrimAt = now;
-    const topics = [...this.appended].map((topic) => ({ topic, upTo: (this.states.get(topic)?.committed ?? 0) - this.retention.size }));
+    const topics = [...this.appended].map((topic) => ({ topic, upTo: (this.known.get(topic)?.offset ?? 0) - this.retention.size }));
     this.appended.clear();
     this.store
       .trim(now - this.retention.ttlMs, topics.filter((t) => t.upTo > 0))
@@ -114,78 +129,81 @@ export class DurableHistory implements MessageHistoryStore {
     await this.writer.drain();
   }
 
-  /** One group commit: positions loaded first, then one transaction that hands out the offsets. */
-  private async commit(batch: DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
-    const used = new Map<string, TopicState>();
-    try {
-      for (const topic of new Set(batch.map((entry) => entry.topic))) {
-        const state = await this.stateOf(topic);
-        state.inUse++;
-        used.set(topic, state);
-      }
-      return await this.commitLoaded(batch, keep, used);
-    } finally {
-      for (const state of used.values()) state.inUse--;
+  /** Queues an entry, counted as pending for its topic until it is delivered (or failed). */
+  private write(entry: DurableEntry): Promise<CommittedEntry> {
+    const written = this.writer.write(entry);
+    const last = written.then(
+      () => undefined,
+      () => undefined,
+    );
+    const pending = this.pending.get(entry.topic);
+    if (pending === undefined) this.pending.set(entry.topic, { count: 1, last });
+    else {
+      pending.count++;
+      pending.last = last;
     }
+    void last.then(() => {
+      const p = this.pending.get(entry.topic)!;
+      if (--p.count === 0) this.pending.delete(entry.topic);
+    });
+    return written;
   }
 
-  private async commitLoaded(batch: DurableEntry[], keep: boolean, used: Map<string, TopicState>): Promise<CommittedEntry[]> {
-    const before = new Map<string, number>();
-    const assign = (topic: string): Position => {
-      const state = used.get(topic)!;
-      if (!before.has(topic)) before.set(topic, state.assigned);
-      return { epoch: state.epoch, offset: ++state.assigned };
-    };
-    let results: CommittedEntry[];
-    try {
-      results = await this.store.commit(batch, keep, assign);
-    } catch (err) {
-      // Rolled back: the offsets it handed out were never used.
-      for (const [topic, assigned] of before) used.get(topic)!.assigned = assigned;
-      throw err;
-    }
-    for (const topic of before.keys()) {
-      const state = used.get(topic)!;
-      state.committed = state.assigned;
-      // Bounded: a topic left out is trimmed to its size at its next append after a trim.
-      if (this.appended.size < this.maxTopics) this.appended.add(topic);
-    }
-    // In offset order, in this same step: see HistoryStore on fan-out order.
+  /** One group commit: the store assigns the offsets; then every entry is delivered in order, in this step. */
+  private async commit(batch: DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
+    const results = await this.store.commit(batch, keep);
     for (let i = 0; i < batch.length; i++) {
       const result = results[i]!;
-      if (!result.duplicate) batch[i]!.deliver(result.position, result.frame);
+      if (result.duplicate) continue;
+      const { topic } = batch[i]!;
+      this.delivered(topic, result.position);
+      // Bounded: a topic left out is trimmed to its size at its next append after a trim.
+      if (this.appended.size < this.maxTopics) this.appended.add(topic);
+      // In offset order, in this same step: see HistoryStore on fan-out order.
+      batch[i]!.deliver(result.position, result.frame);
     }
     return results;
   }
 
-  private async stateOf(topic: string): Promise<TopicState> {
-    const known = this.states.get(topic);
+  /** The delivered position of `topic` if known, marked as used just now. */
+  private remembered(topic: string): Position | undefined {
+    const known = this.known.get(topic);
     if (known !== undefined) {
       // Re-inserted: the map's order is the order of last use.
-      this.states.delete(topic);
-      this.states.set(topic, known);
-      return known;
+      this.known.delete(topic);
+      this.known.set(topic, known);
     }
-    const stored = await this.store.position(topic);
-    // Another caller may have loaded it meanwhile: keep the first, a commit may be using it.
-    const existing = this.states.get(topic);
-    if (existing !== undefined) return existing;
-    const state = stored === null ? { epoch: randomEpoch(), assigned: 0, committed: 0, inUse: 0 } : { epoch: stored.epoch, assigned: stored.offset, committed: stored.offset, inUse: 0 };
-    this.forgetIdle();
-    this.states.set(topic, state);
-    return state;
+    return known;
   }
 
   /**
-   * Past `maxTopics`, forgets the positions used least recently; they reload from the store.
-   * A topic whose offsets a commit is handing out (assigned ahead of committed) is kept: its
-   * state is the only record of them until the commit ends.
+   * Reads a position from the store. A commit of this topic in flight on this node may already be
+   * visible there but not yet delivered: wait for it, then answer what it delivered.
    */
-  private forgetIdle(): void {
-    if (this.states.size < this.maxTopics) return;
-    for (const [topic, state] of this.states) {
-      if (this.states.size < this.maxTopics * 0.9) break;
-      if (state.inUse === 0 && state.assigned === state.committed) this.states.delete(topic);
+  private async load(topic: string): Promise<Position> {
+    for (;;) {
+      const pending = this.pending.get(topic);
+      if (pending !== undefined) {
+        await pending.last;
+      } else {
+        const stored = await this.store.position(topic);
+        if (!this.pending.has(topic) && !this.known.has(topic)) {
+          const position = stored ?? { epoch: initialEpoch(topic), offset: 0 };
+          this.delivered(topic, position);
+          return position;
+        }
+      }
+      const known = this.remembered(topic);
+      if (known !== undefined) return known;
+    }
+  }
+
+  /** Past `maxTopics`: forgets the tenth used least recently (they reload from the store). */
+  private forgetOldest(): void {
+    let drop = Math.ceil(this.maxTopics / 10);
+    for (const topic of this.known.keys()) {
+      if (drop-- <= 0) break;
+      this.known.delete(topic);
     }
   }
 }

@@ -99,6 +99,16 @@ export function randomEpoch(): string {
   return crypto.getRandomValues(new Uint32Array(2)).reduce((s, n) => s + n.toString(36), "").slice(0, 8).padEnd(8, "0");
 }
 
+/**
+ * The epoch a durable channel has before its first publication, and keeps until a reset: derived
+ * from the topic, so every node (and a subscribe before any publication) names the same one without
+ * writing anything, and the store's first commit of the topic creates its row under it.
+ */
+export function initialEpoch(topic: string): string {
+  const digest = new Bun.CryptoHasher("sha256").update(topic).digest();
+  return (digest.readUInt32BE(0).toString(36) + digest.readUInt32BE(4).toString(36)).slice(0, 8).padEnd(8, "0");
+}
+
 /** A kept publication: its offset and its serialized frame. */
 export interface Kept {
   offset: number;

@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, gte, lt, lte, sql } from "drizzle-orm";
-import type { Position } from "../history/history.ts";
-import type { ChannelLogStore, CommittedEntry, DurableEntry } from "./channel-log-store.ts";
+import { initialEpoch, type Position } from "../history/history.ts";
+import { countByTopic, type ChannelLogStore, type CommittedEntry, type DurableEntry } from "./channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "./chat-store.ts";
 import type { PgDb } from "./pg-db.ts";
 import { channelLog, channelPositions, idempotency } from "./schema.pg.ts";
@@ -32,31 +32,32 @@ export class PgChannelLogStore implements ChannelLogStore {
     return row ?? null;
   }
 
-  async commit(entries: readonly DurableEntry[], keep: boolean, assign: (topic: string) => Position): Promise<CommittedEntry[]> {
+  async commit(entries: readonly DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
     if (entries.length === 0) return [];
     return this.db.transaction(async (tx) => {
+      // Messages first: a duplicate client_msg_id takes no offset.
+      const stored: ({ message: StoredMessage; duplicate: boolean } | null)[] = [];
+      for (const entry of entries) stored.push(entry.message === undefined ? null : await this.chat.insertWithin(tx, entry.message));
+      const next = await this.advance(tx, countByTopic(entries.map((entry, i) => (stored[i]?.duplicate ? null : entry.topic))));
       const out: CommittedEntry[] = [];
-      const last = new Map<string, Position>();
       const publications: (typeof channelLog.$inferInsert)[] = [];
       const keys: (typeof idempotency.$inferInsert)[] = [];
-      for (const entry of entries) {
-        let stored: StoredMessage | null = null;
-        if (entry.message !== undefined) {
-          const result = await this.chat.insertWithin(tx, entry.message);
-          if (result.duplicate) {
-            out.push({ duplicate: true, message: result.message });
-            continue;
-          }
-          stored = result.message;
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i]!;
+        const message = stored[i];
+        if (message?.duplicate) {
+          out.push({ duplicate: true, message: message.message });
+          continue;
         }
-        const position = assign(entry.topic);
-        const frame = entry.build(position, stored);
+        const last = next.get(entry.topic)!;
+        const position = { epoch: last.epoch, offset: last.offset + 1 };
+        next.set(entry.topic, position);
+        const frame = entry.build(position, message?.message ?? null);
         if (keep) publications.push({ topic: entry.topic, offset: position.offset, frame, at: entry.at });
         if (entry.idempotency !== undefined) {
           keys.push({ tenant: entry.idempotency.tenant, key: entry.idempotency.key, response: JSON.stringify({ offset: position.offset, epoch: position.epoch }), createdAt: entry.at });
         }
-        last.set(entry.topic, position);
-        out.push({ duplicate: false, position, frame, message: stored });
+        out.push({ duplicate: false, position, frame, message: message?.message ?? null });
       }
       // Same transaction, fewer round trips: the rows of the whole batch in multi-row statements.
       for (let i = 0; i < publications.length; i += INSERT_CHUNK) {
@@ -66,15 +67,27 @@ export class PgChannelLogStore implements ChannelLogStore {
       for (let i = 0; i < keys.length; i += INSERT_CHUNK) {
         await tx.insert(idempotency).values(keys.slice(i, i + INSERT_CHUNK)).onConflictDoNothing();
       }
-      const positions = [...last].map(([topic, p]) => ({ topic, epoch: p.epoch, offset: p.offset }));
-      for (let i = 0; i < positions.length; i += INSERT_CHUNK) {
-        await tx
-          .insert(channelPositions)
-          .values(positions.slice(i, i + INSERT_CHUNK))
-          .onConflictDoUpdate({ target: channelPositions.topic, set: { epoch: sql`excluded.epoch`, offset: sql`excluded."offset"` } });
-      }
       return out;
     });
+  }
+
+  /**
+   * Moves each topic's position on by its count, in one statement per chunk of topics, and answers
+   * where each stood before (its next offset is one past it). The rows stay locked until the
+   * transaction ends: another writer's commit of these topics waits, then continues from here.
+   */
+  private async advance(tx: PgTx, counts: Map<string, number>): Promise<Map<string, Position>> {
+    const before = new Map<string, Position>();
+    const rows = [...counts].map(([topic, count]) => ({ topic, epoch: initialEpoch(topic), offset: count }));
+    for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+      const tops = await tx
+        .insert(channelPositions)
+        .values(rows.slice(i, i + INSERT_CHUNK))
+        .onConflictDoUpdate({ target: channelPositions.topic, set: { offset: sql`${channelPositions.offset} + excluded."offset"` } })
+        .returning({ topic: channelPositions.topic, epoch: channelPositions.epoch, offset: channelPositions.offset });
+      for (const top of tops) before.set(top.topic, { epoch: top.epoch, offset: top.offset - counts.get(top.topic)! });
+    }
+    return before;
   }
 
   async readFrom(topic: string, after: number, upTo: number, minAt: number, maxBytes: number): Promise<{ offset: number; frame: string }[]> {

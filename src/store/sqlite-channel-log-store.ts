@@ -1,8 +1,8 @@
 import { and, desc, eq, gt, gte, lt, lte, sql } from "drizzle-orm";
 import type { Database } from "bun:sqlite";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
-import type { Position } from "../history/history.ts";
-import type { ChannelLogStore, CommittedEntry, DurableEntry } from "./channel-log-store.ts";
+import { initialEpoch, type Position } from "../history/history.ts";
+import { countByTopic, type ChannelLogStore, type CommittedEntry, type DurableEntry } from "./channel-log-store.ts";
 import type { SqliteChatStore } from "./sqlite-chat-store.ts";
 import { channelLog, channelPositions } from "./schema.sqlite.ts";
 
@@ -11,7 +11,7 @@ type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 /** See ChannelLogStore for the guarantees. */
 export class SqliteChannelLogStore implements ChannelLogStore {
   private readonly insertPublication;
-  private readonly upsertPosition;
+  private readonly advancePosition;
   private readonly readRange;
   private readonly insertKey;
 
@@ -23,8 +23,9 @@ export class SqliteChannelLogStore implements ChannelLogStore {
     // statements, without drizzle's per-call mapping, which cost as much as the insert itself.
     const sqlite = db.$client;
     this.insertPublication = sqlite.prepare<void, [string, number, string, number]>('INSERT INTO channel_log (topic, "offset", frame, at) VALUES (?, ?, ?, ?)');
-    this.upsertPosition = sqlite.prepare<void, [string, string, number]>(
-      'INSERT INTO channel_positions (topic, epoch, "offset") VALUES (?, ?, ?) ON CONFLICT (topic) DO UPDATE SET epoch = excluded.epoch, "offset" = excluded."offset"',
+    // Moves a topic's position on by the offsets a commit needs and answers where it now stands.
+    this.advancePosition = sqlite.prepare<Position, [string, string, number]>(
+      'INSERT INTO channel_positions (topic, epoch, "offset") VALUES (?, ?, ?) ON CONFLICT (topic) DO UPDATE SET "offset" = channel_positions."offset" + excluded."offset" RETURNING epoch, "offset"',
     );
     this.insertKey = sqlite.prepare<void, [string, string, string, number]>(
       "INSERT INTO idempotency (tenant, key, response, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -39,39 +40,40 @@ export class SqliteChannelLogStore implements ChannelLogStore {
     return this.db.select({ epoch: channelPositions.epoch, offset: channelPositions.offset }).from(channelPositions).where(eq(channelPositions.topic, topic)).get() ?? null;
   }
 
-  async commit(entries: readonly DurableEntry[], keep: boolean, assign: (topic: string) => Position): Promise<CommittedEntry[]> {
+  async commit(entries: readonly DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
     if (entries.length === 0) return [];
     const created: string[] = [];
     try {
-      return this.db.transaction(() => {
-        const out: CommittedEntry[] = [];
-        const last = new Map<string, Position>();
-        for (const entry of entries) {
-          let stored = null;
-          if (entry.message !== undefined) {
-            const result = this.chat.insertWithin(entry.message, created);
-            if (result.duplicate) {
-              out.push({ duplicate: true, message: result.message });
-              continue;
-            }
-            stored = result.message;
-          }
-          const position = assign(entry.topic);
-          const frame = entry.build(position, stored);
-          if (keep) this.insertPublication.run(entry.topic, position.offset, frame, entry.at);
-          if (entry.idempotency !== undefined) {
-            this.insertKey.run(entry.idempotency.tenant, entry.idempotency.key, JSON.stringify({ offset: position.offset, epoch: position.epoch }), entry.at);
-          }
-          last.set(entry.topic, position);
-          out.push({ duplicate: false, position, frame, message: stored });
-        }
-        for (const [topic, p] of last) this.upsertPosition.run(topic, p.epoch, p.offset);
-        return out;
-      });
+      // IMMEDIATE: the write lock from the first statement, so another process's commit waits
+      // (busy_timeout) instead of failing this one's upgrade from reader to writer.
+      return this.db.transaction(() => this.commitWithin(entries, keep, created), { behavior: "immediate" });
     } catch (err) {
       this.chat.forgetRooms(created);
       throw err;
     }
+  }
+
+  /** Messages first (a duplicate takes no offset), then each topic's position moved on once, then the publications. */
+  private commitWithin(entries: readonly DurableEntry[], keep: boolean, created: string[]): CommittedEntry[] {
+    const stored = entries.map((entry) => (entry.message === undefined ? null : this.chat.insertWithin(entry.message, created)));
+    const next = new Map<string, Position>();
+    for (const [topic, count] of countByTopic(entries.map((entry, i) => (stored[i]?.duplicate ? null : entry.topic)))) {
+      const top = this.advancePosition.get(topic, initialEpoch(topic), count)!;
+      next.set(topic, { epoch: top.epoch, offset: top.offset - count });
+    }
+    return entries.map((entry, i): CommittedEntry => {
+      const message = stored[i];
+      if (message?.duplicate) return { duplicate: true, message: message.message };
+      const last = next.get(entry.topic)!;
+      const position = { epoch: last.epoch, offset: last.offset + 1 };
+      next.set(entry.topic, position);
+      const frame = entry.build(position, message?.message ?? null);
+      if (keep) this.insertPublication.run(entry.topic, position.offset, frame, entry.at);
+      if (entry.idempotency !== undefined) {
+        this.insertKey.run(entry.idempotency.tenant, entry.idempotency.key, JSON.stringify({ offset: position.offset, epoch: position.epoch }), entry.at);
+      }
+      return { duplicate: false, position, frame, message: message?.message ?? null };
+    });
   }
 
   async readFrom(topic: string, after: number, upTo: number, minAt: number, maxBytes: number): Promise<{ offset: number; frame: string }[]> {
