@@ -7,6 +7,7 @@ import type { Store } from "./store/store.ts";
 import type { AuditLog } from "./audit/audit-log.ts";
 import { checkDataSize } from "./data-size.ts";
 import { GroupCommit } from "./group-commit.ts";
+import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
 import { validator } from "./validate.ts";
 import { EventName } from "./ws/frames.ts";
 
@@ -21,6 +22,9 @@ const checkItem = validator(PublishItem);
 
 export const MAX_BATCH = 1000;
 
+/** How long a shared claim on a request's keys outlives a node that died holding it (KeyClaims). */
+const CLAIM_TTL_MS = 60_000;
+
 interface ValidItem {
   channel: Channel;
   event: string;
@@ -33,9 +37,6 @@ interface ValidItem {
  * request before anything is published, then idempotent publication through the Publisher.
  */
 export class PublishService {
-  /** Keys being published by a request, so two concurrent requests with one key publish once. */
-  private readonly inFlight = new Map<string, Promise<void>>();
-
   /** Idempotency keys are stored in group commits shared by concurrent requests. */
   private readonly keyWriter: GroupCommit<{ tenant: string; key: string; response: string }, undefined>;
 
@@ -46,6 +47,8 @@ export class PublishService {
     private readonly audit: AuditLog,
     commitIntervalMs: number,
     private readonly namespaces: Namespaces = Namespaces.builtIn(),
+    /** Keys being published by a request, so two concurrent requests with one key publish once. */
+    private readonly claims: KeyClaims = new MemoryKeyClaims(),
   ) {
     this.keyWriter = new GroupCommit(async (batch) => {
       await this.store.putIdempotent(batch, Date.now());
@@ -100,17 +103,11 @@ export class PublishService {
   }
 
   private async publishIdempotent(tenant: string, valid: readonly ValidItem[], keys: readonly string[]): Promise<Position[]> {
-    const flightKeys = keys.map((key) => `${tenant}\u0000${key}`);
-    // Wait for other requests that are publishing one of these keys; their answers are then stored.
-    for (;;) {
-      const busy = flightKeys.flatMap((k) => this.inFlight.get(k) ?? []);
-      if (busy.length === 0) break;
-      await Promise.allSettled(busy);
-    }
-    // Claimed with no await since the check above, so no other request can claim these keys too.
-    let release!: () => void;
-    const done = new Promise<void>((resolve) => (release = resolve));
-    for (const k of flightKeys) this.inFlight.set(k, done);
+    // Waits for other requests publishing one of these keys: their answers are then stored.
+    const release = await this.claims.acquire(
+      keys.map((key) => `${tenant}\u0000${key}`),
+      CLAIM_TTL_MS,
+    );
     try {
       const answers = new Map<string, Position>();
       for (const [key, response] of await this.store.getIdempotent(tenant, keys)) answers.set(key, JSON.parse(response) as Position);
@@ -136,7 +133,6 @@ export class PublishService {
       await Promise.all(fresh.map((entry) => this.keyWriter.write(entry)));
       return results;
     } finally {
-      for (const k of flightKeys) this.inFlight.delete(k);
       release();
     }
   }
