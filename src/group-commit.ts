@@ -27,13 +27,16 @@ export class GroupCommit<T, R> {
   write(item: T): Promise<R> {
     return new Promise((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        const wait = this.lastCommitAt + this.intervalMs - performance.now();
-        if (wait <= 0) setImmediate(() => void this.run());
-        else setTimeout(() => void this.run(), wait);
-      }
+      this.schedule();
     });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const wait = this.lastCommitAt + this.intervalMs - performance.now();
+    if (wait <= 0) setImmediate(() => void this.run());
+    else setTimeout(() => void this.run(), wait);
   }
 
   /** Writes what is queued now, without waiting for the interval; resolves when all is committed. */
@@ -41,13 +44,21 @@ export class GroupCommit<T, R> {
     while (this.flushing !== null || this.queue.length > 0) await (this.flushing ?? this.run());
   }
 
+  /**
+   * Runs a flush, or joins the one running (which takes whatever is queued before it ends). A
+   * scheduled run that finds a flush running is spent: a write after it schedules again, and
+   * items queued as that flush ends are scheduled by it.
+   */
   private run(): Promise<void> {
-    if (this.flushing === null) this.flushing = this.flush().finally(() => (this.flushing = null));
+    this.scheduled = false;
+    this.flushing ??= this.flush().finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0) this.schedule();
+    });
     return this.flushing;
   }
 
   private async flush(): Promise<void> {
-    this.scheduled = false;
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
       try {

@@ -1,5 +1,6 @@
 import { and, desc, eq, gt, gte, lt, lte, sql } from "drizzle-orm";
 import type { Database } from "bun:sqlite";
+import { open, type FileHandle } from "node:fs/promises";
 import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import { initialEpoch, type Position } from "../history/history.ts";
 import { countByTopic, type ChannelLogStore, type CommittedEntry, type DurableEntry } from "./channel-log-store.ts";
@@ -8,16 +9,33 @@ import { channelLog, channelPositions } from "./schema.sqlite.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 
-/** See ChannelLogStore for the guarantees. */
+/**
+ * See ChannelLogStore for the guarantees.
+ *
+ * Durability off the JS thread: with synchronous=FULL every commit would block the thread that
+ * also fans out for an fsync (0.2-1.3 ms on the disks measured). Instead a commit runs its
+ * transaction under synchronous=NORMAL (WAL frames written to the page cache, no fsync; sqlite
+ * documents WAL with NORMAL as never corrupting the database), then fsyncs the WAL file through
+ * node:fs on Bun's I/O threads, and only then resolves: the history delivers and the caller
+ * answers after the fsync, so nothing is published or acknowledged that a power loss could take
+ * back. Every other write of the connection keeps synchronous=FULL (the pragma is switched back
+ * in the same synchronous step). Readers of the log go no further than what was delivered
+ * (DurableHistory's positions), so no reader sees a publication before its fsync either.
+ */
 export class SqliteChannelLogStore implements ChannelLogStore {
   private readonly insertPublication;
   private readonly advancePosition;
   private readonly readRange;
   private readonly insertKey;
 
+  /** The WAL file, opened at the first commit that needs its fsync. */
+  private wal: FileHandle | null = null;
+
   constructor(
     private readonly db: Db,
     private readonly chat: SqliteChatStore,
+    /** The WAL file to fsync after each commit; null when the connection does not fsync (synchronous=NORMAL, an in-memory database). */
+    private readonly walPath: string | null = null,
   ) {
     // Every publication on a durable channel (every chat message) runs these: plain bun:sqlite
     // statements, without drizzle's per-call mapping, which cost as much as the insert itself.
@@ -43,14 +61,31 @@ export class SqliteChannelLogStore implements ChannelLogStore {
   async commit(entries: readonly DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
     if (entries.length === 0) return [];
     const created: string[] = [];
+    const sqlite = this.db.$client;
+    let committed: CommittedEntry[];
+    if (this.walPath !== null) sqlite.run("PRAGMA synchronous = NORMAL");
     try {
       // IMMEDIATE: the write lock from the first statement, so another process's commit waits
       // (busy_timeout) instead of failing this one's upgrade from reader to writer.
-      return this.db.transaction(() => this.commitWithin(entries, keep, created), { behavior: "immediate" });
+      committed = this.db.transaction(() => this.commitWithin(entries, keep, created), { behavior: "immediate" });
     } catch (err) {
       this.chat.forgetRooms(created);
       throw err;
+    } finally {
+      if (this.walPath !== null) sqlite.run("PRAGMA synchronous = FULL");
     }
+    if (this.walPath !== null) {
+      this.wal ??= await open(this.walPath, "r+");
+      await this.wal.sync();
+    }
+    return committed;
+  }
+
+  /** Closes the WAL file handle (before the store closes its connection). */
+  async close(): Promise<void> {
+    const wal = this.wal;
+    this.wal = null;
+    await wal?.close();
   }
 
   /** Messages first (a duplicate takes no offset), then each topic's position moved on once, then the publications. */

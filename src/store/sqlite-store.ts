@@ -30,7 +30,8 @@ export function openSqliteStore(path: string, synchronous: "full" | "normal" = "
   sqlite.run("PRAGMA busy_timeout = 5000");
   const db: Db = drizzle({ client: sqlite });
   migrate(db);
-  return new SqliteStore(sqlite, db);
+  // Channel-log commits fsync their WAL off the JS thread (SqliteChannelLogStore) when FULL is asked.
+  return new SqliteStore(sqlite, db, synchronous === "full" && path !== ":memory:" ? `${path}-wal` : null);
 }
 
 class SqliteStore implements Store {
@@ -40,16 +41,19 @@ class SqliteStore implements Store {
   readonly audit: SqliteAuditStore;
   readonly feeds: SqliteFeedStore;
   readonly channelLog: SqliteChannelLogStore;
+  /** The channel log holds the WAL file open for its fsyncs: closed before the connection. */
+  private readonly walSync: SqliteChannelLogStore;
 
   constructor(
     private readonly sqlite: Database,
     private readonly db: Db,
+    walPath: string | null,
   ) {
     this.chat = new SqliteChatStore(db);
     this.notifications = new SqliteNotificationStore(db);
     this.audit = new SqliteAuditStore(db);
     this.feeds = new SqliteFeedStore(db);
-    this.channelLog = new SqliteChannelLogStore(db, this.chat);
+    this.channelLog = this.walSync = new SqliteChannelLogStore(db, this.chat, walPath);
   }
 
   async insertApiKey(key: StoredApiKey): Promise<void> {
@@ -108,6 +112,7 @@ class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.walSync.close();
     this.sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
     this.sqlite.close();
   }
