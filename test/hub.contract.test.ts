@@ -291,3 +291,37 @@ describe("the gateway and its hub", () => {
     expect(hub.channelCount()).toBe(0);
   });
 });
+
+describe("a publication from another node, in a running sinal", () => {
+  test("reaches the subscribed sockets but its sender's, and counts the deliveries here, not a publication", async () => {
+    const server = await startServer();
+    try {
+      const key = await server.apiKey("acme");
+      const connect = async (user: string) => {
+        const { client, welcome } = await Client.connect(`${server.ws}?token=${await server.token({ user, subChannels: ["*"] })}`);
+        expect((await client.request({ type: "subscribe", channel: "dept:peer" })).ok).toBe(true);
+        return { client, id: welcome.client as string };
+      };
+      const sender = await connect("sam");
+      const reader = await connect("rita");
+      const before = { ...server.sinal.metrics.tenant("acme") };
+      const dashboard = async () =>
+        ((await (await fetch(`${server.http}/v1/dashboard`, { headers: { authorization: `Bearer ${key}` } })).json()) as any).last_hour;
+      const shownBefore = await dashboard();
+      const frame = JSON.stringify({ type: "pub", channel: "dept:peer", event: "typing", data: { user: "sam" }, ts: 1 });
+      server.sinal.hub.deliverFromPeer("acme/dept:peer", frame, sender.id);
+      expect(await reader.client.next()).toEqual(JSON.parse(frame));
+      // The sender's socket got nothing of it: its next frame is the reply to this ping.
+      expect(await sender.client.request({ type: "ping" })).toMatchObject({ type: "reply", ok: true });
+      const after = server.sinal.metrics.tenant("acme");
+      expect(after.deliveries - before.deliveries).toBe(1);
+      expect(after.publications).toBe(before.publications);
+      const shown = await dashboard();
+      expect(shown.deliveries - shownBefore.deliveries).toBe(1);
+      expect(shown.events).toBe(shownBefore.events);
+      for (const c of [sender, reader]) c.client.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
