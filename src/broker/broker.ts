@@ -24,10 +24,14 @@
  *   sequences them); pub/sub may still lose or reorder them between nodes, so a receiving node
  *   compares each publication's offset with the last it delivered for that topic and treats a
  *   gap as lost (its subscribers recover from history). That check is the cluster broker's (the
- *   Redis step), not the hub's; the memory broker cannot lose one.
- * Nothing is atomic across `publish` calls; the atomicity of a publication with its history entry
- * is the history's (HistoryStore.append). Offsets are not the broker's business: the Publisher
- * assigns them before calling `publish`.
+ *   Redis step), not the hub's; the memory broker cannot lose one. Ephemeral events (typing,
+ *   presence changes) carry no offset: between nodes they are best effort.
+ * Atomic: on the publishing node, `publish` and its local delivery are one synchronous step (no
+ * other publication interleaves with it), and a publication reaches each node whole or not at
+ * all. Nothing is atomic across nodes (one node may deliver it, another lose it) or across
+ * `publish` calls; a publication's atomicity with its history entry is the history's
+ * (HistoryStore.append). Offsets are not the broker's business: the Publisher assigns them
+ * before calling `publish`.
  *
  * Counting (metrics `published`/`delivered`, the dashboard): the node that publishes counts the
  * publication and what its own hub reached (publish's return); a node that receives one from a
