@@ -5,6 +5,8 @@ import { ApiKeys } from "./auth/api-keys.ts";
 import { createVerifier } from "./auth/tokens.ts";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
+import { tenantOfTopic } from "./channel.ts";
+import { LocalHub } from "./hub/local-hub.ts";
 import type { Config } from "./config.ts";
 import { errorBody, SinalError } from "./errors.ts";
 import { isOriginAllowed } from "./http/origin.ts";
@@ -47,7 +49,7 @@ export interface AppDeps {
   config: Config;
   store: Store;
   logger: Logger;
-  /** Defaults to the in-process broker (one node). */
+  /** Defaults to the in-process broker (one node). createApp builds this node's LocalHub and attaches it. */
   broker?: Broker;
 }
 
@@ -73,6 +75,14 @@ export function createApp(deps: AppDeps) {
   const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);
   const activity = new Activity();
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
+  // Deliveries of publications from other nodes are counted where they land; this node's own
+  // publications are counted by the Publisher (see Broker, "Counting").
+  const hub = new LocalHub(broker, (topic, reached) => {
+    const tenant = tenantOfTopic(topic);
+    metrics.delivered(tenant, reached);
+    activity.delivered(tenant, reached);
+  });
+  broker.attach(hub);
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const inFlight = new InFlight(limits.maxRestConcurrentPerClient);
@@ -102,7 +112,7 @@ export function createApp(deps: AppDeps) {
     pingIntervalMs: config.pingIntervalMs,
     verifier,
     publisher,
-    broker,
+    hub,
     metrics,
     logger,
     features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
@@ -184,9 +194,9 @@ export function createApp(deps: AppDeps) {
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))
     .use(assetRoutes())
-    .use(opsRoutes({ store, broker, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
+    .use(opsRoutes({ store, broker, hub, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
     .onStart(({ server }) => {
-      broker.attach(server!);
+      hub.attach(server!);
       // In the background: MongoDB being down never blocks start-up (/ready names the feed).
       feeds?.start();
       timers.push(setInterval(() => gateway.sweep(Date.now()), config.sweepIntervalMs));
@@ -228,5 +238,5 @@ export function createApp(deps: AppDeps) {
     await audit.flush();
   }
 
-  return { app, apiKeys, publisher, gateway, metrics, audit, feeds, stop };
+  return { app, apiKeys, publisher, gateway, hub, metrics, audit, feeds, stop };
 }

@@ -35,6 +35,11 @@ export function parseChannel(tenant: string, name: unknown, namespaces: Namespac
   return { tenant, kind, id, name, topic: `${tenant}/${name}` };
 }
 
+/** The tenant of an internal topic (`<tenant>/<name>`, see Channel.topic). */
+export function tenantOfTopic(topic: string): string {
+  return topic.slice(0, topic.indexOf("/"));
+}
+
 /** The channel a user always has: `user:<sub>`. */
 export function userChannel(tenant: string, user: string): Channel {
   return parseChannel(tenant, `user:${user}`);

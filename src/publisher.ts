@@ -1,4 +1,3 @@
-import type { ServerWebSocket } from "bun";
 import type { Broker } from "./broker/broker.ts";
 import type { Channel } from "./channel.ts";
 import { serializeWithin } from "./data-size.ts";
@@ -27,15 +26,20 @@ export interface PublishOptions {
   from?: PublishedBy;
 }
 
-/** Told of every publication after its fan-out (the dashboard's activity counts). */
+/**
+ * Told of every publication made on this node after its fan-out, with the sockets it reached on
+ * this node (the dashboard's activity counts); other nodes count what they deliver themselves
+ * (see Broker, "Counting").
+ */
 export type PublishObserver = (channel: Channel, event: string, reached: number) => void;
 
 /**
  * The one path every publication takes (WebSocket publish, REST publish, chat, notifications,
  * room announcements, locks, the MongoDB feeds): check its size, sequence and keep it in the
  * channel's history, serialize once, fan out, count. Fan-out happens inside the history's
- * `deliver` call, so every subscriber gets a channel's publications in offset order whatever
- * path each took (see HistoryStore).
+ * `deliver` call, and the broker hands a publication to this node's hub before `publish` returns,
+ * so every subscriber gets a channel's publications in offset order whatever path each took (see
+ * HistoryStore and Broker). The publication and this node's deliveries are counted here.
  */
 export class Publisher {
   private readonly observers: PublishObserver[] = [];
@@ -126,11 +130,12 @@ export class Publisher {
 
   /**
    * An ephemeral event (typing, presence changes): no offset, no epoch, never in history, and no
-   * gap in the channel's offsets. `except` is a sending socket that must not get its own event.
+   * gap in the channel's offsets. `exceptClient` is the sending client (its `Connection.id`),
+   * whose socket must not get its own event, on whichever node it is connected.
    */
-  publishEphemeral(channel: Channel, event: string, data: unknown, except?: ServerWebSocket<unknown>): void {
+  publishEphemeral(channel: Channel, event: string, data: unknown, exceptClient?: string): void {
     const frame = JSON.stringify({ type: "pub", channel: channel.name, event, data, ts: Date.now() });
-    const reached = this.broker.publish(channel.topic, frame, except);
+    const reached = this.broker.publish(channel.topic, frame, exceptClient);
     this.metrics.delivered(channel.tenant, reached);
     for (const observe of this.observers) observe(channel, event, reached);
   }

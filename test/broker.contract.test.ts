@@ -1,126 +1,109 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Server, ServerWebSocket } from "bun";
-import type { Broker } from "../src/broker/broker.ts";
+import { describe, expect, test } from "bun:test";
+import type { Broker, PublicationSink } from "../src/broker/broker.ts";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
+import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
+import { parseChannel } from "../src/channel.ts";
+import { ChannelHistory } from "../src/history/channel-history.ts";
+import { MemoryHistory } from "../src/history/memory-history.ts";
+import { Metrics } from "../src/metrics.ts";
+import { Publisher } from "../src/publisher.ts";
 
 /**
- * The Broker contract (src/broker/broker.ts), run against every implementation.
- * Only the in-process broker exists so far; the Redis one joins this list when it lands.
+ * The Broker contract (src/broker/broker.ts), what a publishing node sees, run against every
+ * implementation. Only the in-process broker exists so far; the Redis one joins this list when it
+ * lands, with the cluster half of the contract (two brokers: a node gets only the topics it
+ * subscribed to, through deliverFromPeer, one node's publications in order, never its own echo,
+ * and a gap detected from offsets), which one node cannot show.
  */
 const implementations: [string, () => Broker][] = [["MemoryBroker", () => new MemoryBroker()]];
 
+/** A node's hub as a broker sees it: records what it was handed and answers a count. */
+class RecordingSink implements PublicationSink {
+  readonly own: [string, string, string | undefined][] = [];
+  readonly fromPeers: [string, string, string | undefined][] = [];
+  constructor(private readonly reached: (topic: string) => number = () => 1) {}
+  deliver(topic: string, frame: string, exceptClient?: string): number {
+    this.own.push([topic, frame, exceptClient]);
+    return this.reached(topic);
+  }
+  deliverFromPeer(topic: string, frame: string, exceptClient?: string): void {
+    this.fromPeers.push([topic, frame, exceptClient]);
+  }
+}
+
 for (const [name, make] of implementations) {
   describe(`${name} keeps the Broker contract`, () => {
-    let broker: Broker;
-    let server: Server<unknown>;
-    const sockets = new Map<string, ServerWebSocket<{ name: string }>>();
-
-    beforeAll(() => {
-      broker = make();
-      server = Bun.serve<{ name: string }>({
-        port: 0,
-        hostname: "127.0.0.1",
-        fetch(req, srv) {
-          const name = new URL(req.url).searchParams.get("name")!;
-          return srv.upgrade(req, { data: { name } }) ? undefined : new Response("no", { status: 400 });
-        },
-        websocket: {
-          open: (ws) => void sockets.set(ws.data.name, ws),
-          message() {},
-        },
-      }) as Server<unknown>;
-      broker.attach(server);
-    });
-    afterAll(async () => {
-      await broker.close();
-      server.stop(true);
+    test("hands this node's publication to its hub before publish returns, and returns what the hub reached", () => {
+      const broker = make();
+      const sink = new RecordingSink((topic) => (topic === "t1/room:1" ? 3 : 0));
+      broker.attach(sink);
+      broker.subscribe("t1/room:1");
+      expect(broker.publish("t1/room:1", "a")).toBe(3);
+      expect(sink.own).toEqual([["t1/room:1", "a", undefined]]);
+      // A topic nobody serves: no throw, 0.
+      expect(broker.publish("t1/room:nobody", "b")).toBe(0);
+      expect(sink.own).toHaveLength(2);
+      expect(sink.fromPeers).toEqual([]);
     });
 
-    async function client(name: string) {
-      const received: string[] = [];
-      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/?name=${name}`);
-      ws.onmessage = (e) => received.push(String(e.data));
-      await new Promise((r) => (ws.onopen = r));
-      while (!sockets.has(name)) await Bun.sleep(1);
-      return { ws, received, socket: sockets.get(name)! as ServerWebSocket<unknown> };
-    }
-
-    test("a divert sends the diverted socket's frames of that topic to the sink, in order; undivert resumes delivery", async () => {
-      for (const topic of ["t1/dept:held", "t1/user:held"]) {
-        const held = await client(`held-${topic}`);
-        const other = await client(`other-${topic}`);
-        broker.subscribe(other.socket, topic);
-        const sunk: string[] = [];
-        broker.divert(held.socket, topic, (f) => sunk.push(f));
-        expect(broker.publish(topic, "1")).toBe(2);
-        expect(broker.publish(topic, "2", other.socket)).toBe(1);
-        broker.undivert(held.socket, topic);
-        broker.undivert(held.socket, topic);
-        expect(sunk).toEqual(["1", "2"]);
-        expect(broker.publish(topic, "3")).toBe(2);
-        while (held.received.length < 1 || other.received.length < 2) await Bun.sleep(2);
-        // Diverted frames are the sink's to send: the socket itself got only what came after undivert.
-        expect(held.received).toEqual(["3"]);
-        expect(other.received).toEqual(["1", "3"]);
-        expect(broker.channelCount()).toBe(1);
-        broker.socketClosed(held.socket, [topic]);
-        broker.socketClosed(other.socket, [topic]);
-        held.ws.close();
-        other.ws.close();
+    test("keeps each topic's publications in publish order, interleaved with other topics", () => {
+      const broker = make();
+      const sink = new RecordingSink();
+      broker.attach(sink);
+      for (const topic of ["t1/room:1", "t1/room:2"]) broker.subscribe(topic);
+      for (let i = 1; i <= 100; i++) {
+        broker.publish("t1/room:1", `a${i}`);
+        broker.publish("t1/room:2", `b${i}`);
       }
+      const of = (topic: string) => sink.own.filter(([t]) => t === topic).map(([, frame]) => frame);
+      expect(of("t1/room:1")).toEqual(Array.from({ length: 100 }, (_, i) => `a${i + 1}`));
+      expect(of("t1/room:2")).toEqual(Array.from({ length: 100 }, (_, i) => `b${i + 1}`));
     });
 
-    test("delivers a topic's frames to each subscriber in publish order, and to nobody else", async () => {
-      const a = await client("a");
-      const b = await client("b");
-      const other = await client("other");
-      broker.subscribe(a.socket, "t1/room:1");
-      broker.subscribe(b.socket, "t1/room:1");
-      broker.subscribe(other.socket, "t2/room:1");
-      for (let i = 1; i <= 50; i++) expect(broker.publish("t1/room:1", String(i))).toBe(2);
-      while (a.received.length < 50 || b.received.length < 50) await Bun.sleep(2);
-      const expected = Array.from({ length: 50 }, (_, i) => String(i + 1));
-      expect(a.received).toEqual(expected);
-      expect(b.received).toEqual(expected);
-      expect(other.received).toEqual([]);
-      expect(broker.channelCount()).toBe(2);
-      for (const c of [a, b, other]) c.ws.close();
+    test("carries the excepted client id to the hub unchanged", () => {
+      const broker = make();
+      const sink = new RecordingSink();
+      broker.attach(sink);
+      broker.publish("t1/room:1", "typing", "client-42");
+      expect(sink.own).toEqual([["t1/room:1", "typing", "client-42"]]);
     });
 
-    test("a user's own topic delivers, excludes a sender and releases like any other", async () => {
-      const a = await client("ua");
-      const b = await client("ub");
-      broker.subscribe(a.socket, "t1/user:u1");
-      broker.subscribe(b.socket, "t1/user:u1");
-      expect(broker.publish("t1/user:u1", "x")).toBe(2);
-      expect(broker.publish("t1/user:u1", "y", a.socket)).toBe(1);
-      expect(broker.publish("t2/user:u1", "other tenant")).toBe(0);
-      while (a.received.length < 1 || b.received.length < 2) await Bun.sleep(2);
-      expect(a.received).toEqual(["x"]);
-      expect(b.received).toEqual(["x", "y"]);
-      broker.unsubscribe(b.socket, "t1/user:u1");
-      expect(broker.publish("t1/user:u1", "z")).toBe(1);
-      broker.socketClosed(a.socket, ["t1/user:u1"]);
-      expect(broker.publish("t1/user:u1", "gone")).toBe(0);
-      a.ws.close();
-      b.ws.close();
+    test("is ready once attached to a hub, and no longer once closed; a closed broker publishes nothing", async () => {
+      const broker = make();
+      expect(broker.isReady()).toBe(false);
+      const sink = new RecordingSink();
+      broker.attach(sink);
+      expect(broker.isReady()).toBe(true);
+      broker.subscribe("t1/room:1");
+      broker.unsubscribe("t1/room:1");
+      broker.unsubscribe("t1/room:never");
+      await broker.close();
+      expect(broker.isReady()).toBe(false);
+      expect(broker.publish("t1/room:1", "late")).toBe(0);
+      expect(sink.own).toEqual([]);
     });
 
-    test("publishing to a topic without subscribers returns 0", () => {
-      expect(broker.publish("t1/room:nobody", "x")).toBe(0);
-    });
-
-    test("unsubscribe stops delivery; closing releases the socket's topics", async () => {
-      const c = await client("c");
-      broker.subscribe(c.socket, "t1/room:2");
-      broker.subscribe(c.socket, "t1/room:3");
-      const before = broker.channelCount();
-      broker.unsubscribe(c.socket, "t1/room:2");
-      expect(broker.publish("t1/room:2", "gone")).toBe(0);
-      expect(broker.channelCount()).toBe(before - 1);
-      broker.socketClosed(c.socket, ["t1/room:3"]);
-      expect(broker.channelCount()).toBe(before - 2);
-      c.ws.close();
+    test("fans a publication out in the same step as the history sequences it, so the hub sees offsets in order", async () => {
+      const broker = make();
+      const seen: number[] = [];
+      const hub: PublicationSink = {
+        deliver: (_topic, frame) => (seen.push((JSON.parse(frame) as { offset: number }).offset), 1),
+        deliverFromPeer: () => undefined,
+      };
+      broker.attach(hub);
+      const namespaces = new Namespaces(parseNamespaces({}));
+      const metrics = new Metrics(10);
+      const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), {} as never, namespaces), broker, metrics);
+      const channel = parseChannel("t1", "dept:d1", namespaces);
+      // Started together, not awaited one by one: offset order still holds on the hub.
+      const positions = await Promise.all(Array.from({ length: 20 }, (_, i) => publisher.publish(channel, "e", i)));
+      expect(positions.map((p) => p.offset)).toEqual(seen);
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      // A memory history sequences synchronously: the hub has the publication before publish settles.
+      void publisher.publish(channel, "e", "now");
+      expect(seen.at(-1)).toBe(21);
+      expect(metrics.tenant("t1")).toMatchObject({ publications: 21, deliveries: 21 });
+      await broker.close();
     });
   });
 }

@@ -1,6 +1,7 @@
 import { expect, test } from "bun:test";
 import type { ServerWebSocket } from "bun";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
+import { LocalHub } from "../src/hub/local-hub.ts";
 import { ChannelHistory, type MessageHistoryStore } from "../src/history/channel-history.ts";
 import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Deliver, FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
@@ -66,7 +67,9 @@ function setup(budget = 1 << 20, access?: ChannelAccess) {
     getBufferedAmount: () => 0,
   } as unknown as ServerWebSocket<Connection>;
   // Bun's server.publish, for the topics this one socket is subscribed to.
-  broker.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
+  const hub = new LocalHub(broker);
+  broker.attach(hub);
+  hub.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
   const metrics = new Metrics(10);
   const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), slow, namespaces), broker, metrics);
   const conn = new Connection("c1", { user: "u1", tenant: "acme", expiresAt: Date.now() / 1000 + 600, subChannels: ["*"], pubChannels: ["*"], roles: [] }, {} as never, 100, 0);
@@ -84,7 +87,7 @@ function setup(budget = 1 << 20, access?: ChannelAccess) {
       },
       verifier: {} as never,
       publisher,
-      broker,
+      hub,
       metrics,
       namespaces,
       listeners: new Listeners([], () => undefined),

@@ -1,39 +1,64 @@
-import type { Server, ServerWebSocket } from "bun";
-
 /**
- * Fan-out of serialized frames to the sockets subscribed to a topic (`<tenant>/<channel>`).
+ * Node-level fan-out: carries serialized publications (`pub` frames) between the nodes that serve
+ * a topic (`<tenant>/<channel>`). Sockets are not its business: each node's LocalHub
+ * (src/hub/local-hub.ts) owns its sockets, tells its broker which topics it serves
+ * (`subscribe`/`unsubscribe`) and takes the publications the broker hands it (PublicationSink).
+ * Implementations: memory-broker.ts (one node, in process); a Redis one (several nodes) follows.
  *
- * Guarantees every implementation keeps:
- * - Frames published to one topic through one broker reach each subscriber in publish order.
- * - `publish` never throws for a topic without subscribers; it returns 0.
- * - A socket receives a topic's frames from the moment `subscribe` returns until `unsubscribe`
- *   or its close; never a frame of a topic it is not subscribed to (tenant isolation rests on it).
- * Offsets are not the broker's business: the Publisher assigns them before calling `publish`.
+ * Guarantees every implementation keeps.
+ * On the publishing node:
+ * - `publish` hands the publication to this node's own hub synchronously, before it returns, and
+ *   returns what that hub reached. So the Publisher, which publishes inside the history's
+ *   `deliver` (src/history/history.ts), fans a topic's publications out to this node's sockets in
+ *   offset order, in the same step as it sequences them, whatever path each took.
+ * - `publish` never throws for a topic nobody serves; it returns 0 (and a broker never drops a
+ *   publication because this node has no subscriber: other nodes may have some).
+ * - The excepted client (a `client` id of a welcome, `Connection.id`) travels with the publication
+ *   to every node, so its socket is skipped wherever it is connected.
+ * Across nodes (a cluster broker):
+ * - A node receives a topic's publications only while it subscribes to the topic, from some time
+ *   after `subscribe` until `unsubscribe`; they go to its hub's `deliverFromPeer`, never to
+ *   `deliver`, and never its own publications back (the publishing node delivered those already).
+ * - Per topic, the publications of one node arrive at every other node in publish order.
+ * - Publications of one topic made on different nodes are ordered by their offsets (the history
+ *   sequences them); pub/sub may still lose or reorder them between nodes, so a receiving node
+ *   compares each publication's offset with the last it delivered for that topic and treats a
+ *   gap as lost (its subscribers recover from history). That check is the cluster broker's (the
+ *   Redis step), not the hub's; the memory broker cannot lose one. Ephemeral events (typing,
+ *   presence changes) carry no offset: between nodes they are best effort.
+ * Atomic: on the publishing node, `publish` and its local delivery are one synchronous step (no
+ * other publication interleaves with it), and a publication reaches each node whole or not at
+ * all. Nothing is atomic across nodes (one node may deliver it, another lose it) or across
+ * `publish` calls; a publication's atomicity with its history entry is the history's
+ * (HistoryStore.append). Offsets are not the broker's business: the Publisher assigns them
+ * before calling `publish`.
+ *
+ * Counting (metrics `published`/`delivered`, the dashboard): the node that publishes counts the
+ * publication and what its own hub reached (publish's return); a node that receives one from a
+ * peer counts what its hub reached there (LocalHub's peer-delivery callback). Every delivery is
+ * counted once, on the node whose socket got it.
  */
 export interface Broker {
-  /** Gives the broker the listening server, once, before any publish. */
-  attach(server: Server<unknown>): void;
+  /** Gives the broker this node's hub, once, before any publish or subscribe. */
+  attach(hub: PublicationSink): void;
   /**
-   * Hands `frame` to every subscriber of `topic` but `except` (the sending socket, for events not
-   * echoed to their sender); returns how many local subscribers it was handed to.
+   * Publishes `frame` on `topic` to every node serving it, skipping the socket of `exceptClient`
+   * (for events not echoed to their sender); returns how many sockets of THIS node it reached.
    */
-  publish(topic: string, frame: string, except?: ServerWebSocket<unknown>): number;
-  subscribe(ws: ServerWebSocket<unknown>, topic: string): void;
-  unsubscribe(ws: ServerWebSocket<unknown>, topic: string): void;
-  /**
-   * From now on the socket's frames of `topic` go to `sink` instead of the socket, subscribing it
-   * first if it is not (a later `unsubscribe` or close ends it too). Used while a subscribe reads
-   * history asynchronously (the reply and the replay must come before any live frame), and for a
-   * slow client whose frames are conflated. A second divert of the same pair replaces the sink.
-   */
-  divert(ws: ServerWebSocket<unknown>, topic: string, sink: (frame: string) => void): void;
-  /** Ends a divert: later frames of `topic` go to the socket directly again. */
-  undivert(ws: ServerWebSocket<unknown>, topic: string): void;
-  /** A socket closed while subscribed to `topics` (the runtime may already have dropped it from them). */
-  socketClosed(ws: ServerWebSocket<unknown>, topics: readonly string[]): void;
-  /** Topics with at least one local subscriber. */
-  channelCount(): number;
-  /** True while the broker can deliver (for /ready). */
+  publish(topic: string, frame: string, exceptClient?: string): number;
+  /** This node serves `topic` from now on (its hub got a first local subscriber). */
+  subscribe(topic: string): void;
+  /** This node no longer serves `topic` (its hub lost the last local subscriber). */
+  unsubscribe(topic: string): void;
+  /** True while the broker can carry publications (for /ready). */
   isReady(): boolean;
   close(): Promise<void>;
+}
+
+/** Where a broker hands publications: a node's LocalHub. Neither method throws. */
+export interface PublicationSink {
+  /** This node's own publication: delivered to its local sockets now; returns how many it reached. */
+  deliver(topic: string, frame: string, exceptClient?: string): number;
+  /** A publication made on another node: delivered to the local sockets and counted here. */
+  deliverFromPeer(topic: string, frame: string, exceptClient?: string): void;
 }

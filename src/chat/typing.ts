@@ -41,7 +41,7 @@ export class Typing implements ConnectionListener {
       return;
     }
     this.typists.set(key, { channel, user: conn.user, conn, lastPublishedAt: now, expiresAt: now + this.expireMs });
-    this.publisher.publishEphemeral(channel, "typing", { room: channel.id, user: conn.user, typing: true }, conn.ws);
+    this.publisher.publishEphemeral(channel, "typing", { room: channel.id, user: conn.user, typing: true }, conn.id);
   }
 
   sweep(now: number): void {
@@ -55,7 +55,7 @@ export class Typing implements ConnectionListener {
   private stop(key: string, typist: Typist): void {
     this.typists.delete(key);
     // Not echoed to the typing socket; a closed one is no longer subscribed and needs no exclusion.
-    const except = typist.conn.closing ? undefined : typist.conn.ws;
+    const except = typist.conn.closing ? undefined : typist.conn.id;
     this.publisher.publishEphemeral(typist.channel, "typing", { room: typist.channel.id, user: typist.user, typing: false }, except);
   }
 }

@@ -1,5 +1,6 @@
 import { Elysia } from "elysia";
 import type { Broker } from "../broker/broker.ts";
+import type { LocalHub } from "../hub/local-hub.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
 import type { Gateway } from "../ws/gateway.ts";
@@ -8,6 +9,7 @@ import type { RestAuth } from "./rest-auth.ts";
 export interface OpsDeps {
   store: Store;
   broker: Broker;
+  hub: LocalHub;
   metrics: Metrics;
   gateway: Gateway;
   auth: RestAuth;
@@ -57,7 +59,7 @@ export function opsRoutes(deps: OpsDeps) {
       return {
         node: {
           connections: deps.gateway.size,
-          channels: deps.broker.channelCount(),
+          channels: deps.hub.channelCount(),
           subscriptions: total.subscriptions,
           publications: total.publications,
           deliveries: total.deliveries,

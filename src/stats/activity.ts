@@ -85,6 +85,15 @@ export class Activity implements ConnectionListener {
     tenant.channels.at(now).add(channel.name);
   }
 
+  /** A publication made on another node reached `reached` of this node's sockets (no event here: its node counts it). */
+  delivered(tenant: string, reached: number): void {
+    if (reached === 0) return;
+    const now = this.clock();
+    const counts = this.touch(tenant, now);
+    counts.minutes.at(now).deliveries += reached;
+    counts.live.at(now).deliveries += reached;
+  }
+
   opened(conn: { tenant: string }): void {
     const now = this.clock();
     const tenant = this.touch(conn.tenant, now);

@@ -1,9 +1,9 @@
 import type { Server } from "bun";
 import { randomBytes } from "node:crypto";
 import { TokenError, tokenFromRequest, type Claims, type TokenVerifier } from "../auth/tokens.ts";
-import type { Broker } from "../broker/broker.ts";
 import { userChannel } from "../channel.ts";
 import type { Limits } from "../config.ts";
+import type { LocalHub } from "../hub/local-hub.ts";
 import { Close, errorBody, SinalError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -28,7 +28,8 @@ export interface GatewayDeps {
   pingIntervalMs: number;
   verifier: TokenVerifier;
   publisher: Publisher;
-  broker: Broker;
+  /** This node's sockets and their topics. */
+  hub: LocalHub;
   metrics: Metrics;
   logger: Logger;
   /** Frame handlers of the features (chat, presence, locks). */
@@ -73,7 +74,7 @@ export class Gateway implements ConnectionEvents {
         },
         verifier: deps.verifier,
         publisher: deps.publisher,
-        broker: deps.broker,
+        hub: deps.hub,
         metrics: deps.metrics,
         namespaces: deps.namespaces,
         listeners: this.listeners,
@@ -143,12 +144,14 @@ export class Gateway implements ConnectionEvents {
       conn.ws.close(Close.tooManyConnections, `too many connections for this ${which}`);
       return;
     }
+    // Registered together: every registered connection runs onClose's cleanup, which forgets both.
     conn.registered = true;
+    this.deps.hub.opened(conn.ws, conn.id);
     this.perUser.set(userKey, userCount + 1);
     tenantStats.connections++;
     this.connections.add(conn);
     const ownTopic = userChannel(conn.tenant, conn.user).topic;
-    this.deps.broker.subscribe(conn.ws, ownTopic);
+    this.deps.hub.subscribe(conn.ws, ownTopic);
     conn.topics.push(ownTopic);
     this.send(conn, {
       type: "welcome",
@@ -174,7 +177,7 @@ export class Gateway implements ConnectionEvents {
     const stats = this.deps.metrics.tenant(conn.tenant);
     stats.connections--;
     stats.subscriptions -= conn.subscriptions;
-    this.deps.broker.socketClosed(conn.ws, conn.topics);
+    this.deps.hub.socketClosed(conn.ws, conn.id, conn.topics);
     conn.slow?.end(false);
     this.listeners.closed(conn, code);
     this.deps.logger.debug({ client: conn.id, tenant: conn.tenant, user: conn.user, code, reason }, "disconnected");
@@ -281,8 +284,8 @@ export class Gateway implements ConnectionEvents {
   }
 
   private slowLane(conn: Connection): SlowLane {
-    const { limits, broker, metrics } = this.deps;
-    conn.slow ??= new SlowLane(conn, broker, metrics, this.laneOwner, (kind) => this.deps.namespaces.get(kind)?.latestValue === true, {
+    const { limits, hub, metrics } = this.deps;
+    conn.slow ??= new SlowLane(conn, hub, metrics, this.laneOwner, (kind) => this.deps.namespaces.get(kind)?.latestValue === true, {
       writeBelowBytes: limits.conflateBytes,
       maxWaitingBytes: limits.slowConsumerBytes,
       maxKeys: MAX_CONFLATED_KEYS,

@@ -1,7 +1,7 @@
 import { TokenError, type ChannelClaims, type Claims, type TokenVerifier } from "../auth/tokens.ts";
-import type { Broker } from "../broker/broker.ts";
 import { mayPublish, maySubscribe, parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
+import type { LocalHub } from "../hub/local-hub.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Position, Recovery } from "../history/history.ts";
 import type { Publisher } from "../publisher.ts";
@@ -59,7 +59,7 @@ export interface HandlerDeps {
   respond: Responder;
   verifier: TokenVerifier;
   publisher: Publisher;
-  broker: Broker;
+  hub: LocalHub;
   metrics: Metrics;
   namespaces: Namespaces;
   listeners: Listeners;
@@ -183,7 +183,7 @@ export class FrameHandlers {
   /**
    * Joins the channel and answers `{channel, epoch, offset, recovered}`; with `since`, the reply is
    * followed by the missed publications, then live ones, none twice (docs/protocol.md "History and recovery"). A history that
-   * answers asynchronously (the durable one) reads while the broker holds this socket's live
+   * answers asynchronously (the durable one) reads while the hub holds this socket's live
    * frames of the channel; the held frames already replayed are dropped, the rest follow.
    * Memory stays bounded whatever the client sends: one history read per connection at a time (a
    * second subscribe waits for the first), a replay is read in pages that count toward the
@@ -220,7 +220,7 @@ export class FrameHandlers {
       if (joins) this.deps.listeners.subscribed(conn, channel);
       return REPLIED;
     }
-    const { broker } = this.deps;
+    const { hub } = this.deps;
     const held: string[] = [];
     let heldBytes = 0;
     let overflow = false;
@@ -236,11 +236,11 @@ export class FrameHandlers {
       held.length = 0;
     };
     if (joins) this.join(conn, channel, hold);
-    else broker.divert(conn.ws, channel.topic, hold);
+    else hub.divert(conn.ws, channel.topic, hold);
     const holding = (conn.holding ??= new Map());
     const done = () => {
       holding.delete(channel.topic);
-      broker.undivert(conn.ws, channel.topic);
+      hub.undivert(conn.ws, channel.topic);
     };
     const answered = read.then<typeof REPLIED>(
       (result) => {
@@ -282,9 +282,9 @@ export class FrameHandlers {
 
   /** Subscribes the socket; with `hold`, its live frames go there until the caller undiverts. */
   private join(conn: Connection, channel: Channel, hold: ((frame: string) => void) | null): void {
-    if (hold) this.deps.broker.divert(conn.ws, channel.topic, hold);
+    if (hold) this.deps.hub.divert(conn.ws, channel.topic, hold);
     else if (conn.slow !== null) conn.slow.add(channel.topic);
-    else this.deps.broker.subscribe(conn.ws, channel.topic);
+    else this.deps.hub.subscribe(conn.ws, channel.topic);
     conn.topics.push(channel.topic);
     this.deps.metrics.tenant(conn.tenant).subscriptions++;
   }
@@ -292,7 +292,7 @@ export class FrameHandlers {
   private leave(conn: Connection, channel: Channel): void {
     const at = conn.topics.indexOf(channel.topic);
     if (at < 0) return;
-    this.deps.broker.unsubscribe(conn.ws, channel.topic);
+    this.deps.hub.unsubscribe(conn.ws, channel.topic);
     conn.slow?.forget(channel.topic);
     conn.topics.splice(at, 1);
     conn.tokenChannels?.delete(channel.topic);

@@ -1,5 +1,5 @@
-import type { Broker } from "../broker/broker.ts";
 import type { Kept, MaybePromise, Position } from "../history/history.ts";
+import type { LocalHub } from "../hub/local-hub.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Connection } from "./connection.ts";
 
@@ -73,7 +73,7 @@ export class SlowLane {
 
   constructor(
     private readonly conn: Connection,
-    private readonly broker: Broker,
+    private readonly hub: LocalHub,
     private readonly metrics: Metrics,
     private readonly owner: LaneOwner,
     /** Whether a namespace's publications are all latest values (conflated while the client is behind). */
@@ -87,7 +87,7 @@ export class SlowLane {
 
   /** Routes one more of the connection's topics through the lane. */
   add(topic: string): void {
-    this.broker.divert(this.conn.ws, topic, (frame) => this.offer(frame, topic));
+    this.hub.divert(this.conn.ws, topic, (frame) => this.offer(frame, topic));
   }
 
   /**
@@ -267,7 +267,7 @@ export class SlowLane {
       return;
     }
     if (!this.conn.closing) {
-      for (const topic of this.conn.topics) if (!this.conn.holding?.has(topic)) this.broker.undivert(this.conn.ws, topic);
+      for (const topic of this.conn.topics) if (!this.conn.holding?.has(topic)) this.hub.undivert(this.conn.ws, topic);
     }
     this.owner.caughtUp(this.conn);
   }
