@@ -5,6 +5,8 @@ import { ApiKeys } from "./auth/api-keys.ts";
 import { createVerifier } from "./auth/tokens.ts";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
+import { MemoryConnectionCounts, type ConnectionCounts } from "./claims/connection-counts.ts";
+import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
 import { tenantOfTopic } from "./channel.ts";
 import { LocalHub } from "./hub/local-hub.ts";
 import type { Config } from "./config.ts";
@@ -51,6 +53,10 @@ export interface AppDeps {
   logger: Logger;
   /** Defaults to the in-process broker (one node). createApp builds this node's LocalHub and attaches it. */
   broker?: Broker;
+  /** Connections per user and tenant; defaults to this node's count (one node). */
+  counts?: ConnectionCounts;
+  /** Idempotency keys being published; defaults to this node's claims (one node). */
+  claims?: KeyClaims;
 }
 
 export type Sinal = ReturnType<typeof createApp>;
@@ -89,7 +95,7 @@ export function createApp(deps: AppDeps) {
   const restAuth = new RestAuth(apiKeys, verifier, metrics, inFlight);
   const bodies = new BodyReader({ maxBytes: limits.maxBodyBytes, timeoutMs: limits.bodyTimeoutMs, maxDepth: limits.maxJsonDepth });
   const audit = new AuditLog(store.audit, logger);
-  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces);
+  const publishService = new PublishService(publisher, store, limits.maxFrameBytes, audit, config.commitIntervalMs, namespaces, deps.claims ?? new MemoryKeyClaims());
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const roomMembers = new RoomMembers(store.chat);
   const roomAccess = new RoomAccess(roomMembers, namespaces);
@@ -106,6 +112,7 @@ export function createApp(deps: AppDeps) {
     (tenant, user) => gateway.userConnections(tenant, user) > 0,
   );
   const gateway: Gateway = new Gateway({
+    counts: deps.counts ?? new MemoryConnectionCounts(),
     namespaces,
     limits,
     allowedOrigins: config.allowedOrigins,

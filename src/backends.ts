@@ -2,6 +2,8 @@ import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
+import { MemoryConnectionCounts, type ConnectionCounts } from "./claims/connection-counts.ts";
+import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
 import { ConfigError, type Config } from "./config.ts";
 import { openPgStore } from "./store/pg-store.ts";
 import { openSqliteStore } from "./store/sqlite-store.ts";
@@ -16,11 +18,13 @@ import type { Store } from "./store/store.ts";
 export interface Backends {
   store: Store;
   broker: Broker;
+  counts: ConnectionCounts;
+  claims: KeyClaims;
 }
 
 /** Opens the configured backends; a store that cannot be opened is a ConfigError naming DATABASE_URL. */
 export async function createBackends(config: Config): Promise<Backends> {
-  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker() };
+  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker(), counts: new MemoryConnectionCounts(), claims: new MemoryKeyClaims() };
 }
 
 /** The database for logs and messages: a sqlite path, or a PostgreSQL URL without its password. */

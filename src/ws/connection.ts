@@ -1,5 +1,6 @@
 import type { ServerWebSocket } from "bun";
 import type { Claims } from "../auth/tokens.ts";
+import type { CountRefusal } from "../claims/connection-counts.ts";
 import type { RateState } from "./rate-limit.ts";
 import type { SlowLane } from "./slow-lane.ts";
 
@@ -22,8 +23,13 @@ export class Connection implements RateState {
   ws!: ServerWebSocket<Connection>;
   /** Topics this socket is subscribed to, its own user topic first (Bun forgets them before `close`). */
   readonly topics: string[] = [];
-  /** Counted in the per-user/per-tenant totals (false when refused with 4010 at open). */
+  /** Counted in this node's totals and registered with the hub (false when refused at open). */
   registered = false;
+  /**
+   * The connection-count verdict of its upgrade: null while it holds an admitted slot, the bound
+   * it would pass when refused (closed with 4010 at open), "released" once its slot was given back.
+   */
+  refusal: CountRefusal | "released" | null = null;
   closing = false;
   /** Set while the client is behind and its frames are conflated (see SlowLane). */
   slow: SlowLane | null = null;

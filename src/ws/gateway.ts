@@ -1,4 +1,5 @@
 import type { Server } from "bun";
+import type { ConnectionCounts } from "../claims/connection-counts.ts";
 import { randomBytes } from "node:crypto";
 import { TokenError, tokenFromRequest, type Claims, type TokenVerifier } from "../auth/tokens.ts";
 import { userChannel } from "../channel.ts";
@@ -22,6 +23,8 @@ const MAX_CONFLATED_KEYS = 1000;
 
 export interface GatewayDeps {
   limits: Limits;
+  /** Connections per user and tenant, admitted at the upgrade (shared by every node in a cluster). */
+  counts: ConnectionCounts;
   /** The deployment's channel namespaces (parsing, grants, latest-value channels). */
   namespaces: Namespaces;
   allowedOrigins: string[] | null;
@@ -95,8 +98,12 @@ export class Gateway implements ConnectionEvents {
     return this.perUser.get(`${tenant}\u0000${user}`) ?? 0;
   }
 
-  /** Answers GET /ws: an HTTP error before the upgrade, or undefined once upgraded. */
-  upgrade(request: Request, server: Server<unknown>): Response | undefined {
+  /**
+   * Answers GET /ws: an HTTP error before the upgrade, or undefined once upgraded. A connection
+   * past MAX_CONNECTIONS_PER_USER/_TENANT is still upgraded, then closed with 4010 naming the bound
+   * (docs/protocol.md); one admitted is counted until its close.
+   */
+  async upgrade(request: Request, server: Server<unknown>): Promise<Response | undefined> {
     if (this.draining) return json(503, errorBody("unavailable", "server is shutting down"));
     const url = new URL(request.url);
     const origin = request.headers.get("origin");
@@ -126,12 +133,22 @@ export class Gateway implements ConnectionEvents {
       return json(400, errorBody("bad_request", `offer "${SUBPROTOCOL}" together with the bearer.<jwt> subprotocol`));
     }
     const conn = new Connection(randomBytes(9).toString("base64url"), claims, this, this.deps.limits.rateBurst, performance.now());
+    const { limits } = this.deps;
+    conn.refusal = await this.deps.counts.admit(claims.tenant, claims.user, { perUser: limits.maxConnectionsPerUser, perTenant: limits.maxConnectionsPerTenant });
     if (server.upgrade(request, { data: conn, headers })) return undefined;
+    this.release(conn);
     return json(400, errorBody("bad_request", "expected a WebSocket upgrade request"));
   }
 
+  /** Gives back a connection's admitted slot, once (at its close, or when its upgrade failed). */
+  private release(conn: Connection): void {
+    if (conn.refusal !== null) return;
+    conn.refusal = "released";
+    this.deps.counts.release(conn.tenant, conn.user).catch((err: unknown) => this.deps.logger.error({ err, code: "connection_release_failed" }, "releasing a connection's count failed"));
+  }
+
   onOpen(conn: Connection): void {
-    const { limits, metrics } = this.deps;
+    const { metrics } = this.deps;
     const tenantStats = metrics.tenant(conn.tenant);
     const userKey = `${conn.tenant}\u0000${conn.user}`;
     const userCount = this.perUser.get(userKey) ?? 0;
@@ -139,9 +156,8 @@ export class Gateway implements ConnectionEvents {
       conn.ws.close(Close.goingAway, "server is shutting down");
       return;
     }
-    if (userCount >= limits.maxConnectionsPerUser || tenantStats.connections >= limits.maxConnectionsPerTenant) {
-      const which = userCount >= limits.maxConnectionsPerUser ? "user" : "tenant";
-      conn.ws.close(Close.tooManyConnections, `too many connections for this ${which}`);
+    if (conn.refusal === "user" || conn.refusal === "tenant") {
+      conn.ws.close(Close.tooManyConnections, `too many connections for this ${conn.refusal}`);
       return;
     }
     // Registered together: every registered connection runs onClose's cleanup, which forgets both.
@@ -167,6 +183,7 @@ export class Gateway implements ConnectionEvents {
 
   onClose(conn: Connection, code: number, reason: string): void {
     conn.closing = true;
+    this.release(conn);
     if (!conn.registered) return;
     conn.registered = false;
     this.connections.delete(conn);
