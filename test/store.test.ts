@@ -9,6 +9,9 @@ import { createApiKey } from "../src/auth/api-keys.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
 
+// What only the sqlite store has: its file, WAL mode, its migration bookkeeping, the bytes it
+// writes. What every store does is in the contract suites (test/contract/, test/*.contract.test.ts).
+
 let dir: string;
 let path: string;
 const opened: Store[] = [];
@@ -78,13 +81,6 @@ describe("openSqliteStore", () => {
     const applied = inspect((db) => db.query<{ n: number }, []>("SELECT count(*) AS n FROM __drizzle_migrations").get()!.n);
     expect(applied).toBe(journal.entries.length);
   });
-
-  test("answers ping while open and refuses it after close", async () => {
-    const store = open();
-    expect(await store.ping()).toBe(true);
-    await store.close();
-    expect(await store.ping()).toBe(false);
-  });
 });
 
 describe("api keys", () => {
@@ -107,60 +103,5 @@ describe("api keys", () => {
     const files = readdirSync(join(dir, "nested"));
     expect(files).toContain("sinal.db");
     for (const file of files) expect(readFileSync(join(dir, "nested", file)).includes(secret)).toBe(false);
-  });
-
-  test("lists keys by tenant and revokes only an existing key", async () => {
-    const store = open();
-    const a = await createApiKey(store, "acme");
-    const g = await createApiKey(store, "globex");
-    expect((await store.listApiKeys("acme")).map((k) => k.id)).toEqual([a.id]);
-    expect((await store.listApiKeys("globex")).map((k) => k.id)).toEqual([g.id]);
-
-    expect(await store.revokeApiKey(a.id, 1234)).toBe(true);
-    expect(await store.findApiKey(a.id)).toMatchObject({ id: a.id, revokedAt: 1234 });
-    expect(await store.findApiKey(g.id)).toMatchObject({ id: g.id, revokedAt: null });
-    expect(await store.revokeApiKey("0000000000000000", 1234)).toBe(false);
-    expect(await store.findApiKey("0000000000000000")).toBeNull();
-  });
-});
-
-describe("idempotency", () => {
-  test("a second put for the same tenant and key keeps the first answer", async () => {
-    const store = open();
-    expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBeNull();
-    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
-    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":2}' }], 2000);
-    expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBe('{"offset":1}');
-  });
-
-  test("the same key in two tenants holds two answers", async () => {
-    const store = open();
-    await store.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
-    expect((await store.getIdempotent("globex", ["k1"])).get("k1") ?? null).toBeNull();
-    await store.putIdempotent([{ tenant: "globex", key: "k1", response: '{"offset":7}' }], 1000);
-    expect((await store.getIdempotent("acme", ["k1"])).get("k1") ?? null).toBe('{"offset":1}');
-    expect((await store.getIdempotent("globex", ["k1"])).get("k1") ?? null).toBe('{"offset":7}');
-  });
-
-  test("pruneIdempotency deletes only answers created before the cut-off", async () => {
-    const store = open();
-    await store.putIdempotent([{ tenant: "acme", key: "old", response: "1" }], 1000);
-    await store.putIdempotent([{ tenant: "globex", key: "old", response: "1" }], 1999);
-    await store.putIdempotent([{ tenant: "acme", key: "edge", response: "2" }], 2000);
-    await store.putIdempotent([{ tenant: "acme", key: "new", response: "3" }], 3000);
-
-    expect(await store.pruneIdempotency(2000)).toBe(2);
-    expect((await store.getIdempotent("acme", ["old"])).get("old") ?? null).toBeNull();
-    expect((await store.getIdempotent("globex", ["old"])).get("old") ?? null).toBeNull();
-    expect((await store.getIdempotent("acme", ["edge"])).get("edge") ?? null).toBe("2");
-    expect((await store.getIdempotent("acme", ["new"])).get("new") ?? null).toBe("3");
-    expect(await store.pruneIdempotency(2000)).toBe(0);
-  });
-
-  test("answers survive a reopen of the file", async () => {
-    const first = open();
-    await first.putIdempotent([{ tenant: "acme", key: "k1", response: '{"offset":1}' }], 1000);
-    await first.close();
-    expect((await open().getIdempotent("acme", ["k1", "k2"])).get("k1")).toBe('{"offset":1}');
   });
 });

@@ -136,6 +136,9 @@ export class SqliteChatStore implements ChatStore {
   }
 
   async markRead(tenant: string, room: string, user: string, messageId: number, now: number): Promise<number | null> {
+    // IMMEDIATE: this transaction reads before it writes. A deferred one would start as a reader,
+    // and its upgrade to a writer fails at once with SQLITE_BUSY (busy_timeout does not apply) when
+    // another connection to the file (another node) committed in between.
     return this.db.transaction(() => {
       // A receipt past the room's messages (another room's id, a made-up one) would hide every later message from the unread count.
       const isRoomMessage = this.db
@@ -154,7 +157,7 @@ export class SqliteChatStore implements ChatStore {
         .returning({ messageId: readReceipts.messageId })
         .get();
       return row!.messageId;
-    });
+    }, { behavior: "immediate" });
   }
 
   async unreadCount(tenant: string, room: string, user: string): Promise<number> {

@@ -14,22 +14,37 @@ import type { Store, StoredApiKey } from "./store.ts";
 
 type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 
-/** Applies the embedded drizzle/sqlite migrations (same call drizzle's folder-based migrate makes). */
-function migrate(db: Db): void {
+/**
+ * Applies the embedded drizzle/sqlite migrations, as drizzle's migrator does (same bookkeeping in
+ * __drizzle_migrations), but the check of what is applied and the applying are one IMMEDIATE
+ * transaction: drizzle's reads the applied migrations before its own BEGIN, so two nodes opening
+ * one fresh file at once both applied them, and the second failed on tables that exist.
+ */
+function migrate(sqlite: Database): void {
   const migrations = sqliteMigrations();
-  // @ts-expect-error dialect and session are drizzle internals; this is what drizzle-orm/bun-sqlite/migrator does.
-  db.dialect.migrate(migrations, db.session, {});
+  sqlite
+    .transaction(() => {
+      sqlite.run("CREATE TABLE IF NOT EXISTS __drizzle_migrations (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)");
+      const last = sqlite.query<{ created_at: number }, []>("SELECT created_at FROM __drizzle_migrations ORDER BY created_at DESC LIMIT 1").get();
+      for (const migration of migrations) {
+        if (last !== null && Number(last.created_at) >= migration.folderMillis) continue;
+        for (const statement of migration.sql) sqlite.run(statement);
+        sqlite.run('INSERT INTO __drizzle_migrations ("hash", "created_at") VALUES (?, ?)', [migration.hash, migration.folderMillis]);
+      }
+    })
+    .immediate();
 }
 
 /** Opens (creating if needed) the sqlite file in WAL mode and brings its schema up to date. */
 export function openSqliteStore(path: string, synchronous: "full" | "normal" = "full"): Store {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const sqlite = new Database(path, { create: true, strict: true });
+  // First: switching a new file to WAL and migrating it wait on another node opening it too.
+  sqlite.run("PRAGMA busy_timeout = 5000");
   sqlite.run("PRAGMA journal_mode = WAL");
   sqlite.run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
-  sqlite.run("PRAGMA busy_timeout = 5000");
+  migrate(sqlite);
   const db: Db = drizzle({ client: sqlite });
-  migrate(db);
   // Channel-log commits fsync their WAL off the JS thread (SqliteChannelLogStore) when FULL is asked.
   return new SqliteStore(sqlite, db, synchronous === "full" && path !== ":memory:" ? `${path}-wal` : null);
 }
