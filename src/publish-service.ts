@@ -8,7 +8,7 @@ import type { AuditLog } from "./audit/audit-log.ts";
 import { checkDataSize } from "./data-size.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { validator } from "./validate.ts";
-import { EventName } from "./ws/frames.ts";
+import { EventName } from "./ids.ts";
 
 const PublishItem = Type.Object({
   channel: Type.String({ minLength: 1, maxLength: 256 }),

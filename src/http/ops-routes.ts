@@ -2,14 +2,18 @@ import { Elysia } from "elysia";
 import type { Broker } from "../broker/broker.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
-import type { Gateway } from "../ws/gateway.ts";
 import type { RestAuth } from "./rest-auth.ts";
+
+/** What the stats read of the WebSocket edge (the Gateway): how many connections this node holds. */
+export interface OpenConnections {
+  readonly size: number;
+}
 
 export interface OpsDeps {
   store: Store;
   broker: Broker;
   metrics: Metrics;
-  gateway: Gateway;
+  gateway: OpenConnections;
   auth: RestAuth;
   isDraining: () => boolean;
   /** Names of the MongoDB feeds that are not streaming (reported as `feed:<name>`). */
