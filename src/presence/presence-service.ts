@@ -34,15 +34,17 @@ interface LocalPeer {
   channels: Map<string, Channel>;
 }
 
+/** The client of a user's grace entry in a scope (a connection id is never empty). */
+const IN_GRACE = "";
 const MEMBER_TTL_MS = 60_000;
 const REFRESH_EVERY_MS = 25_000;
 
 /**
  * Presence policy over a PresenceStore: keeps the guarantees of Presence (presence.ts), fed by
  * the peer events. Who is a member (of the tenant: its `presence` channel; of each channel of a
- * namespace with `presence` or `join_leave`) lives in the store, one entry per connection; a
- * connection that leaves gets the leave grace as its entry's expiry, so a return within it
- * continues the membership and the store's `expire` announces the leaves. The status (idle
+ * namespace with `presence` or `join_leave`) lives in the store, one entry per connection; when
+ * a connection leaves, its user gets one grace entry that expires after the leave grace, so a
+ * return within it continues the membership and the store's `expire` announces the leaves. The status (idle
  * away, the chosen one) is decided here from this node's connections and written into the
  * tenant entry's info.
  *
@@ -220,15 +222,23 @@ export class PresenceService implements Presence, PeerListener {
     };
   }
 
-  /** One connection left a scope: its entry ends now (no grace) or once the grace passed (the store's expire). */
+  /**
+   * One connection left a scope. Without a grace its entry goes now (the last one: a leave).
+   * With one, the user's grace entry is set to end after it, then the connection's entry goes:
+   * the user stays a member without a moment out, and a user coming and going holds one grace
+   * entry, not one per connection it closed.
+   */
   private exit(peer: Peer, channel: Channel, now: number): void {
-    if (this.times.leaveGraceMs === 0) {
+    const end = () =>
       this.after(this.store.remove(channel, peer), (left) => {
         if (left) this.ended(channel, peer.user, this.tenants.get(peer.tenant)?.get(peer.user)?.name);
       });
-    } else {
-      this.after(this.store.refresh(channel, peer, now + this.times.leaveGraceMs), () => undefined);
+    if (this.times.leaveGraceMs === 0) {
+      end();
+      return;
     }
+    this.after(this.store.add(channel, { user: peer.user, client: IN_GRACE }, now + this.times.leaveGraceMs), () => undefined);
+    end();
   }
 
   /** A user's membership ended: `offline` for the tenant, `user_left` in a `join_leave` channel. */
