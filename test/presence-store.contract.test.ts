@@ -159,6 +159,8 @@ for (const [name, make] of implementations) {
       for (const [i, channel] of channels.entries()) {
         for (let u = 0; u < 5; u++) await store.remove(channel, tab(`u${u}`, `c${i}-${u}`));
       }
+      const afterRemoves = subject.held?.();
+      if (afterRemoves) expect(afterRemoves.timers).toBeLessThanOrEqual(2 * afterRemoves.entries + 64);
       expect((await store.expire(2000)).length).toBe(100);
       for (const channel of channels) expect(await store.members(channel)).toEqual([]);
       const held = subject.held?.();

@@ -3,8 +3,10 @@ import type { ExpiredMember, MemberInfo, MemberKey, PresenceStore, StoredMember 
 
 interface Entry {
   expiresAt: number;
-  /** Set anew with every expiry: a timer whose seq differs is stale. */
+  /** Set anew with every expiry: ties of expiresAt go in seq order. */
   seq: number;
+  /** Its timer in the heap, due at or before expiresAt; any other timer of this entry is stale. */
+  timer: Timer | null;
 }
 
 interface MemberUser {
@@ -35,9 +37,12 @@ const HEAP_SLACK = 64;
  * presence service runs its policy synchronously with the socket events, as before. Keeps the
  * guarantees of presence-store.ts.
  *
- * Expiries are found through a min-heap of timers ordered by (time, seq). A refresh adds a
- * timer and leaves the old one stale (skipped when it comes up), so the heap is compacted once
- * its stale timers outnumber the entries: it never holds more than 2 x entries + 64 timers.
+ * Expiries are found through a min-heap of timers ordered by (time, seq), one live timer per
+ * entry. A refresh that moves an expiry later (every live connection, every ~25 s) only updates
+ * the entry: when its timer comes up, it is put back at the entry's new time. One that moves it
+ * earlier adds a timer and leaves the old one stale, as a remove does; stale timers are skipped
+ * when they come up, and the heap is compacted once they outnumber the entries: it never holds
+ * more than 2 x entries + 64 timers.
  */
 export class MemoryPresenceStore implements PresenceStore {
   /** topic -> its members, in the order they became members */
@@ -62,7 +67,7 @@ export class MemoryPresenceStore implements PresenceStore {
     }
     let entry = user.clients.get(member.client);
     if (entry === undefined) {
-      entry = { expiresAt, seq: 0 };
+      entry = { expiresAt, seq: 0, timer: null };
       user.clients.set(member.client, entry);
       this.entries++;
     }
@@ -82,6 +87,8 @@ export class MemoryPresenceStore implements PresenceStore {
     const user = members?.users.get(member.user);
     if (members === undefined || user === undefined || !user.clients.delete(member.client)) return false;
     this.entries--;
+    // Its timer stays until due or compacted away: many removes in a row must not leave the heap large either.
+    if (this.heap.length > 2 * this.entries + HEAP_SLACK) this.compact();
     return this.dropIfEmpty(members, member.user, user);
   }
 
@@ -104,7 +111,13 @@ export class MemoryPresenceStore implements PresenceStore {
       const members = this.channels.get(timer.topic);
       const user = members?.users.get(timer.user);
       const entry = user?.clients.get(timer.client);
-      if (entry === undefined || entry.seq !== timer.seq) continue;
+      if (entry === undefined || entry.timer !== timer) continue;
+      if (entry.expiresAt !== timer.at || entry.seq !== timer.seq) {
+        // Refreshed since: due later, or at this time but after what was set before it.
+        entry.timer = { at: entry.expiresAt, seq: entry.seq, topic: timer.topic, user: timer.user, client: timer.client };
+        push(heap, entry.timer);
+        continue;
+      }
       user!.clients.delete(timer.client);
       this.entries--;
       if (this.dropIfEmpty(members!, timer.user, user!)) expired.push({ channel: members!.channel, user: timer.user, info: user!.info });
@@ -128,7 +141,10 @@ export class MemoryPresenceStore implements PresenceStore {
   private schedule(topic: string, member: MemberKey, entry: Entry, expiresAt: number): void {
     entry.expiresAt = expiresAt;
     entry.seq = ++this.seq;
-    push(this.heap, { at: expiresAt, seq: entry.seq, topic, user: member.user, client: member.client });
+    // A timer due no later still comes up in time; it moves itself when it does (see expire).
+    if (entry.timer !== null && entry.timer.at <= expiresAt) return;
+    entry.timer = { at: expiresAt, seq: entry.seq, topic, user: member.user, client: member.client };
+    push(this.heap, entry.timer);
     if (this.heap.length > 2 * this.entries + HEAP_SLACK) this.compact();
   }
 
@@ -138,7 +154,10 @@ export class MemoryPresenceStore implements PresenceStore {
     heap.length = 0;
     for (const [topic, { users }] of this.channels) {
       for (const [user, { clients }] of users) {
-        for (const [client, entry] of clients) heap.push({ at: entry.expiresAt, seq: entry.seq, topic, user, client });
+        for (const [client, entry] of clients) {
+          entry.timer = { at: entry.expiresAt, seq: entry.seq, topic, user, client };
+          heap.push(entry.timer);
+        }
       }
     }
     for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(heap, i);

@@ -185,7 +185,7 @@ export class PresenceService implements Presence, PeerListener {
           },
           (err: unknown) => {
             done();
-            this.publisher.backgroundFailed(err, "presence_expire");
+            this.publisher.backgroundFailed(err, "presence");
           },
         );
       } else {
@@ -294,7 +294,7 @@ export class PresenceService implements Presence, PeerListener {
       next(result);
       return;
     }
-    result.then(next).catch((err: unknown) => this.publisher.backgroundFailed(err, "presence_store"));
+    result.then(next).catch((err: unknown) => this.publisher.backgroundFailed(err, "presence"));
   }
 }
 
