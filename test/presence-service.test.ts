@@ -8,16 +8,18 @@ import { Metrics } from "../src/metrics.ts";
 import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Peer } from "../src/peer.ts";
 import { MemoryPresenceStore } from "../src/presence/memory-presence-store.ts";
-import { PresenceService } from "../src/presence/presence-service.ts";
+import { PresenceService, type PresenceTimes } from "../src/presence/presence-service.ts";
 import type { MemberInfo, MemberKey, PresenceStore } from "../src/presence/presence-store.ts";
 import { Publisher } from "../src/publisher.ts";
 import { Connection } from "../src/ws/connection.ts";
 import { FrameHandlers } from "../src/ws/handlers.ts";
 import { Listeners } from "../src/ws/hooks.ts";
 
-// Presence over a store that answers with Promises (as a shared Redis one will): the subscribe
-// reply waits for the snapshot, frames published meanwhile follow the reply, and the
-// subscriber's own user_joined follows both.
+// The presence service over its store, below the sockets: over a store that answers with
+// Promises (as a shared Redis one will) the subscribe reply waits for the snapshot, frames
+// published meanwhile follow the reply, and the subscriber's own user_joined follows both; over
+// a store shared by two services (two nodes), the entries of a node that stopped refreshing
+// expire after their TTL and the other node announces the leave.
 
 /** The memory store behind a network: every answer comes a macrotask later, in call order. */
 class RemoteStore implements PresenceStore {
@@ -49,7 +51,7 @@ class RemoteStore implements PresenceStore {
 
 const namespaces = new Namespaces(parseNamespaces({ SINAL_NAMESPACES: JSON.stringify([{ name: "support", presence: true, join_leave: true }]) }));
 
-function setup() {
+function setup(store: PresenceStore, times: PresenceTimes = { awayAfterMs: 60_000, leaveGraceMs: 0 }) {
   const broker = new MemoryBroker();
   const sent: string[] = [];
   const topics = new Set<string>();
@@ -65,8 +67,7 @@ function setup() {
   const metrics = new Metrics(10);
   // No channel here is durable: the store's history is never asked.
   const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), {} as never, namespaces), broker, metrics);
-  const store = new RemoteStore();
-  const presence = new PresenceService(store, publisher, namespaces, { awayAfterMs: 60_000, leaveGraceMs: 0 });
+  const presence = new PresenceService(store, publisher, namespaces, times);
   const listeners = new Listeners([presence], (err) => {
     throw err;
   });
@@ -98,7 +99,8 @@ function setup() {
 }
 
 test("over a store that answers later, the reply carries the snapshot, then what was published meanwhile, then the subscriber's own join", async () => {
-  const { handlers, conn, presence, listeners, publisher, store, frames } = setup();
+  const store = new RemoteStore();
+  const { handlers, conn, presence, listeners, publisher, frames } = setup(store);
   const room = parseChannel("acme", "support:7", namespaces);
   // Another user, on another connection, already in the channel: plain values, no socket.
   const ana: Peer = { tenant: "acme", user: "ana", client: "c0", name: "Ana" };
@@ -126,4 +128,35 @@ test("over a store that answers later, the reply carries the snapshot, then what
   listeners.closed(conn, 1000);
   await Bun.sleep(5);
   expect(await presence.members(room)).toEqual([{ user: "ana", name: "Ana", status: "online" }]);
+});
+
+test("the entries of a node that stops refreshing expire after their TTL, and another node announces the leave once", async () => {
+  const store = new MemoryPresenceStore();
+  // This node watches the tenant's presence channel through its one connection.
+  const times = { awayAfterMs: 600_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 };
+  const { handlers, conn, presence: here, listeners, publisher, frames } = setup(store, times);
+  listeners.opened(conn);
+  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
+  const node = (store: PresenceStore) => new PresenceService(store, publisher, namespaces, times);
+  const alive = node(store);
+  const stopped = node(store);
+  const watcher = node(store);
+  const start = Date.now();
+  alive.opened({ tenant: "acme", user: "al", client: "a1" });
+  stopped.opened({ tenant: "acme", user: "st", client: "s1", name: "St" });
+  const events = () => frames().filter((f) => !f.startsWith("reply"));
+  expect(events()).toEqual(['presence {"user":"al","status":"online"}', 'presence {"user":"st","name":"St","status":"online"}']);
+
+  // Two minutes on: `alive` refreshed every 25 s; `stopped` never swept again (its process died).
+  for (let t = start + 25_000; t <= start + 120_000; t += 25_000) {
+    alive.sweep(t);
+    here.sweep(t);
+  }
+  watcher.sweep(start + 120_000);
+  expect(events().slice(2)).toEqual(['presence {"user":"st","name":"St","status":"offline"}']);
+  expect((await watcher.snapshot("acme")).map((e) => e.user)).toEqual(["u1", "al"]);
+  // Expired once: no node announces it again.
+  alive.sweep(start + 121_000);
+  watcher.sweep(start + 122_000);
+  expect(events().length).toBe(3);
 });
