@@ -87,12 +87,7 @@ export class PresenceService implements Presence, PeerListener {
   }
 
   members(channel: Channel): MaybePromise<PresenceEntry[]> {
-    return then(this.store.members(channel), (members) =>
-      this.statusOf(
-        channel.tenant,
-        members.map((m) => m.user),
-      ),
-    );
+    return then(this.store.members(channel), (members) => this.statusOf(channel.tenant, members.map((m) => m.user)));
   }
 
   opened(peer: Peer): void {
@@ -279,6 +274,8 @@ export class PresenceService implements Presence, PeerListener {
   }
 
   private publishStatus(tenant: string, user: string, state: LocalUser, status: PresenceStatus): void {
+    // Set again: over a store that answers later, an `offline` may have come in between.
+    state.published = status;
     this.publisher.publishEphemeral(tenantChannel(tenant), "presence", entry(user, info(state, status)));
   }
 
