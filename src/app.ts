@@ -29,6 +29,7 @@ import { DurableHistory } from "./history/durable-history.ts";
 import type { Store } from "./store/store.ts";
 import { Retention } from "./store/retention.ts";
 import { Gateway } from "./ws/gateway.ts";
+import { featureFrames } from "./ws/features.ts";
 import { ChatService } from "./chat/chat-service.ts";
 import { RoomAccess } from "./chat/room-access.ts";
 import { RoomMembers } from "./chat/room-members.ts";
@@ -41,7 +42,8 @@ import { LockService } from "./locks/lock-service.ts";
 import { MemoryLocks } from "./locks/memory-locks.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { auditRoutes } from "./http/audit-routes.ts";
-import { MemoryPresence } from "./presence/memory-presence.ts";
+import { PresenceService } from "./presence/presence-service.ts";
+import { MemoryPresenceStore } from "./presence/memory-presence-store.ts";
 import { FeedService } from "./feeds/feed-service.ts";
 import { Activity } from "./stats/activity.ts";
 import { assetRoutes } from "./http/asset-routes.ts";
@@ -99,8 +101,8 @@ export function createApp(deps: AppDeps) {
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const roomMembers = new RoomMembers(store.chat);
   const roomAccess = new RoomAccess(roomMembers, namespaces);
-  const chat = new ChatService(store.chat, publisher, typing, roomAccess, roomMembers);
-  const presence = new MemoryPresence(publisher, namespaces, config.presence);
+  const chat = new ChatService(store.chat, publisher, roomAccess, roomMembers);
+  const presence = new PresenceService(new MemoryPresenceStore(), publisher, namespaces, config.presence);
   const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
     ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
@@ -122,7 +124,7 @@ export function createApp(deps: AppDeps) {
     hub,
     metrics,
     logger,
-    features: { ...chat.frameHandlers(), ...presence.frameHandlers(), ...locks.frameHandlers() },
+    features: featureFrames({ chat, typing, presence, locks }),
     // On close, a typist's typing:false goes out at once; its user_left, then its offline, after the
     // leave grace (presence keeps that order).
     listeners: [typing, locks, presence, notifications, audit, activity],

@@ -9,7 +9,7 @@ import { checkDataSize } from "./data-size.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
 import { validator } from "./validate.ts";
-import { EventName } from "./ws/frames.ts";
+import { EventName } from "./ids.ts";
 
 const PublishItem = Type.Object({
   channel: Type.String({ minLength: 1, maxLength: 256 }),

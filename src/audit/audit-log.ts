@@ -1,14 +1,13 @@
 import type { Logger } from "../log.ts";
 import type { AuditStore, NewAuditEntry } from "../store/audit-store.ts";
-import type { Connection } from "../ws/connection.ts";
-import type { ConnectionListener } from "../ws/hooks.ts";
+import type { Peer, PeerListener } from "../peer.ts";
 
 /**
  * Records connects, disconnects (with close code), denied subscriptions, REST publishes and
  * notifications. Entries are buffered and written in one transaction per flush, so a burst of
  * connections costs a few commits, not one each.
  */
-export class AuditLog implements ConnectionListener {
+export class AuditLog implements PeerListener {
   private buffer: NewAuditEntry[] = [];
   private flushing: Promise<void> = Promise.resolve();
 
@@ -23,16 +22,16 @@ export class AuditLog implements ConnectionListener {
     if (this.buffer.length >= this.maxBuffer) void this.flush();
   }
 
-  opened(conn: Connection): void {
-    this.record(conn.tenant, "connect", `user:${conn.user}`, { client: conn.id });
+  opened(peer: Peer): void {
+    this.record(peer.tenant, "connect", `user:${peer.user}`, { client: peer.client });
   }
 
-  closed(conn: Connection, code: number): void {
-    this.record(conn.tenant, "disconnect", `user:${conn.user}`, { client: conn.id, code });
+  closed(peer: Peer, code: number): void {
+    this.record(peer.tenant, "disconnect", `user:${peer.user}`, { client: peer.client, code });
   }
 
-  denied(conn: Connection, channel: string, code: string): void {
-    this.record(conn.tenant, "subscribe_denied", `user:${conn.user}`, { client: conn.id, channel, code });
+  denied(peer: Peer, channel: string, code: string): void {
+    this.record(peer.tenant, "subscribe_denied", `user:${peer.user}`, { client: peer.client, channel, code });
   }
 
   /** Writes what is buffered; concurrent calls queue behind each other. */

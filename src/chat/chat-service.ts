@@ -2,11 +2,8 @@ import { parseChannel, type Channel } from "../channel.ts";
 import { SinalError } from "../errors.ts";
 import type { Publisher } from "../publisher.ts";
 import type { ChatStore, RoomChange, StoredMessage, StoredRoom } from "../store/chat-store.ts";
-import type { Connection } from "../ws/connection.ts";
-import type { FeatureHandlers } from "../ws/handlers.ts";
-import type { RoomAccess } from "./room-access.ts";
+import type { RoomAccess, RoomUser } from "./room-access.ts";
 import type { RoomMembers } from "./room-members.ts";
-import type { Typing } from "./typing.ts";
 
 /** A message as clients see it (the `new_message` data of docs/protocol.md "Events"). */
 export interface MessageView {
@@ -45,7 +42,6 @@ export class ChatService {
   constructor(
     private readonly store: ChatStore,
     private readonly publisher: Publisher,
-    private readonly typing: Typing,
     private readonly access: RoomAccess,
     private readonly members: RoomMembers,
   ) {}
@@ -98,30 +94,18 @@ export class ChatService {
     return result;
   }
 
-  /** The `message`, `typing` and `read` frames, for whoever may use the room (RoomAccess.mayUseOn). */
-  frameHandlers(): FeatureHandlers {
-    const roomFor = (conn: Connection, room: string): Channel | Promise<Channel> => {
-      const channel = this.roomChannel(conn.tenant, room);
-      const admit = (allowed: boolean) => {
-        if (!allowed) throw new SinalError("forbidden", `not a participant of room "${room}"`);
-        return channel;
-      };
-      const allowed = this.access.mayUseOn(conn, channel);
-      return allowed instanceof Promise ? allowed.then(admit) : admit(allowed);
+  /**
+   * The room a user acts in from a socket (the `message`, `typing` and `read` frames), or
+   * `forbidden` unless it may use it (RoomAccess.mayUseOn). `heldByToken`: topics the connection
+   * holds through a channel token.
+   */
+  roomFor(tenant: string, who: RoomUser, room: string, heldByToken: ReadonlySet<string> | null): Channel | Promise<Channel> {
+    const channel = this.roomChannel(tenant, room);
+    const admit = (allowed: boolean) => {
+      if (!allowed) throw new SinalError("forbidden", `not a participant of room "${room}"`);
+      return channel;
     };
-    return {
-      message: async (conn, frame) => ({
-        message: await this.send(await roomFor(conn, frame.room), conn.user, frame.content, frame.client_msg_id ?? null),
-      }),
-      typing: (conn, frame) => {
-        const update = (channel: Channel) => {
-          this.typing.update(conn, channel, frame.typing, Date.now());
-          return {};
-        };
-        const channel = roomFor(conn, frame.room);
-        return channel instanceof Promise ? channel.then(update) : update(channel);
-      },
-      read: async (conn, frame) => ({ message_id: await this.markRead(await roomFor(conn, frame.room), conn.user, frame.message_id) }),
-    };
+    const allowed = this.access.mayUseOn(who, channel, heldByToken?.has(channel.topic) === true);
+    return allowed instanceof Promise ? allowed.then(admit) : admit(allowed);
   }
 }

@@ -1,8 +1,7 @@
 import type { Claims } from "../auth/tokens.ts";
 import { matchesAny, maySubscribe, type Channel } from "../channel.ts";
 import type { Namespace, Namespaces } from "../namespaces.ts";
-import type { Connection } from "../ws/connection.ts";
-import type { ChannelAccess } from "../ws/handlers.ts";
+import type { ChannelAccess } from "../channel-access.ts";
 import { REFUSAL_MAX_AGE_MS, type RoomMembers } from "./room-members.ts";
 
 /** What the room rule reads of a token. */
@@ -52,9 +51,9 @@ export class RoomAccess implements ChannelAccess {
     return fresh instanceof Promise ? fresh.then(admits) : admits(fresh);
   }
 
-  /** The room rule for a connection: its token's claims, or a channel token it subscribed the room with. */
-  mayUseOn(conn: Connection, room: Channel): boolean | Promise<boolean> {
-    return conn.tokenChannels?.has(room.topic) === true || this.mayUseRoom(conn.claims, room);
+  /** The room rule on a socket: the token's claims, or `heldByToken` (the connection subscribed the room with a channel token). */
+  mayUseOn(who: RoomUser, room: Channel, heldByToken: boolean): boolean | Promise<boolean> {
+    return heldByToken || this.mayUseRoom(who, room);
   }
 
   /** ChannelAccess: rooms follow the room rule, every other channel the subscribe rule of channel.ts. */
@@ -68,8 +67,8 @@ export class RoomAccess implements ChannelAccess {
    * `pub_channels` grant of `room:*` does not let a non-member write there); into any other room
    * the grant alone, as before.
    */
-  mayPublish(conn: Connection, channel: Channel): boolean | Promise<boolean> {
-    if (channel.kind !== "room" || conn.tokenChannels?.has(channel.topic) === true) return true;
-    return this.admits(conn.claims, channel, true);
+  mayPublish(claims: Claims, channel: Channel, heldByToken: boolean): boolean | Promise<boolean> {
+    if (channel.kind !== "room" || heldByToken) return true;
+    return this.admits(claims, channel, true);
   }
 }

@@ -5,7 +5,6 @@ import { ConfigError } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { Publisher } from "../publisher.ts";
 import type { FeedStore } from "../store/feed-store.ts";
-import type { SubscribeExtra } from "../ws/handlers.ts";
 import type { ChannelTemplate, FeedConfig, MongoConfig } from "./feed-config.ts";
 import { FeedMetrics } from "./feed-metrics.ts";
 import { FeedWatcher } from "./feed-watcher.ts";
@@ -80,8 +79,8 @@ export class FeedService {
    * `snapshot` in the reply to a subscribe on a feed channel: the channel's current document (or
    * null when no document feeds it now), as of the offset in the same reply.
    */
-  subscribeExtra(): SubscribeExtra {
-    return (_conn, channel) => {
+  subscribeExtra(): (peer: unknown, channel: Channel) => { snapshot: unknown } | null {
+    return (_peer, channel) => {
       let found = false;
       for (const feed of this.feeds) {
         if (!feedsChannel(feed, channel)) continue;

@@ -5,7 +5,7 @@ import { roomView, type ChatService } from "../chat/chat-service.ts";
 import type { RoomAccess } from "../chat/room-access.ts";
 import { SinalError } from "../errors.ts";
 import { validator } from "../validate.ts";
-import { RoomId, UserId } from "../ws/frames.ts";
+import { RoomId, UserId } from "../ids.ts";
 import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";

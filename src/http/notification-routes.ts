@@ -6,7 +6,7 @@ import { notificationView, type NotificationService } from "../notifications/not
 import type { NotificationStore } from "../store/notification-store.ts";
 import { validator } from "../validate.ts";
 import type { AuditLog } from "../audit/audit-log.ts";
-import { UserId } from "../ws/frames.ts";
+import { UserId } from "../ids.ts";
 import { checkDataSize } from "../data-size.ts";
 import type { BodyReader } from "./json-body.ts";
 import { pageQuery } from "./page-query.ts";

@@ -3,15 +3,19 @@ import type { Broker } from "../broker/broker.ts";
 import type { LocalHub } from "../hub/local-hub.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
-import type { Gateway } from "../ws/gateway.ts";
 import type { RestAuth } from "./rest-auth.ts";
+
+/** What the stats read of the WebSocket edge (the Gateway): how many connections this node holds. */
+export interface OpenConnections {
+  readonly size: number;
+}
 
 export interface OpsDeps {
   store: Store;
   broker: Broker;
   hub: LocalHub;
   metrics: Metrics;
-  gateway: Gateway;
+  gateway: OpenConnections;
   auth: RestAuth;
   isDraining: () => boolean;
   /** Names of the MongoDB feeds that are not streaming (reported as `feed:<name>`). */

@@ -10,8 +10,8 @@ export function presenceRoutes(auth: RestAuth, presence: Presence, namespaces: N
   return new Elysia({ name: "presence-routes" }).get("/v1/presence", async ({ request, query }) => {
     const { tenant } = await auth.authenticate(request);
     const channel = parseChannel(tenant, query.channel ?? "presence", namespaces);
-    if (channel.kind === "presence") return { channel: channel.name, users: presence.snapshot(tenant) };
-    if (namespaces.get(channel.kind)?.presence) return { channel: channel.name, users: presence.members(channel) };
+    if (channel.kind === "presence") return { channel: channel.name, users: await presence.snapshot(tenant) };
+    if (namespaces.get(channel.kind)?.presence) return { channel: channel.name, users: await presence.members(channel) };
     throw new SinalError("bad_request", `channel: who is in a channel is kept for \`presence\` and for namespaces with the presence option (rooms); "${channel.kind}" has none`);
   });
 }

@@ -1,8 +1,7 @@
 import { userChannel, type Channel } from "../channel.ts";
 import type { Position, Publisher } from "../publisher.ts";
 import type { NotificationStore, StoredNotification } from "../store/notification-store.ts";
-import type { Connection } from "../ws/connection.ts";
-import type { ConnectionListener } from "../ws/hooks.ts";
+import type { Peer, PeerListener } from "../peer.ts";
 
 export interface NotificationInput {
   category: string;
@@ -35,7 +34,7 @@ export type DeliveryStatus = "pushed" | "pending" | "muted";
  * query), never kept in this process: any node a user connects to finds them, and a node that
  * restarts loads nothing first.
  */
-export class NotificationService implements ConnectionListener {
+export class NotificationService implements PeerListener {
   /** Users whose pending notifications are being pushed, so two tabs opening at once push once. */
   private readonly delivering = new Set<string>();
   constructor(
@@ -79,9 +78,9 @@ export class NotificationService implements ConnectionListener {
     return this.publisher.publish(channel, "notification", view);
   }
 
-  opened(conn: Connection): void {
+  opened(peer: Peer): void {
     // Those not pushed stay pending and are pushed at the next connect.
-    void this.deliverPending(conn.tenant, conn.user).catch((err) => this.publisher.backgroundFailed(err, "pending_notifications"));
+    void this.deliverPending(peer.tenant, peer.user).catch((err) => this.publisher.backgroundFailed(err, "pending_notifications"));
   }
 
   private async deliverPending(tenant: string, user: string): Promise<void> {

@@ -1,10 +1,12 @@
 import type { Channel } from "../channel.ts";
+import type { MaybePromise } from "../history/history.ts";
 
 /**
  * Presence: who is connected in a tenant, and who is in each channel whose namespace keeps it
  * (`presence`) or announces it (`join_leave`), with the ephemeral events (no offset, never in
- * history) that announce changes. Implementations: memory-presence.ts (one node). One for a
- * cluster keeps the same guarantees across its nodes:
+ * history) that announce changes. Implementation: presence-service.ts, the policy, over a
+ * PresenceStore (presence-store.ts) that holds the members: memory-presence-store.ts for one
+ * node; one shared by a cluster keeps the same guarantees across its nodes:
  *
  * - Membership is per user, never per connection or per node. A user is a member of its tenant
  *   while it has a live connection on any node, and of a channel while any of its connections, on
@@ -39,14 +41,15 @@ export interface PresenceEntry {
   status: PresenceStatus;
 }
 
+/** The reads; each answers at once or with a Promise, as its store does. */
 export interface Presence {
   /** Users of the tenant who are not offline (members in their grace included), each once. */
-  snapshot(tenant: string): PresenceEntry[];
+  snapshot(tenant: string): MaybePromise<PresenceEntry[]>;
   /** Status of each given user (offline when unknown). */
-  statusOf(tenant: string, users: readonly string[]): PresenceEntry[];
+  statusOf(tenant: string, users: readonly string[]): MaybePromise<PresenceEntry[]>;
   /**
    * Members of a channel whose namespace has `presence`, each once however many connections it
    * has (members in their grace included), with its tenant-wide status.
    */
-  members(channel: Channel): PresenceEntry[];
+  members(channel: Channel): MaybePromise<PresenceEntry[]>;
 }

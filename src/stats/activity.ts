@@ -1,6 +1,6 @@
 import type { Channel } from "../channel.ts";
 import { Close } from "../errors.ts";
-import type { ConnectionListener } from "../ws/hooks.ts";
+import type { Peer, PeerListener } from "../peer.ts";
 import { RollingBuckets, TopKeys } from "./rolling.ts";
 
 /** What happened in one time bucket of one tenant. */
@@ -65,7 +65,7 @@ const NO_ACTIVITY = new TenantActivity();
  * Memory is bounded: fixed rings per tenant, channel counts in Space-Saving sketches, and a
  * tenant with no activity for an hour is forgotten (its slow-consumer count, one number, stays).
  */
-export class Activity implements ConnectionListener {
+export class Activity implements PeerListener {
   readonly startedAt: number;
   private readonly tenants = new Map<string, TenantActivity>();
   private readonly slowConsumerCloses = new Map<string, number>();
@@ -94,15 +94,15 @@ export class Activity implements ConnectionListener {
     counts.live.at(now).deliveries += reached;
   }
 
-  opened(conn: { tenant: string }): void {
+  opened(peer: Pick<Peer, "tenant">): void {
     const now = this.clock();
-    const tenant = this.touch(conn.tenant, now);
+    const tenant = this.touch(peer.tenant, now);
     tenant.minutes.at(now).connects++;
     tenant.live.at(now).connects++;
   }
 
-  closed(conn: { tenant: string }, code: number): void {
-    if (code === Close.slowConsumer) this.slowConsumerCloses.set(conn.tenant, (this.slowConsumerCloses.get(conn.tenant) ?? 0) + 1);
+  closed(peer: Pick<Peer, "tenant">, code: number): void {
+    if (code === Close.slowConsumer) this.slowConsumerCloses.set(peer.tenant, (this.slowConsumerCloses.get(peer.tenant) ?? 0) + 1);
   }
 
   snapshot(tenantId: string): ActivitySnapshot {

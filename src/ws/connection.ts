@@ -1,6 +1,7 @@
 import type { ServerWebSocket } from "bun";
 import type { Claims } from "../auth/tokens.ts";
 import type { CountRefusal } from "../claims/connection-counts.ts";
+import type { Peer } from "../peer.ts";
 import type { RateState } from "./rate-limit.ts";
 import type { SlowLane } from "./slow-lane.ts";
 
@@ -19,7 +20,7 @@ export interface ConnectionEvents {
  * context (with an Elysia `.ws()` route, ws.data holds the whole request context: ~2x the memory per socket).
  * Keep fields few and small: 10,000 of these must fit in a few MB.
  */
-export class Connection implements RateState {
+export class Connection implements RateState, Peer {
   ws!: ServerWebSocket<Connection>;
   /** Topics this socket is subscribed to, its own user topic first (Bun forgets them before `close`). */
   readonly topics: string[] = [];
@@ -63,6 +64,16 @@ export class Connection implements RateState {
 
   get user(): string {
     return this.claims.user;
+  }
+
+  /** The connection's id under the name a Peer (peer.ts) gives it: a Connection is a Peer as it is. */
+  get client(): string {
+    return this.id;
+  }
+
+  /** The token's display name (Peer). */
+  get name(): string | undefined {
+    return this.claims.name;
   }
 
   /** Subscriptions the client made (its own user channel, made by the server, not counted). */

@@ -2,6 +2,7 @@ import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { SinalError } from "../errors.ts";
 import { exceedsJsonDepth } from "../json-depth.ts";
+import { EventName, Resource, RoomId, UserId } from "../ids.ts";
 import { firstError } from "../validate.ts";
 
 /** Client frames (docs/protocol.md "Client frames"), validated once here; handlers receive typed values. */
@@ -9,13 +10,6 @@ import { firstError } from "../validate.ts";
 // A number id must survive the round trip: past 2^53 JSON.parse rounds it and the reply would carry another id.
 const Id = Type.Union([Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }), Type.String({ maxLength: 128 })]);
 const ChannelName = Type.String({ minLength: 1, maxLength: 256 });
-/** A user id as in a token's `sub` and in `user:<id>`. */
-export const UserId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
-/** A room id as in `room:<id>`. */
-export const RoomId = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9_.@-]+$" });
-/** A lockable resource, `<module>:<id>` (`customer:77`); its lock events go to `sync:<module>`. */
-export const Resource = Type.String({ minLength: 3, maxLength: 200, pattern: "^[a-z]+:[A-Za-z0-9_.@-]{1,128}$" });
-export const EventName = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9_.:-]+$" });
 
 const schemas = {
   subscribe: Type.Object({

@@ -12,7 +12,8 @@ import type { Publisher } from "../publisher.ts";
 import { Connection, type ConnectionEvents } from "./connection.ts";
 import { isParseFailure, parseFrame } from "./frames.ts";
 import { FrameHandlers, REPLIED, type ChannelAccess, type FeatureHandlers, type HandlerResult, type ReplyFields, type SubscribeExtra } from "./handlers.ts";
-import { Listeners, type ConnectionListener } from "./hooks.ts";
+import { Listeners } from "./hooks.ts";
+import type { PeerListener } from "../peer.ts";
 import { isOriginAllowed } from "../http/origin.ts";
 import { recordRejection, takeToken } from "./rate-limit.ts";
 import { SlowLane, type LaneOwner } from "./slow-lane.ts";
@@ -37,7 +38,7 @@ export interface GatewayDeps {
   logger: Logger;
   /** Frame handlers of the features (chat, presence, locks). */
   features?: FeatureHandlers;
-  listeners?: readonly ConnectionListener[];
+  listeners?: readonly PeerListener[];
   subscribeExtras?: readonly SubscribeExtra[];
   /** Who may subscribe and publish (private rooms); the grant patterns alone when omitted. */
   access?: ChannelAccess;

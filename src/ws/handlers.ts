@@ -1,10 +1,12 @@
 import { TokenError, type ChannelClaims, type Claims, type TokenVerifier } from "../auth/tokens.ts";
 import { mayPublish, maySubscribe, parseChannel, type Channel } from "../channel.ts";
+import type { ChannelAccess } from "../channel-access.ts";
 import { SinalError } from "../errors.ts";
 import type { LocalHub } from "../hub/local-hub.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Position, Recovery } from "../history/history.ts";
 import type { Publisher } from "../publisher.ts";
+import type { Peer } from "../peer.ts";
 import type { Connection } from "./connection.ts";
 import type { AnyFrame, Frame, FrameType } from "./frames.ts";
 import type { Listeners } from "./hooks.ts";
@@ -36,6 +38,7 @@ export type ReplyFields = Record<string, unknown>;
 /** Returned by a handler that wrote its reply itself (subscribe: the reply, then replayed frames). */
 export const REPLIED = Symbol("replied");
 export type HandlerResult = ReplyFields | typeof REPLIED;
+export type { ChannelAccess };
 
 /** Handles one frame type; throws SinalError for the client to see. */
 export type FrameHandler<T extends FrameType> = (conn: Connection, frame: Extract<AnyFrame, { type: T }>) => HandlerResult | Promise<HandlerResult>;
@@ -70,25 +73,13 @@ export interface HandlerDeps {
   access?: ChannelAccess;
 }
 
-/**
- * Who may subscribe and publish, beyond what channel.ts reads in the grant patterns alone: a
- * feature whose channels have state decides for them (private rooms and their members,
- * chat/room-access.ts). Either answer may wait for a store read.
- */
-export interface ChannelAccess {
-  /** The right to subscribe without a channel token. */
-  maySubscribe(claims: Claims, channel: Channel, namespace: Namespace): boolean | Promise<boolean>;
-  /** Asked after the `pub_channels` grant passed: may this connection publish into the channel? */
-  mayPublish(conn: Connection, channel: Channel): boolean | Promise<boolean>;
-}
-
 const GRANTS_ONLY: ChannelAccess = {
   maySubscribe: (claims, channel, namespace) => maySubscribe(claims.user, claims.subChannels, channel, namespace),
   mayPublish: () => true,
 };
 
-/** Adds fields to a subscribe reply for the channels a feature owns; null when not its channel. */
-export type SubscribeExtra = (conn: Connection, channel: Channel) => ReplyFields | null;
+/** Adds fields to a subscribe reply for the channels a feature owns; null when not its channel. A Promise is awaited before the reply. */
+export type SubscribeExtra = (peer: Peer, channel: Channel) => ReplyFields | null | Promise<ReplyFields | null>;
 
 /** The core frames (subscribe, unsubscribe, publish, refresh, ping) plus the features' ones. */
 export class FrameHandlers {
@@ -211,7 +202,9 @@ export class FrameHandlers {
     const { since } = frame;
     const history = this.deps.publisher.history;
     const budget = this.deps.respond.budget(conn);
-    const read = since === undefined ? history.position(channel) : history.recover(channel, since, budget);
+    // The features' fields (the presence snapshot) are read with the history: a shared store's
+    // answer comes while live frames are held, so what happened after it follows the reply.
+    const read = withExtras(since === undefined ? history.position(channel) : history.recover(channel, since, budget), this.extras(conn, channel));
     // Marked with the join: a failed history read's `leave` takes the mark away with the subscription.
     if (byToken) (conn.tokenChannels ??= new Set()).add(channel.topic);
     if (!(read instanceof Promise)) {
@@ -268,8 +261,9 @@ export class FrameHandlers {
 
   /** A subscribe to a channel the connection already holds: its position, nothing replayed. */
   private answerRepeat(conn: Connection, frame: Extract<AnyFrame, { type: "subscribe" }>, channel: Channel): typeof REPLIED | Promise<typeof REPLIED> {
-    const reply = (position: Position) => this.answer(conn, frame.id, channel, frame.since === undefined ? position : heldRecovery(position, frame.since), frame.since !== undefined, []);
-    const read = this.deps.publisher.history.position(channel);
+    const reply = ({ read: position, extras }: WithExtras<Position>) =>
+      this.answer(conn, frame.id, channel, { read: frame.since === undefined ? position : heldRecovery(position, frame.since), extras }, frame.since !== undefined, []);
+    const read = withExtras(this.deps.publisher.history.position(channel), this.extras(conn, channel));
     if (!(read instanceof Promise)) {
       reply(read);
       return REPLIED;
@@ -303,7 +297,7 @@ export class FrameHandlers {
    * Writes the subscribe reply, the replayed publications, then the held live frames not replayed.
    * A recovery larger than its first page goes on page by page in the connection's lane.
    */
-  private answer(conn: Connection, id: number | string | undefined, channel: Channel, read: Recovery | Position, withSince: boolean, held: readonly string[]): void {
+  private answer(conn: Connection, id: number | string | undefined, channel: Channel, { read, extras }: WithExtras<Recovery | Position>, withSince: boolean, held: readonly string[]): void {
     const recovery = "position" in read ? read : null;
     const position = recovery?.position ?? (read as Position);
     const live = held.filter((frame) => !isCovered(frame, position));
@@ -312,7 +306,7 @@ export class FrameHandlers {
       reply.reason = recovery.reason;
       reply.history_from = recovery.historyFrom;
     }
-    for (const extra of this.deps.subscribeExtras) Object.assign(reply, extra(conn, channel));
+    Object.assign(reply, extras);
     this.deps.respond.reply(conn, id, reply);
     if (recovery?.recovered && recovery.through < position.offset) {
       const { history } = this.deps.publisher;
@@ -329,6 +323,13 @@ export class FrameHandlers {
     }
     const after = recovery?.recovered ? [...recovery.publications, ...live] : live;
     if (after.length > 0) this.deps.respond.sendFrames(conn, after);
+  }
+
+  /** The features' fields for a subscribe reply, in the order of `subscribeExtras`; a Promise when one of them waits for a store. */
+  private extras(conn: Connection, channel: Channel): ReplyFields | Promise<ReplyFields> {
+    const all = this.deps.subscribeExtras.map((extra) => extra(conn, channel));
+    const merge = (fields: readonly (ReplyFields | null)[]) => Object.assign({}, ...fields) as ReplyFields;
+    return all.some((fields) => fields instanceof Promise) ? Promise.all(all).then(merge) : merge(all as (ReplyFields | null)[]);
   }
 
   private unsubscribe(conn: Connection, frame: Frame<"unsubscribe">): ReplyFields | Promise<ReplyFields> {
@@ -348,7 +349,7 @@ export class FrameHandlers {
     if (SERVER_EVENTS.has(frame.event)) throw new SinalError("forbidden", `event "${frame.event}" is reserved for the server`);
     const namespace = this.namespaceOf(channel);
     if (!namespace.clientPublish) throw new SinalError("forbidden", `clients may not publish on "${channel.kind}" channels (its namespace has no client_publish)`);
-    if (!mayPublish(conn.user, conn.claims.pubChannels, channel, namespace) || !(await this.access.mayPublish(conn, channel))) {
+    if (!mayPublish(conn.user, conn.claims.pubChannels, channel, namespace) || !(await this.access.mayPublish(conn.claims, channel, conn.tokenChannels?.has(channel.topic) === true))) {
       throw new SinalError("forbidden", `not allowed to publish to "${channel.name}"`);
     }
     if (frame.data === undefined) throw new SinalError("bad_request", "data: required");
@@ -365,6 +366,17 @@ export class FrameHandlers {
     conn.claims = claims;
     return { expires_at: claims.expiresAt };
   }
+}
+
+/** A history read with the features' reply fields, both at hand or both awaited. */
+interface WithExtras<T> {
+  read: T;
+  extras: ReplyFields;
+}
+
+function withExtras<T>(read: T | Promise<T>, extras: ReplyFields | Promise<ReplyFields>): WithExtras<T> | Promise<WithExtras<T>> {
+  if (!(read instanceof Promise) && !(extras instanceof Promise)) return { read, extras };
+  return Promise.all([read, extras]).then(([read, extras]) => ({ read, extras }));
 }
 
 /** `since` on a channel the connection holds: nothing to replay, unless the epoch changed or since is ahead. */

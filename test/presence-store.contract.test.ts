@@ -1,0 +1,171 @@
+import { describe, expect, test } from "bun:test";
+import { parseChannel } from "../src/channel.ts";
+import { MemoryPresenceStore } from "../src/presence/memory-presence-store.ts";
+import type { PresenceStore } from "../src/presence/presence-store.ts";
+
+/**
+ * The PresenceStore contract (src/presence/presence-store.ts), run against every implementation.
+ * Only the in-process store exists so far; the Redis one joins this list when it lands (its
+ * `held` counts what its keys hold, or is left out with the reason). Times are given, never
+ * read from a clock: a store keeps what it is told.
+ */
+interface Subject {
+  store: PresenceStore;
+  /** What the store holds, to check it frees everything; omitted by a store that cannot tell. */
+  held?: () => { channels: number; entries: number; timers: number };
+}
+
+const implementations: [string, () => Subject][] = [
+  [
+    "MemoryPresenceStore",
+    () => {
+      const store = new MemoryPresenceStore();
+      return { store, held: () => store.held() };
+    },
+  ],
+];
+
+const room = (tenant: string, id: string) => parseChannel(tenant, `room:${id}`);
+const tab = (user: string, client: string) => ({ user, client });
+
+for (const [name, make] of implementations) {
+  describe(`${name} keeps the PresenceStore contract`, () => {
+    test("a user is a member while any of its clients is: one join at its first client, one leave at its last", async () => {
+      const { store } = make();
+      const a = room("t1", "a");
+      expect(await store.add(a, tab("ana", "c1"), 1000)).toBe(true);
+      expect(await store.add(a, tab("ana", "c2"), 1000)).toBe(false);
+      // Adding an entry that exists only moves its expiry: no join.
+      expect(await store.add(a, tab("ana", "c1"), 2000)).toBe(false);
+      expect(await store.remove(a, tab("ana", "c1"))).toBe(false);
+      expect(await store.members(a)).toEqual([{ user: "ana", info: {} }]);
+      expect(await store.remove(a, tab("ana", "c2"))).toBe(true);
+      expect(await store.members(a)).toEqual([]);
+      // Nothing left to remove: no second leave.
+      expect(await store.remove(a, tab("ana", "c2"))).toBe(false);
+      expect(await store.remove(a, tab("nobody", "c9"))).toBe(false);
+    });
+
+    test("members are listed each once, in the order they became members, with the info last written", async () => {
+      const { store } = make();
+      const p = parseChannel("t1", "presence");
+      await store.add(p, tab("w1", "c1"), 1000, { status: "online" });
+      await store.add(p, tab("ana", "c2"), 1000, { name: "Ana", status: "online" });
+      await store.add(p, tab("ana", "c3"), 1000);
+      await store.add(p, tab("bob", "c4"), 1000, { status: "online" });
+      // A new status replaces the user's info; an add without info keeps it.
+      await store.add(p, tab("bob", "c4"), 1000, { status: "busy" });
+      await store.add(p, tab("bob", "c5"), 1000);
+      expect(await store.members(p)).toEqual([
+        { user: "w1", info: { status: "online" } },
+        { user: "ana", info: { name: "Ana", status: "online" } },
+        { user: "bob", info: { status: "busy" } },
+      ]);
+      expect(await store.find(p, ["bob", "zed", "ana"])).toEqual([{ status: "busy" }, null, { name: "Ana", status: "online" }]);
+      expect(await store.find(room("t1", "empty"), ["bob"])).toEqual([null]);
+    });
+
+    test("expire removes the entries due at or before now and reports each user left once, in expiry order", async () => {
+      const { store } = make();
+      const a = room("t1", "a");
+      const p = parseChannel("t1", "presence");
+      await store.add(p, tab("dan", "c1"), 500, { name: "Dan", status: "online" });
+      await store.add(a, tab("dan", "c1"), 500);
+      await store.add(a, tab("eve", "c2"), 300);
+      await store.add(a, tab("eve", "c3"), 900);
+      await store.add(a, tab("fay", "c4"), 100);
+      expect(await store.expire(99)).toEqual([]);
+      expect(await store.expire(100)).toEqual([{ channel: a, user: "fay", info: {} }]);
+      // eve's c2 went, c3 keeps her; dan's two entries end at the same time: in the order they were set.
+      expect(await store.expire(600)).toEqual([
+        { channel: p, user: "dan", info: { name: "Dan", status: "online" } },
+        { channel: a, user: "dan", info: {} },
+      ]);
+      expect(await store.members(a)).toEqual([{ user: "eve", info: {} }]);
+      expect(await store.expire(600)).toEqual([]);
+      expect(await store.expire(900)).toEqual([{ channel: a, user: "eve", info: {} }]);
+    });
+
+    test("among entries given the same expiry, the one set last (a refresh) comes last", async () => {
+      const { store } = make();
+      const a = room("t1", "a");
+      const p = parseChannel("t1", "presence");
+      await store.add(p, tab("gil", "c1"), 100);
+      await store.add(a, tab("gil", "c1"), 100);
+      // The close sets the channel first, then the tenant: the leave goes out before the offline.
+      expect(await store.refresh(a, tab("gil", "c1"), 700)).toBe(true);
+      expect(await store.refresh(p, tab("gil", "c1"), 700)).toBe(true);
+      expect((await store.expire(700)).map((e) => e.channel.name)).toEqual(["room:a", "presence"]);
+    });
+
+    test("refresh moves an existing entry's expiry, either way, and creates none", async () => {
+      const { store } = make();
+      const a = room("t1", "a");
+      await store.add(a, tab("hal", "c1"), 100);
+      expect(await store.refresh(a, tab("hal", "c1"), 1000)).toBe(true);
+      expect(await store.expire(500)).toEqual([]);
+      expect(await store.refresh(a, tab("hal", "c1"), 600)).toBe(true);
+      expect(await store.refresh(a, tab("hal", "c2"), 5000)).toBe(false);
+      expect(await store.refresh(room("t1", "other"), tab("hal", "c1"), 5000)).toBe(false);
+      expect(await store.members(room("t1", "other"))).toEqual([]);
+      expect(await store.expire(600)).toEqual([{ channel: a, user: "hal", info: {} }]);
+    });
+
+    test("a client added within another's grace continues the membership: no join, no leave, the same place", async () => {
+      const { store } = make();
+      const a = room("t1", "a");
+      await store.add(a, tab("ivy", "old"), 1000);
+      await store.add(a, tab("jon", "c1"), 1000);
+      // ivy's tab closed: its entry now ends with the grace; a reload adds a new one before that.
+      await store.refresh(a, tab("ivy", "old"), 200);
+      expect(await store.add(a, tab("ivy", "new"), 1000)).toBe(false);
+      expect(await store.expire(200)).toEqual([]);
+      expect((await store.members(a)).map((m) => m.user)).toEqual(["ivy", "jon"]);
+    });
+
+    test("tenants never share members: the same channel name in two tenants holds two memberships", async () => {
+      const { store } = make();
+      const acme = room("acme", "x");
+      const globex = room("globex", "x");
+      expect(await store.add(acme, tab("kim", "c1"), 100, { status: "online" })).toBe(true);
+      expect(await store.add(globex, tab("kim", "c2"), 200)).toBe(true);
+      expect(await store.members(globex)).toEqual([{ user: "kim", info: {} }]);
+      expect(await store.find(globex, ["kim"])).toEqual([{}]);
+      expect(await store.remove(globex, tab("kim", "c1"))).toBe(false);
+      const first = await store.expire(100);
+      expect(first).toEqual([{ channel: acme, user: "kim", info: { status: "online" } }]);
+      expect(first[0]!.channel.tenant).toBe("acme");
+      expect(await store.members(globex)).toEqual([{ user: "kim", info: {} }]);
+      expect((await store.expire(200))[0]!.channel.tenant).toBe("globex");
+    });
+
+    test("holds nothing once every entry is removed or expired, and refreshes do not pile up", async () => {
+      const subject = make();
+      const { store } = subject;
+      const channels = Array.from({ length: 20 }, (_, i) => room(`t${i % 4}`, `r${i}`));
+      for (const [i, channel] of channels.entries()) {
+        for (let u = 0; u < 10; u++) await store.add(channel, tab(`u${u}`, `c${i}-${u}`), 1000);
+      }
+      // Live entries refreshed many times over (a long-lived node): what is held stays near the entries.
+      for (let round = 1; round <= 30; round++) {
+        for (const [i, channel] of channels.entries()) {
+          for (let u = 0; u < 10; u++) await store.refresh(channel, tab(`u${u}`, `c${i}-${u}`), 1000 + round);
+        }
+        const held = subject.held?.();
+        if (held) expect(held.timers).toBeLessThanOrEqual(2 * held.entries + 64);
+      }
+      expect(subject.held?.().entries ?? 200).toBe(200);
+      // Half leave by remove, half by expiry.
+      for (const [i, channel] of channels.entries()) {
+        for (let u = 0; u < 5; u++) await store.remove(channel, tab(`u${u}`, `c${i}-${u}`));
+      }
+      const afterRemoves = subject.held?.();
+      if (afterRemoves) expect(afterRemoves.timers).toBeLessThanOrEqual(2 * afterRemoves.entries + 64);
+      expect((await store.expire(2000)).length).toBe(100);
+      for (const channel of channels) expect(await store.members(channel)).toEqual([]);
+      const held = subject.held?.();
+      // Every timer was due by 2000: stale ones (of removed entries) went with the expiry pass.
+      if (held) expect(held).toEqual({ channels: 0, entries: 0, timers: 0 });
+    });
+  });
+}
