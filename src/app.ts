@@ -40,10 +40,12 @@ import { notificationRoutes } from "./http/notification-routes.ts";
 import { NotificationService } from "./notifications/notification-service.ts";
 import { LockService } from "./locks/lock-service.ts";
 import { MemoryLocks } from "./locks/memory-locks.ts";
+import type { Locks } from "./locks/locks.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { auditRoutes } from "./http/audit-routes.ts";
 import { PresenceService } from "./presence/presence-service.ts";
 import { MemoryPresenceStore } from "./presence/memory-presence-store.ts";
+import type { PresenceStore } from "./presence/presence-store.ts";
 import { FeedService } from "./feeds/feed-service.ts";
 import { Activity } from "./stats/activity.ts";
 import { assetRoutes } from "./http/asset-routes.ts";
@@ -59,6 +61,10 @@ export interface AppDeps {
   counts?: ConnectionCounts;
   /** Idempotency keys being published; defaults to this node's claims (one node). */
   claims?: KeyClaims;
+  /** Presence members with their TTLs; defaults to this node's store (one node). */
+  presence?: PresenceStore;
+  /** Edit locks; defaults to this node's (one node). */
+  locks?: Locks;
 }
 
 export type Sinal = ReturnType<typeof createApp>;
@@ -102,8 +108,8 @@ export function createApp(deps: AppDeps) {
   const roomMembers = new RoomMembers(store.chat);
   const roomAccess = new RoomAccess(roomMembers, namespaces);
   const chat = new ChatService(store.chat, publisher, roomAccess, roomMembers);
-  const presence = new PresenceService(new MemoryPresenceStore(), publisher, namespaces, config.presence);
-  const locks = new LockService(new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
+  const presence = new PresenceService(deps.presence ?? new MemoryPresenceStore(), publisher, namespaces, config.presence);
+  const locks = new LockService(deps.locks ?? new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
     ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
     : null;

@@ -4,6 +4,10 @@ import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
 import { MemoryConnectionCounts, type ConnectionCounts } from "./claims/connection-counts.ts";
 import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
+import { MemoryPresenceStore } from "./presence/memory-presence-store.ts";
+import { MemoryLocks } from "./locks/memory-locks.ts";
+import type { Locks } from "./locks/locks.ts";
+import type { PresenceStore } from "./presence/presence-store.ts";
 import { ConfigError, type Config } from "./config.ts";
 import { openPgStore } from "./store/pg-store.ts";
 import { openSqliteStore } from "./store/sqlite-store.ts";
@@ -11,20 +15,23 @@ import type { Store } from "./store/store.ts";
 
 /**
  * Every backend of a deployment, chosen from the configuration in this one place: the store from
- * DATABASE_URL (sqlite, or PostgreSQL for several nodes), the broker (in process: one node). The multi-node step adds its choices here
- * (REDIS_URL: the broker, presence, locks, idempotency in flight, connection counts), so the
- * server and the CLI never build a backend themselves; createApp takes them as dependencies.
+ * DATABASE_URL (sqlite, or PostgreSQL for several nodes); the broker, connection counts,
+ * idempotency claims, presence and locks in process (one node). The multi-node step fills these
+ * seams from REDIS_URL here, so the server and the CLI never build a backend themselves;
+ * createApp takes them as dependencies (each defaults to its memory implementation).
  */
 export interface Backends {
   store: Store;
   broker: Broker;
   counts: ConnectionCounts;
   claims: KeyClaims;
+  presence: PresenceStore;
+  locks: Locks;
 }
 
 /** Opens the configured backends; a store that cannot be opened is a ConfigError naming DATABASE_URL. */
 export async function createBackends(config: Config): Promise<Backends> {
-  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker(), counts: new MemoryConnectionCounts(), claims: new MemoryKeyClaims() };
+  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker(), counts: new MemoryConnectionCounts(), claims: new MemoryKeyClaims(), presence: new MemoryPresenceStore(), locks: new MemoryLocks() };
 }
 
 /** The database for logs and messages: a sqlite path, or a PostgreSQL URL without its password. */

@@ -8,7 +8,8 @@ import { createBackends, databaseLabel } from "../backends.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const { store, broker, counts, claims } = await createBackends(config);
+  const backends = await createBackends(config);
+  const { store } = backends;
   let devSecret: DevSecret | null = null;
   try {
     if (config.jwt.kind === "dev") devSecret = openDevSecret(config.jwt.secretFile);
@@ -17,7 +18,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
     throw err;
   }
   const jwt = devSecret === null ? config.jwt : { kind: "secret" as const, secret: devSecret.secret };
-  const sinal = createApp({ config: { ...config, jwt }, store, broker, counts, claims, logger });
+  const sinal = createApp({ ...backends, config: { ...config, jwt }, logger });
 
   try {
     sinal.app.listen({ port: config.port, hostname: config.host, reusePort: false });
