@@ -1,11 +1,9 @@
 import { expect, test } from "bun:test";
-import type { ServerWebSocket } from "bun";
-import { MemoryBroker } from "../src/broker/memory-broker.ts";
-import { LocalHub } from "../src/hub/local-hub.ts";
 import { parseChannel, type Channel } from "../src/channel.ts";
 import { ChannelHistory } from "../src/history/channel-history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
+import { oneSocket } from "./support/one-socket.ts";
 import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Peer } from "../src/peer.ts";
 import { MemoryPresenceStore } from "../src/presence/memory-presence-store.ts";
@@ -53,20 +51,7 @@ class RemoteStore implements PresenceStore {
 const namespaces = new Namespaces(parseNamespaces({ SINAL_NAMESPACES: JSON.stringify([{ name: "support", presence: true, join_leave: true }]) }));
 
 function setup(store: PresenceStore, times: PresenceTimes = { awayAfterMs: 60_000, leaveGraceMs: 0 }) {
-  const broker = new MemoryBroker();
-  const sent: string[] = [];
-  const topics = new Set<string>();
-  const ws = {
-    send: (f: string) => (sent.push(f), f.length),
-    sendText: (f: string) => (sent.push(f), f.length),
-    subscribe: (t: string) => void topics.add(t),
-    unsubscribe: (t: string) => void topics.delete(t),
-    isSubscribed: (t: string) => topics.has(t),
-    getBufferedAmount: () => 0,
-  } as unknown as ServerWebSocket<Connection>;
-  const hub = new LocalHub(broker);
-  broker.attach(hub);
-  hub.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
+  const { ws, sent, broker, hub } = oneSocket();
   const metrics = new Metrics(10);
   // No channel here is durable: the store's history is never asked.
   const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), {} as never, namespaces), broker, metrics);

@@ -1,8 +1,6 @@
 import { expect, test } from "bun:test";
-import type { ServerWebSocket } from "bun";
-import { MemoryBroker } from "../src/broker/memory-broker.ts";
-import { LocalHub } from "../src/hub/local-hub.ts";
 import { ChannelHistory, type MessageHistoryStore } from "../src/history/channel-history.ts";
+import { oneSocket } from "./support/one-socket.ts";
 import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Deliver, FrameBuilder, Position, Recovery, Retention } from "../src/history/history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
@@ -53,23 +51,8 @@ const namespaces = new Namespaces(parseNamespaces({}).map((ns) => ({ ...ns, hist
 
 function setup(budget = 1 << 20, access?: ChannelAccess) {
   const slow = new SlowHistory();
-  const broker = new MemoryBroker();
-  const sent: string[] = [];
+  const { ws, sent, broker, hub } = oneSocket();
   const overflowed: string[] = [];
-  // A socket as Bun's pub/sub sees it: what reaches it directly lands in `sent`.
-  const topics = new Set<string>();
-  const ws = {
-    send: (f: string) => (sent.push(f), f.length),
-    sendText: (f: string) => (sent.push(f), f.length),
-    subscribe: (t: string) => void topics.add(t),
-    unsubscribe: (t: string) => void topics.delete(t),
-    isSubscribed: (t: string) => topics.has(t),
-    getBufferedAmount: () => 0,
-  } as unknown as ServerWebSocket<Connection>;
-  // Bun's server.publish, for the topics this one socket is subscribed to.
-  const hub = new LocalHub(broker);
-  broker.attach(hub);
-  hub.attach({ subscriberCount: (t: string) => (topics.has(t) ? 1 : 0), publish: (t: string, f: string) => (topics.has(t) ? (sent.push(f), f.length) : 0) } as never);
   const metrics = new Metrics(10);
   const publisher = new Publisher(new ChannelHistory(new MemoryHistory(), slow, namespaces), broker, metrics);
   const conn = new Connection("c1", { user: "u1", tenant: "acme", expiresAt: Date.now() / 1000 + 600, subChannels: ["*"], pubChannels: ["*"], roles: [] }, {} as never, 100, 0);
