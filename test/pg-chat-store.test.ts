@@ -61,7 +61,7 @@ describe("PgChatStore", () => {
       const gate = new Promise<void>((resolve) => (release = resolve));
       const a = db
         .transaction(async (tx) => {
-          const out = await nodeA.insertWithin(tx, msg({ room: "held", clientMsgId, content: "from A" }));
+          const [out] = await nodeA.insertWithin(tx, [msg({ room: "held", clientMsgId, content: "from A" })]);
           stored();
           await gate;
           if (outcome === "rollback") throw new Error("A rolls back");
@@ -92,10 +92,10 @@ describe("PgChatStore", () => {
 
   test("insertWithin stores inside the caller's transaction and goes with its rollback", async () => {
     const stored = await db.transaction(async (tx) => {
-      const first = await chat.insertWithin(tx, msg({ room: "log", clientMsgId: "w1", content: "one" }));
-      const again = await chat.insertWithin(tx, msg({ room: "log", clientMsgId: "w1", content: "two" }));
-      expect(again).toEqual({ message: first.message, duplicate: true });
-      return first;
+      const [first] = await chat.insertWithin(tx, [msg({ room: "log", clientMsgId: "w1", content: "one" })]);
+      const [again] = await chat.insertWithin(tx, [msg({ room: "log", clientMsgId: "w1", content: "two" })]);
+      expect(again).toEqual({ message: first!.message, duplicate: true });
+      return first!;
     });
     expect(stored.duplicate).toBe(false);
     expect(await chat.listMessages("acme", "log", null, 10)).toEqual([stored.message]);
@@ -103,11 +103,31 @@ describe("PgChatStore", () => {
 
     await expect(
       db.transaction(async (tx) => {
-        await chat.insertWithin(tx, msg({ room: "gone", content: "rolled back" }));
+        await chat.insertWithin(tx, [msg({ room: "gone", content: "rolled back" })]);
         throw new Error("the caller fails");
       }),
     ).rejects.toThrow("the caller fails");
     expect(await chat.getRoom("acme", "gone")).toBeNull();
     expect(await chat.listMessages("acme", "gone", null, 10)).toEqual([]);
+  });
+
+  test("a batch in one statement: ids follow the batch, a client_msg_id repeated within it or already stored is the first copy", async () => {
+    const [before] = await chat.insertMessages([msg({ room: "batch", clientMsgId: "old", content: "stored earlier" })]);
+    const batch = [
+      msg({ room: "batch", clientMsgId: "c1", content: "first" }),
+      msg({ room: "batch", clientMsgId: null, content: "same" }),
+      msg({ room: "batch", clientMsgId: "c1", content: "first, again" }),
+      msg({ room: "batch", clientMsgId: "old", content: "old, again" }),
+      msg({ room: "batch", clientMsgId: null, content: "same" }),
+      msg({ room: "other", clientMsgId: "c1", content: "another room" }),
+    ];
+    const out = await db.transaction((tx) => chat.insertWithin(tx, batch));
+    expect(out.map((o) => o.duplicate)).toEqual([false, false, true, true, false, false]);
+    expect(out[2]!.message).toEqual(out[0]!.message);
+    expect(out[3]!.message).toEqual(before!.message);
+    const fresh = out.filter((o) => !o.duplicate).map((o) => o.message);
+    expect(fresh.map((m) => m.content)).toEqual(["first", "same", "same", "another room"]);
+    expect(fresh.map((m) => m.id)).toEqual([...fresh.map((m) => m.id)].sort((a, b) => a - b));
+    expect(fresh[0]!.id).toBeGreaterThan(before!.message.id);
   });
 });

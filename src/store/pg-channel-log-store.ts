@@ -9,10 +9,10 @@ import { channelLog, channelPositions, idempotency } from "./schema.pg.ts";
 import type { PgTx } from "./pg-chat-store.ts";
 export type { PgTx };
 
-/** What the channel log needs of the chat store: storing a message inside its transaction. */
+/** What the channel log needs of the chat store: storing messages inside its transaction. */
 export interface PgChatWithin {
-  /** Stores one message in `tx`; a repeated client_msg_id returns the first copy as a duplicate. */
-  insertWithin(tx: PgTx, message: NewMessage): Promise<{ message: StoredMessage; duplicate: boolean }>;
+  /** Stores messages in `tx`, ids in batch order; a repeated client_msg_id returns the first copy as a duplicate. */
+  insertWithin(tx: PgTx, messages: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]>;
 }
 
 /** Rows per multi-row INSERT: 4 parameters each, well under PostgreSQL's 65,535 per statement. */
@@ -35,9 +35,11 @@ export class PgChannelLogStore implements ChannelLogStore {
   async commit(entries: readonly DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
     if (entries.length === 0) return [];
     return this.db.transaction(async (tx) => {
-      // Messages first: a duplicate client_msg_id takes no offset.
-      const stored: ({ message: StoredMessage; duplicate: boolean } | null)[] = [];
-      for (const entry of entries) stored.push(entry.message === undefined ? null : await this.chat.insertWithin(tx, entry.message));
+      // Messages first, in one statement: a duplicate client_msg_id takes no offset.
+      const withMessage = entries.flatMap((entry) => (entry.message === undefined ? [] : [entry.message]));
+      const storedMessages = await this.chat.insertWithin(tx, withMessage);
+      let m = 0;
+      const stored = entries.map((entry) => (entry.message === undefined ? null : storedMessages[m++]!));
       const next = await this.advance(tx, countByTopic(entries.map((entry, i) => (stored[i]?.duplicate ? null : entry.topic))));
       const out: CommittedEntry[] = [];
       const publications: (typeof channelLog.$inferInsert)[] = [];

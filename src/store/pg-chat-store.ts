@@ -31,23 +31,19 @@ export class PgChatStore implements ChatStore {
 
   async insertMessages(batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]> {
     if (batch.length === 0) return [];
-    return this.db.transaction(async (tx) => {
-      await ensureRooms(tx, batch);
-      const out: { message: StoredMessage; duplicate: boolean }[] = [];
-      // One after the other: ids follow the array order.
-      for (const m of batch) out.push(await insertMessage(tx, m));
-      return out;
-    });
+    return this.db.transaction((tx) => this.insertWithin(tx, batch));
   }
 
   /**
-   * Stores one message inside the caller's open transaction (the PostgreSQL channel log store
-   * writes the room's `new_message` publication in the same commit), creating its room if missing.
-   * Nothing to undo on rollback: this store keeps no memory of what it wrote.
+   * Stores messages inside the caller's open transaction (the PostgreSQL channel log store writes
+   * the rooms' `new_message` publications in the same commit), creating their rooms if missing;
+   * ids follow the batch order. Nothing to undo on rollback: this store keeps no memory of what
+   * it wrote.
    */
-  async insertWithin(tx: PgTx, message: NewMessage): Promise<{ message: StoredMessage; duplicate: boolean }> {
-    await ensureRooms(tx, [message]);
-    return insertMessage(tx, message);
+  async insertWithin(tx: PgTx, batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]> {
+    if (batch.length === 0) return [];
+    await ensureRooms(tx, batch);
+    return insertAll(tx, batch);
   }
 
   async listMessages(tenant: string, room: string, before: number | null, limit: number): Promise<StoredMessage[]> {
@@ -151,6 +147,51 @@ async function ensureRooms(tx: PgTx, batch: readonly NewMessage[]): Promise<void
   await tx.insert(rooms).values(values).onConflictDoNothing();
 }
 
+/** Rows per multi-row INSERT of messages: 6 parameters each, well under PostgreSQL's 65,535. */
+const INSERT_CHUNK = 1_000;
+
+/**
+ * Inserts a batch with one multi-row INSERT per chunk instead of a round trip per message:
+ * PostgreSQL inserts (and numbers) the rows of a VALUES list in order, so the rows it returns,
+ * sorted by id, follow the batch. A message the unique index turned away (a client_msg_id
+ * repeated in the batch or already stored) has no row; those are resolved one by one afterwards,
+ * as insertMessage does.
+ */
+async function insertAll(tx: PgTx, batch: readonly NewMessage[]): Promise<{ message: StoredMessage; duplicate: boolean }[]> {
+  const inserted: (typeof messages.$inferSelect)[] = [];
+  for (let i = 0; i < batch.length; i += INSERT_CHUNK) {
+    const rows = await tx
+      .insert(messages)
+      .values(batch.slice(i, i + INSERT_CHUNK).map(rowOf))
+      .onConflictDoNothing()
+      .returning();
+    inserted.push(...rows.sort((a, b) => a.id - b.id));
+  }
+  const out: { message: StoredMessage; duplicate: boolean }[] = [];
+  const turnedAway: number[] = [];
+  let next = 0;
+  for (let i = 0; i < batch.length; i++) {
+    const row = inserted[next];
+    if (row !== undefined && isRowOf(row, batch[i]!)) {
+      out.push({ message: toMessage(row), duplicate: false });
+      next++;
+    } else {
+      out.push(null!);
+      turnedAway.push(i);
+    }
+  }
+  for (const i of turnedAway) out[i] = await insertMessage(tx, batch[i]!);
+  return out;
+}
+
+function rowOf(m: NewMessage): typeof messages.$inferInsert {
+  return { tenant: m.tenant, room: m.room, sender: m.sender, content: m.content, clientMsgId: m.clientMsgId, createdAt: m.createdAt };
+}
+
+function isRowOf(row: typeof messages.$inferSelect, m: NewMessage): boolean {
+  return row.tenant === m.tenant && row.room === m.room && row.sender === m.sender && row.clientMsgId === m.clientMsgId && row.content === m.content && row.createdAt === m.createdAt;
+}
+
 /**
  * Inserts one message; on a conflict (only the (tenant, room, sender, client_msg_id) index can
  * conflict) returns the stored first copy. Under READ COMMITTED an insert racing an uncommitted
@@ -158,7 +199,7 @@ async function ensureRooms(tx: PgTx, batch: readonly NewMessage[]): Promise<void
  * rolled back, the insert goes in. Both writers end with the same first copy.
  */
 async function insertMessage(tx: PgTx, m: NewMessage): Promise<{ message: StoredMessage; duplicate: boolean }> {
-  const values = { tenant: m.tenant, room: m.room, sender: m.sender, content: m.content, clientMsgId: m.clientMsgId, createdAt: m.createdAt };
+  const values = rowOf(m);
   for (let round = 0; round < DUPLICATE_ROUNDS; round++) {
     const [inserted] = await tx.insert(messages).values(values).onConflictDoNothing().returning();
     if (inserted) return { message: toMessage(inserted), duplicate: false };
