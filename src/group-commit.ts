@@ -27,13 +27,27 @@ export class GroupCommit<T, R> {
   write(item: T): Promise<R> {
     return new Promise((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        const wait = this.lastCommitAt + this.intervalMs - performance.now();
-        if (wait <= 0) setImmediate(() => void this.run());
-        else setTimeout(() => void this.run(), wait);
-      }
+      this.schedule();
     });
+  }
+
+  /**
+   * Arms the timer unless it is armed. `scheduled` means exactly "a timer is pending": it is
+   * cleared when the timer fires, not when a flush starts. (Cleared by flush, a timer firing
+   * during a commit slower than the interval left it set with nothing pending, and every later
+   * write waited forever.) A timer that fires during a flush finds the flush's loop taking its
+   * items.
+   */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const fire = () => {
+      this.scheduled = false;
+      void this.run();
+    };
+    const wait = this.lastCommitAt + this.intervalMs - performance.now();
+    if (wait <= 0) setImmediate(fire);
+    else setTimeout(fire, wait);
   }
 
   /** Writes what is queued now, without waiting for the interval; resolves when all is committed. */
@@ -47,7 +61,6 @@ export class GroupCommit<T, R> {
   }
 
   private async flush(): Promise<void> {
-    this.scheduled = false;
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
       try {
