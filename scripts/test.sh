@@ -31,10 +31,10 @@ fi
 
 postgres_status=0
 if [ "$#" -eq 0 ]; then
-  # Every suite that starts a sinal (startServer, startChildServer), except the ones that choose
-  # their database themselves: cli.test.ts (the CLI on sqlite files) and postgres-server.test.ts
-  # (already on PostgreSQL in the first run).
-  pg_suites=$(grep -lE "startServer|startChildServer" test/*.test.ts | grep -vE "^test/(cli|postgres-server)\.test\.ts$")
+  # Every suite that runs a sinal on the store test/helpers.ts picks (startServer,
+  # startChildServer, openServerStore), except the ones that choose their database themselves:
+  # cli.test.ts (the CLI on sqlite files) and postgres-server.test.ts (on PostgreSQL already).
+  pg_suites=$(grep -lE "startServer|startChildServer|openServerStore" test/*.test.ts | grep -vE "^test/(cli|postgres-server)\.test\.ts$")
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; then
     echo "== the protocol, chat and recovery suites against the compiled binary on PostgreSQL"
     if [ "$built" = true ]; then

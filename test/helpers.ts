@@ -44,8 +44,9 @@ const TARGET = process.env.SINAL_TARGET === "binary" ? "binary" : "source";
  * The store every server of a run uses: a sqlite file in the server's dir (default), or with
  * `SINAL_STORE=postgres` (scripts/test.sh runs every suite that starts a server so) a database of
  * its own in the test process's throwaway PostgreSQL (startDatabase, test/support/postgres.ts).
- * Either is kept across `restart()` and dropped by `stop()`. A suite that must look at the store does it through `server.store`, or
- * `openServerStore(dir)` before a server starts, never through the sqlite file.
+ * Either is kept across `restart()` and dropped by `stop()`. A suite that must look at the store
+ * does it through `server.store`, or `openServerStore(dir)` before a server starts, never through
+ * the sqlite file.
  */
 export const STORE: "sqlite" | "postgres" = process.env.SINAL_STORE === "postgres" ? "postgres" : "sqlite";
 const databases = new Map<string, Postgres>();

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /**
- * A throwaway PostgreSQL per test file: `initdb` into a fresh temp dir (trust auth), a server on a
+ * A throwaway PostgreSQL (per test file, or shared by a process: `startDatabase`): `initdb` into a fresh temp dir (trust auth), a server on a
  * free port of 127.0.0.1 with its socket inside that dir, one database; `stop()` stops it
  * (`pg_ctl stop -m immediate`) and removes the dir. Call `stop()` from afterAll; a server still
  * running when the test process has gone (a crash, an interrupted run, a shared server nobody
@@ -137,7 +137,7 @@ let databasesMade = 0;
 
 /**
  * A fresh, empty database of its own, in one throwaway PostgreSQL shared by the whole process
- * (started on first use, stopped at exit): a store sees nothing of another's, as with a server of
+ * (started on first use, stopped by its watchdog once the process has gone): a store sees nothing of another's, as with a server of
  * its own, for a CREATE DATABASE (a fraction of a second) instead of an initdb and a start
  * (2 to 5 s on a busy 2-core machine), so a suite can give every server it starts its own.
  * `stop()` drops the database (closing any connection still open to it).
