@@ -3,7 +3,7 @@ import { SQL } from "bun";
 import { drizzle } from "drizzle-orm/bun-sql";
 import { migrate } from "drizzle-orm/bun-sql/migrator";
 import type { PgDb } from "../../src/store/pg-db.ts";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -96,7 +96,7 @@ export async function startPostgres(database = "sinal_test"): Promise<Postgres> 
     chownSync(dir, uid, gid);
   }
 
-  const watchdog = watch(bin, data, dir);
+  watch(bin, data, dir);
   let stopped = false;
   const stopNow = () => {
     if (stopped) return;
@@ -104,7 +104,6 @@ export async function startPostgres(database = "sinal_test"): Promise<Postgres> 
     const result = run(bin, "pg_ctl", ["stop", "-D", data, "-m", "immediate", "-w", "-t", "10"], 15_000);
     if (result.status !== 0) killPostmaster(data);
     rmSync(dir, { recursive: true, force: true });
-    watchdog.kill();
   };
 
   try {
@@ -165,22 +164,24 @@ async function adminQuery(url: string, statement: string): Promise<void> {
 }
 
 /**
- * A detached shell that waits for this process to end, then stops the server of `data` (if it
- * runs) and removes `dir`. bun test (1.4.5) runs no process "exit" or "beforeExit" handler, and
- * neither runs after a crash or a SIGKILL, so the clean-up cannot live in this process.
+ * A shell in the background that waits for this process to end, then stops the server of `data`
+ * (if it still runs) and removes `dir`. bun test (1.4.5) runs no process "exit" or "beforeExit"
+ * handler, and neither runs after a crash or a SIGKILL, so the clean-up cannot live in this
+ * process. The watchdog is not its child either: after a test times out, bun test kills the
+ * child processes still running ("killed 1 dangling process"), so the shell started here puts
+ * the watchdog in the background and exits at once.
  */
-function watch(bin: string, data: string, dir: string): ChildProcess {
+function watch(bin: string, data: string, dir: string): void {
   const pgCtl = command(bin, "pg_ctl").map(quote).join(" ");
   // $1: this process, $2: the data dir, $3: the dir to remove.
   const script = `while kill -0 "$1" 2>/dev/null; do sleep 1; done; [ -f "$2/postmaster.pid" ] && ${pgCtl} stop -D "$2" -m immediate -w -t 10; rm -rf "$3"`;
   // detached: a Ctrl-C to the test's process group leaves the watchdog to do its work.
-  const child = spawn("sh", ["-c", script, "watchdog", String(process.pid), data, dir], {
+  const child = spawn("sh", ["-c", `(${script}) >/dev/null 2>&1 &`, "watchdog", String(process.pid), data, dir], {
     detached: true,
     stdio: "ignore",
     cwd: tmpdir(),
   });
   child.unref();
-  return child;
 }
 
 function quote(word: string): string {
