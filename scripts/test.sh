@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite (`npm test`):
-# 1. the bun suites against the source;
+# 1. the bun suites against the source (sqlite);
 # 2. the protocol, chat and recovery suites again, against the compiled binary (built here with
 #    `npm run build`'s command into .tmp/bin), which runs from temp directories with no
 #    node_modules and no source tree (test/helpers.ts, SINAL_TARGET=binary);
-# 3. the same suites against the source on PostgreSQL (SINAL_STORE=postgres; skipped by hand
-#    without PostgreSQL, a failure under CI=true);
+# 3. on PostgreSQL (SINAL_STORE=postgres: every server gets a database of its own in a throwaway
+#    PostgreSQL; skipped by hand without PostgreSQL, a failure under CI=true): the same three
+#    suites against the compiled binary, then every suite that starts a sinal against the source;
 # 4. the Python client's pytest suite.
 # All run; the exit code is non-zero when any fails.
 set -u
@@ -14,10 +15,12 @@ bun test --timeout 20000 "$@"
 bun_status=$?
 
 binary_status=0
+built=false
 if [ "$#" -eq 0 ]; then
   echo "== the protocol, chat and recovery suites against the compiled binary"
   mkdir -p .tmp/bin
   if bun build src/main.ts --compile --bytecode --format=esm --minify --sourcemap --outfile .tmp/bin/sinal >/dev/null; then
+    built=true
     SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
     binary_status=$?
   else
@@ -28,12 +31,24 @@ fi
 
 postgres_status=0
 if [ "$#" -eq 0 ]; then
-  # The same suites against the source on PostgreSQL (each server gets a throwaway PostgreSQL from
-  # Debian's package: test/support/postgres.ts).
+  # Every suite that runs a sinal on the store test/helpers.ts picks (startServer,
+  # startChildServer, openServerStore), except the ones that choose their database themselves:
+  # cli.test.ts (the CLI on sqlite files) and postgres-server.test.ts (on PostgreSQL already).
+  pg_suites=$(grep -lE "startServer|startChildServer|openServerStore" test/*.test.ts | grep -vE "^test/(cli|postgres-server)\.test\.ts$")
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; then
-    echo "== the protocol, chat and recovery suites on PostgreSQL"
-    SINAL_STORE=postgres bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
-    postgres_status=$?
+    echo "== the protocol, chat and recovery suites against the compiled binary on PostgreSQL"
+    if [ "$built" = true ]; then
+      SINAL_STORE=postgres SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
+      postgres_status=$?
+    else
+      echo "no binary to run (the build failed)"
+      postgres_status=1
+    fi
+    echo "== every suite that starts a sinal, against the source on PostgreSQL"
+    # shellcheck disable=SC2086 # one word per file
+    SINAL_STORE=postgres bun test --timeout 20000 $pg_suites
+    status=$?
+    if [ "$postgres_status" -eq 0 ]; then postgres_status=$status; fi
   elif [ "${CI:-}" = "true" ]; then
     echo "PostgreSQL is required under CI=true (apt-get install postgresql)"
     postgres_status=1

@@ -229,7 +229,7 @@ describe("tenant isolation", () => {
   });
 });
 
-test("after a restart on the same sqlite file, rooms, messages, receipts and notifications are all there", async () => {
+test("after a restart on the same store, rooms, messages, receipts and notifications are all there", async () => {
   const first = await startServer();
   const k = await first.apiKey("acme");
   const m = (await (await post(first, "/v1/rooms/keep/messages", { sender: "a", content: "persisted", client_msg_id: "k1" }, k)).json()) as any;

@@ -1,12 +1,11 @@
 import { afterEach, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
 import { mintToken } from "../src/auth/tokens.ts";
-import { Client, SECRET, type Frame } from "./helpers.ts";
+import { Client, removeServerDir, SECRET, type Frame } from "./helpers.ts";
 import { startChildServer, type ChildServer } from "./support/child-server.ts";
 
 // What this really checks: sinal as a real process is killed (SIGTERM, or SIGKILL) while REST
 // callers publish to a durable chat room in a steady stream (single publications, batches of
-// three, chat messages), then restarted on the same sqlite file, where every request is sent again
+// three, chat messages), then restarted on the same store (sqlite file or PostgreSQL), where every request is sent again
 // with the same idempotency key (or client_msg_id) until it is answered 200. The room's history,
 // replayed from offset 0, must then hold every key exactly once (an acknowledged publication is
 // never lost, a key never publishes twice), at the position each 200 answer named. Under SIGTERM,
@@ -58,7 +57,7 @@ afterEach(async () => {
   live?.kill("SIGKILL");
   await live?.exited;
   live = null;
-  if (dir !== null) rmSync(dir, { recursive: true, force: true });
+  if (dir !== null) await removeServerDir(dir);
   dir = null;
 });
 
@@ -250,7 +249,7 @@ function checkHistory(history: Frame[], requests: Requests, where: string): stri
 }
 
 /**
- * CYCLES rounds on one sqlite file: stream, send `signal` mid-stream, restart, resend every
+ * CYCLES rounds on one store: stream, send `signal` mid-stream, restart, resend every
  * request until answered 200, check the room's history. Returns what went wrong, one line per
  * kind of problem and cycle (empty when everything held).
  */

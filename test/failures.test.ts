@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -8,9 +8,8 @@ import { createApiKey } from "../src/auth/api-keys.ts";
 import { mintToken } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
-import { Client, SECRET } from "./helpers.ts";
+import { Client, openServerStore, removeServerDir, SECRET, serverDatabaseUrl } from "./helpers.ts";
 
 // A store that fails (a full disk, an I/O error) under a real server: room commits and reads of
 // pending notifications throw. What a client asked for is answered with the error; work nobody
@@ -25,9 +24,10 @@ let url: string;
 let http: string;
 const logs: Record<string, unknown>[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "sinal-failures-"));
-  const real = openSqliteStore(join(dir, "sinal.db"));
+  // The store of this run (sqlite, or PostgreSQL with SINAL_STORE=postgres), wrapped to fail.
+  const real = await openServerStore(dir);
   const log = real.channelLog;
   // The room history's commits fail while `failing` is set, inside the store, as a full disk would.
   const channelLog: typeof log = {
@@ -42,7 +42,7 @@ beforeAll(() => {
     pending: (tenant: string, user: string, limit: number) => (failing ? Promise.reject(new Error("SQLITE_IOERR: disk I/O error")) : notes.pending(tenant, user, limit)),
   }) as typeof notes;
   store = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { channelLog, notifications }) as Store;
-  const config = loadConfig({ JWT_SECRET: SECRET, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", DATABASE_URL: `sqlite:${join(dir, "sinal.db")}` });
+  const config = loadConfig({ JWT_SECRET: SECRET, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", DATABASE_URL: await serverDatabaseUrl(dir) });
   const sink = new Writable({
     write(chunk, _enc, done) {
       for (const line of String(chunk).split("\n")) if (line) logs.push(JSON.parse(line));
@@ -57,7 +57,7 @@ beforeAll(() => {
 afterAll(async () => {
   await sinal.stop();
   await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await removeServerDir(dir);
 });
 
 /** Sends a frame and returns its reply, passing over the publications that come first. */

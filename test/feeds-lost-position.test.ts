@@ -1,9 +1,8 @@
 import { afterEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openSqliteStore } from "../src/store/sqlite-store.ts";
-import { Client, startServer, type TestServer } from "./helpers.ts";
+import { Client, openServerStore, removeServerDir, startServer, type TestServer } from "./helpers.ts";
 import { feedEnv, metric, ROULETTES, waitFor, waitReady } from "./support/feeds.ts";
 import { ScriptedMongo } from "./support/scripted-mongo.ts";
 
@@ -19,7 +18,7 @@ afterEach(async () => {
   await server?.stop();
   await mongo?.stop();
   server = mongo = null;
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  for (const dir of dirs.splice(0)) await removeServerDir(dir);
 });
 
 async function start(env: Record<string, string> = {}): Promise<{ mongo: ScriptedMongo; server: TestServer }> {
@@ -105,15 +104,15 @@ test("a non-resumable server error (Unauthorized on a getMore): new epoch, fresh
 test("a saved resume token the server no longer has (at start-up): starts from now with the snapshot", async () => {
   const dir = mkdtempSync(join(tmpdir(), "sinal-lost-"));
   dirs.push(dir);
-  const db = join(dir, "sinal.db");
-  const store = openSqliteStore(db);
+  // The token is saved in the store the server then starts on (its dir's).
+  const store = await openServerStore(dir);
   await store.feeds.save({ feed: "roulettes", source: "runcash.roulettes", token: JSON.stringify({ _data: "OLD" }), updatedAt: Date.now() });
   await store.close();
 
   mongo = await ScriptedMongo.start("runcash", "roulettes");
   mongo.docs = [{ _id: "r1", tenant: "acme", name: "Lightning", numbers: [7] }];
   mongo.aggregateErrors.push({ error: { code: 280, codeName: "ChangeStreamFatalError", errmsg: "resume token was not found" } });
-  server = await startServer(feedEnv(mongo.uri(), [ROULETTES], { DATABASE_URL: `sqlite:${db}`, MONGODB_RETRY_MAX_MS: "200" }));
+  server = await startServer(feedEnv(mongo.uri(), [ROULETTES], { MONGODB_RETRY_MAX_MS: "200" }), dir);
   await waitReady(server);
   expect(mongo.changeStreams[0]!.resumeAfter).toEqual({ _data: "OLD" });
   expect(mongo.changeStreams.at(-1)!.resumeAfter).toBeUndefined();

@@ -1,7 +1,4 @@
 import { afterAll, beforeAll, expect } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { MongoClient, type Collection } from "mongodb";
 import { Client, startServer, type Frame, type TestServer } from "./helpers.ts";
 import { emulatorTests, feedEnv, metric, ready, STRATEGIES, waitFor, waitReady } from "./support/feeds.ts";
@@ -15,7 +12,6 @@ const { test, available } = emulatorTests();
 let emulator: Emulator;
 let mongo: MongoClient;
 let strategies: Collection;
-const dirs: string[] = [];
 
 beforeAll(async () => {
   if (!available) return;
@@ -27,20 +23,13 @@ beforeAll(async () => {
 afterAll(async () => {
   await mongo?.close();
   await emulator?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/** sinal with the strategies feed, reaching MongoDB through `proxy`, on the sqlite file `db`. */
-function feedServer(proxy: TcpProxy, db: string): Promise<TestServer> {
+/** sinal with the strategies feed, reaching MongoDB through `proxy`, on a fresh store. */
+function feedServer(proxy: TcpProxy): Promise<TestServer> {
   // Short timeouts so outages are noticed, and retried, within a test's time.
   const uri = `mongodb://127.0.0.1:${proxy.port}/?directConnection=true&serverSelectionTimeoutMS=600&connectTimeoutMS=600`;
-  return startServer(feedEnv(uri, [STRATEGIES], { DATABASE_URL: `sqlite:${db}`, MONGODB_RETRY_MAX_MS: "300" }));
-}
-
-function tempDb(): string {
-  const dir = mkdtempSync(join(tmpdir(), "sinal-feeds-"));
-  dirs.push(dir);
-  return join(dir, "sinal.db");
+  return startServer(feedEnv(uri, [STRATEGIES], { MONGODB_RETRY_MAX_MS: "300" }));
 }
 
 async function subscribe(server: TestServer, channel: string, user = "u1"): Promise<{ client: Client; reply: Frame }> {
@@ -56,20 +45,18 @@ async function collect(client: Client, count: number, ms = 5000): Promise<Frame[
 
 test("changes made while sinal was stopped arrive after a restart on the same store: all 50, in order, once", async () => {
   const proxy = await new TcpProxy(emulator.port).listen();
-  const db = tempDb();
-  let server = await feedServer(proxy, db);
+  let server = await feedServer(proxy);
   await waitReady(server);
   const first = await subscribe(server, "strategy:restart");
   await strategies.insertOne({ roulette_id: "restart", seq: 0 });
   expect(await first.client.next()).toMatchObject({ event: "strategy_update", data: { seq: 0 }, offset: 1 });
   first.client.close();
-  await server.stop();
 
-  for (let seq = 1; seq <= 50; seq++) await strategies.insertOne({ roulette_id: "restart", seq });
-
-  // MongoDB looks down at first, so the client is subscribed before the feed resumes.
-  proxy.passing = false;
-  server = await feedServer(proxy, db);
+  server = await server.restart(async () => {
+    for (let seq = 1; seq <= 50; seq++) await strategies.insertOne({ roulette_id: "restart", seq });
+    // MongoDB looks down at first, so the client is subscribed before the feed resumes.
+    proxy.passing = false;
+  });
   expect((await server.store.feeds.get("strategies"))?.source).toBe("runcash.strategies");
   const { client, reply } = await subscribe(server, "strategy:restart");
   expect(reply).toMatchObject({ ok: true, offset: 0, snapshot: null });
@@ -87,7 +74,7 @@ test("changes made while sinal was stopped arrive after a restart on the same st
 
 test("cutting the driver's connection during a getMore loses nothing and repeats nothing", async () => {
   const proxy = await new TcpProxy(emulator.port).listen();
-  const server = await feedServer(proxy, tempDb());
+  const server = await feedServer(proxy);
   await waitReady(server);
   const { client, reply } = await subscribe(server, "strategy:cut");
   for (let seq = 1; seq <= 10; seq++) await strategies.insertOne({ roulette_id: "cut", seq });
@@ -115,7 +102,7 @@ test("cutting the driver's connection during a getMore loses nothing and repeats
 test("MongoDB unreachable: /ready answers 503 naming the feed, and the feed recovers when it comes up", async () => {
   const proxy = await new TcpProxy(emulator.port).listen();
   proxy.passing = false;
-  const server = await feedServer(proxy, tempDb());
+  const server = await feedServer(proxy);
   // Start-up is not blocked: the server answers at once.
   const down = await ready(server);
   expect(down.status).toBe(503);

@@ -8,7 +8,7 @@ import { mintToken, type MintOptions } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { openConfiguredStore } from "../src/backends.ts";
-import { startPostgres, type Postgres } from "./support/postgres.ts";
+import { startDatabase, type Postgres } from "./support/postgres.ts";
 import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
@@ -25,45 +25,66 @@ export interface TestServer {
   token(opts: Partial<MintOptions> & { tenant?: string; user?: string }): Promise<string>;
   apiKey(tenant: string): Promise<string>;
   stop(): Promise<void>;
-  /** Stops this server (draining, store flushed) and starts another on the same sqlite file and env. */
-  restart(): Promise<TestServer>;
+  /**
+   * Stops this server (draining, store flushed) and starts another on the same store and env;
+   * `meanwhile` runs while no server is up (e.g. changes a stopped sinal must catch up on).
+   */
+  restart(meanwhile?: () => Promise<void>): Promise<TestServer>;
 }
 
 /**
  * Which sinal the suites run against: the source, in this process (default), or the compiled
  * binary as a child process (`SINAL_TARGET=binary SINAL_BINARY=<path>`, see scripts/test.sh), run
  * from a temp directory with no node_modules and no source tree. Suites that run against both
- * use only the network, the CLI and the sqlite file (not `sinal` or `store`).
+ * use only the network and the CLI (not `sinal` or `store`).
  */
 const TARGET = process.env.SINAL_TARGET === "binary" ? "binary" : "source";
 
-/** A real server on 127.0.0.1:0 with a real sqlite file in a fresh temp dir. */
 /**
- * `SINAL_STORE=postgres` (scripts/test.sh runs the protocol, chat and recovery suites so): every
- * server of a suite gets its own throwaway PostgreSQL instead of a sqlite file, kept across
- * `restart()` like the file is.
+ * The store every server of a run uses: a sqlite file in the server's dir (default), or with
+ * `SINAL_STORE=postgres` (scripts/test.sh runs every suite that starts a server so) a database of
+ * its own in the test process's throwaway PostgreSQL (startDatabase, test/support/postgres.ts).
+ * Either is kept across `restart()` and dropped by `stop()`. A suite that must look at the store
+ * does it through `server.store`, or `openServerStore(dir)` before a server starts, never through
+ * the sqlite file.
  */
-const STORE = process.env.SINAL_STORE === "postgres" ? "postgres" : "sqlite";
+export const STORE: "sqlite" | "postgres" = process.env.SINAL_STORE === "postgres" ? "postgres" : "sqlite";
 const databases = new Map<string, Postgres>();
 
-async function databaseUrl(dir: string): Promise<string> {
+/** The DATABASE_URL of the servers started on `dir` (the same one for every call with that dir). */
+export async function serverDatabaseUrl(dir: string): Promise<string> {
   if (STORE === "sqlite") return `sqlite:${join(dir, "sinal.db")}`;
   let pg = databases.get(dir);
-  if (pg === undefined) databases.set(dir, (pg = await startPostgres()));
+  if (pg === undefined) databases.set(dir, (pg = await startDatabase()));
   return pg.url;
 }
 
-async function dropDatabase(dir: string): Promise<void> {
-  await databases.get(dir)?.stop();
-  databases.delete(dir);
+/**
+ * Opens here the store a server started on `dir` will use (e.g. to put something in it before
+ * the server starts); the caller closes it before starting the server.
+ */
+export async function openServerStore(dir: string): Promise<Store> {
+  const config = loadConfig({ JWT_SECRET: SECRET, DATABASE_URL: await serverDatabaseUrl(dir) });
+  return openConfiguredStore(config.database);
 }
 
+/** Drops the store of `dir` (its PostgreSQL; a sqlite file goes with the dir) and removes the dir. */
+export async function removeServerDir(dir: string): Promise<void> {
+  await databases.get(dir)?.stop();
+  databases.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * A real server on 127.0.0.1:0 in a fresh temp dir (or `reuseDir`), on this run's store (see
+ * STORE) unless `env` names a DATABASE_URL.
+ */
 export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
   if (TARGET === "binary") return startBinaryServer(env, reuseDir);
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
   const config = loadConfig({
     JWT_SECRET: SECRET,
-    DATABASE_URL: await databaseUrl(dir),
+    DATABASE_URL: env.DATABASE_URL ?? (await serverDatabaseUrl(dir)),
     HOST: "127.0.0.1",
     PORT: "0",
     LOG_LEVEL: "debug",
@@ -95,12 +116,12 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     async stop() {
       await sinal.stop();
       await store.close();
-      await dropDatabase(dir);
-      rmSync(dir, { recursive: true, force: true });
+      await removeServerDir(dir);
     },
-    async restart() {
+    async restart(meanwhile) {
       await sinal.stop();
       await store.close();
+      await meanwhile?.();
       return startServer(env, dir);
     },
   };
@@ -111,7 +132,7 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
   const binary = process.env.SINAL_BINARY;
   if (!binary) throw new Error("SINAL_TARGET=binary needs SINAL_BINARY=<path to dist/sinal>");
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
-  const childEnv = { JWT_SECRET: SECRET, DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "debug", ...env };
+  const childEnv = { JWT_SECRET: SECRET, DATABASE_URL: env.DATABASE_URL ?? (await serverDatabaseUrl(dir)), HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "debug", ...env };
   const proc = Bun.spawn([binary, "serve"], { cwd: dir, env: childEnv, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
   const logs: Record<string, unknown>[] = [];
   const port = await new Promise<number>((resolve, reject) => {
@@ -164,10 +185,11 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
     },
     async stop() {
       await stopProcess();
-      rmSync(dir, { recursive: true, force: true });
+      await removeServerDir(dir);
     },
-    async restart() {
+    async restart(meanwhile) {
       await stopProcess();
+      await meanwhile?.();
       return startBinaryServer(env, dir);
     },
   };

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { SECRET } from "../helpers.ts";
+import { removeServerDir, SECRET, serverDatabaseUrl } from "../helpers.ts";
 
 /** The repository root: the child runs `src/main.ts` from here, as `bun run start` does. */
 const ROOT = resolve(import.meta.dir, "../..");
@@ -23,7 +23,7 @@ function sinalCommand(args: string[], dir: string): { cmd: string[]; cwd: string
 export interface ChildServerOptions {
   /** Added to (and overriding) the defaults: JWT_SECRET, DATABASE_URL, HOST, PORT=0, LOG_LEVEL=info. */
   env?: Record<string, string>;
-  /** A directory holding `sinal.db`; pass the `dir` of a stopped server to restart on its file. Default: a fresh temp dir. */
+  /** The server's directory; pass the `dir` of a stopped server to restart on its store. Default: a fresh temp dir. */
   dir?: string;
   /** How long to wait for the `listening` line. Default 15 s. */
   startTimeoutMs?: number;
@@ -40,7 +40,11 @@ export interface ChildServer {
   pid: number;
   http: string;
   ws: string;
-  /** The directory of the sqlite file (`<dir>/sinal.db`); the caller removes it (removed here only when the start fails in a dir made here). */
+  /**
+   * The server's directory, which names its store as in test/helpers.ts (`<dir>/sinal.db`, or with
+   * SINAL_STORE=postgres a throwaway PostgreSQL); the caller removes both with `removeServerDir`
+   * (done here only when the start fails in a dir made here).
+   */
   dir: string;
   /** The environment the child got (pass it back, with `dir`, to restart the same server). */
   env: Record<string, string>;
@@ -54,22 +58,22 @@ export interface ChildServer {
   exited: Promise<ChildExit>;
   /** Resident memory of the child now (VmRSS in /proc/<pid>/status), in bytes. Throws once it has exited. */
   rssBytes(): number;
-  /** Runs `sinal keys create --tenant <tenant>` with the same env and file; returns the new key. */
+  /** Runs `sinal keys create --tenant <tenant>` with the same env and store; returns the new key. */
   createApiKey(tenant: string): Promise<string>;
 }
 
 /**
  * sinal as a real child process: `bun src/main.ts serve` from the repository root (or the binary,
- * see sinalCommand) with its own sqlite file, once it has logged `listening`. Unlike `startServer` (test/helpers.ts) nothing of it
+ * see sinalCommand) with its own store (see `dir`), once it has logged `listening`. Unlike `startServer` (test/helpers.ts) nothing of it
  * lives in the test process, so a test can kill it (SIGKILL included), restart it on the same
- * file, and measure it (`rssBytes`). The child gets PATH, HOME and TMPDIR of this process and
+ * store, and measure it (`rssBytes`). The child gets PATH, HOME and TMPDIR of this process and
  * nothing else from it (a stray REDIS_URL or SINAL_TARGET stays out).
  *
  * @example
  * const first = await startChildServer({ env: { SINAL_API_KEYS: "acme:a-key-of-16-chars-or-more" } });
  * first.kill("SIGKILL");
  * await first.exited; // { code: null, signal: "SIGKILL" }
- * const again = await startChildServer({ env: first.env, dir: first.dir }); // same sqlite file
+ * const again = await startChildServer({ env: first.env, dir: first.dir }); // same store
  */
 export async function startChildServer(options: ChildServerOptions = {}): Promise<ChildServer> {
   const level = options.env?.LOG_LEVEL;
@@ -79,7 +83,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "sinal-child-"));
   const env: Record<string, string> = {
     JWT_SECRET: SECRET,
-    DATABASE_URL: `sqlite:${join(dir, "sinal.db")}`,
+    DATABASE_URL: options.env?.DATABASE_URL ?? (await serverDatabaseUrl(dir)),
     HOST: "127.0.0.1",
     PORT: "0",
     LOG_LEVEL: "info",
@@ -131,7 +135,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   if (outcome instanceof Error) {
     proc.kill("SIGKILL");
     await exited;
-    if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
+    if (options.dir === undefined) await removeServerDir(dir);
     throw outcome;
   }
   const port = outcome;

@@ -3,17 +3,18 @@ import { SQL } from "bun";
 import { drizzle } from "drizzle-orm/bun-sql";
 import { migrate } from "drizzle-orm/bun-sql/migrator";
 import type { PgDb } from "../../src/store/pg-db.ts";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /**
- * A throwaway PostgreSQL per test file: `initdb` into a fresh temp dir (trust auth), a server on a
+ * A throwaway PostgreSQL (per test file, or shared by a process: `startDatabase`): `initdb` into a fresh temp dir (trust auth), a server on a
  * free port of 127.0.0.1 with its socket inside that dir, one database; `stop()` stops it
  * (`pg_ctl stop -m immediate`) and removes the dir. Call `stop()` from afterAll; a server still
- * running when the process exits is stopped then too, so a failed or aborted test leaves nothing.
+ * running when the test process has gone (a crash, an interrupted run, a shared server nobody
+ * stops) is stopped and removed by a watchdog (see `watch`), so a run leaves nothing behind.
  *
  * The binaries come from Debian's layout, /usr/lib/postgresql/<version>/bin (the newest version
  * with an initdb), or from POSTGRES_BIN_DIR when set. Without them the tests skip with the reason
@@ -82,12 +83,6 @@ export function postgresTests(): { test: typeof test; available: boolean } {
   return { test: test.skip, available: false };
 }
 
-/** Stops servers that afterAll never reached (a crash, an interrupted run). */
-const running = new Set<() => void>();
-process.on("exit", () => {
-  for (const stopNow of running) stopNow();
-});
-
 /** Starts a fresh, empty PostgreSQL with one database and resolves once it accepts connections. */
 export async function startPostgres(database = "sinal_test"): Promise<Postgres> {
   const pg = findPostgres();
@@ -101,16 +96,15 @@ export async function startPostgres(database = "sinal_test"): Promise<Postgres> 
     chownSync(dir, uid, gid);
   }
 
+  watch(bin, data, dir);
   let stopped = false;
   const stopNow = () => {
     if (stopped) return;
     stopped = true;
-    running.delete(stopNow);
     const result = run(bin, "pg_ctl", ["stop", "-D", data, "-m", "immediate", "-w", "-t", "10"], 15_000);
     if (result.status !== 0) killPostmaster(data);
     rmSync(dir, { recursive: true, force: true });
   };
-  running.add(stopNow);
 
   try {
     // fsync off and no sync at initdb: the data is thrown away, only speed matters.
@@ -137,15 +131,77 @@ export async function startPostgres(database = "sinal_test"): Promise<Postgres> 
   }
 }
 
+let shared: Promise<Postgres> | null = null;
+let databasesMade = 0;
+
+/**
+ * A fresh, empty database of its own, in one throwaway PostgreSQL shared by the whole process
+ * (started on first use, stopped by its watchdog once the process has gone): a store sees nothing of another's, as with a server of
+ * its own, for a CREATE DATABASE (a fraction of a second) instead of an initdb and a start
+ * (2 to 5 s on a busy 2-core machine), so a suite can give every server it starts its own.
+ * `stop()` drops the database (closing any connection still open to it).
+ */
+export async function startDatabase(): Promise<Postgres> {
+  shared ??= startPostgres("sinal_admin");
+  const server = await shared;
+  const name = `sinal_${++databasesMade}`;
+  await adminQuery(server.url, `CREATE DATABASE ${name}`);
+  const url = new URL(server.url);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    stop: () => adminQuery(server.url, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  };
+}
+
+async function adminQuery(url: string, statement: string): Promise<void> {
+  const admin = new SQL(url, { prepare: false, max: 1 });
+  try {
+    await admin.unsafe(statement);
+  } finally {
+    await admin.close();
+  }
+}
+
+/**
+ * A shell in the background that waits for this process to end, then stops the server of `data`
+ * (if it still runs) and removes `dir`. bun test (1.4.5) runs no process "exit" or "beforeExit"
+ * handler, and neither runs after a crash or a SIGKILL, so the clean-up cannot live in this
+ * process. The watchdog is not its child either: after a test times out, bun test kills the
+ * child processes still running ("killed 1 dangling process"), so the shell started here puts
+ * the watchdog in the background and exits at once.
+ */
+function watch(bin: string, data: string, dir: string): void {
+  const pgCtl = command(bin, "pg_ctl").map(quote).join(" ");
+  // $1: this process, $2: the data dir, $3: the dir to remove.
+  const script = `while kill -0 "$1" 2>/dev/null; do sleep 1; done; [ -f "$2/postmaster.pid" ] && ${pgCtl} stop -D "$2" -m immediate -w -t 10; rm -rf "$3"`;
+  // detached: a Ctrl-C to the test's process group leaves the watchdog to do its work.
+  const child = spawn("sh", ["-c", `(${script}) >/dev/null 2>&1 &`, "watchdog", String(process.pid), data, dir], {
+    detached: true,
+    stdio: "ignore",
+    cwd: tmpdir(),
+  });
+  child.unref();
+}
+
+function quote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/** The command line of one PostgreSQL tool (as the postgres user when we are root). */
+function command(bin: string, tool: string): string[] {
+  return isRoot() ? ["runuser", "-u", OS_USER, "--", join(bin, tool)] : [join(bin, tool)];
+}
+
 function isRoot(): boolean {
   return process.getuid?.() === 0;
 }
 
 /** Runs one PostgreSQL binary (as the postgres user when we are root), bounded by `timeoutMs`. */
 function run(bin: string, tool: string, args: string[], timeoutMs: number): { status: number | null; output: string } {
-  const command = isRoot() ? ["runuser", "-u", OS_USER, "--", join(bin, tool), ...args] : [join(bin, tool), ...args];
+  const line = [...command(bin, tool), ...args];
   // cwd: the postgres user may not be allowed into the checkout, and initdb complains about that.
-  const result = spawnSync(command[0]!, command.slice(1), { encoding: "utf8", timeout: timeoutMs, cwd: tmpdir() });
+  const result = spawnSync(line[0]!, line.slice(1), { encoding: "utf8", timeout: timeoutMs, cwd: tmpdir() });
   const output = `${result.error?.message ?? ""}${result.stdout ?? ""}${result.stderr ?? ""}`.trim().slice(-2000);
   return { status: result.status, output };
 }
