@@ -99,3 +99,10 @@ export async function startSinal(
   }
   return { child, port, out };
 }
+
+/** Busy time of the whole machine (all cores, /proc/stat: everything but idle and iowait), in clock ticks. */
+export function machineBusyTicks(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = f as [number, number, number, number, number, number, number, number];
+  return user + nice + system + irq + softirq + steal;
+}
