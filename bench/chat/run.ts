@@ -19,7 +19,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { BUN, ROOT, cpuTicks, exited, loadavg, machineBusyTicks, startSinal } from "../lib/proc.ts";
+import { BUN, ROOT, cpuTicks, exited, loadavg, machineBusyTicks, schedMs, startSinal } from "../lib/proc.ts";
 import { startBenchPostgres, type BenchPostgres } from "../lib/postgres.ts";
 import { Histogram, type HistogramJSON } from "./histogram.ts";
 import { renderChat, summarize, type ChatReport, type Step, type StoreRun } from "./report.ts";
@@ -37,6 +37,7 @@ const S = {
   rates: (process.env.BENCH_CHAT_RATES ?? "2000,5000,10000,15000,20000").split(",").map(Number),
   stepSec: num("BENCH_CHAT_STEP_SEC", 4),
   drainSec: num("BENCH_CHAT_DRAIN_SEC", 8),
+  idleSec: num("BENCH_CHAT_IDLE_SEC", 3),
   pauseSec: num("BENCH_CHAT_PAUSE_SEC", 0.5),
   deadlineSec: num("BENCH_CHAT_DEADLINE_SEC", 900),
   synchronous: process.env.SQLITE_SYNCHRONOUS ?? "full",
@@ -100,7 +101,7 @@ interface WorkerLine {
 }
 
 async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
-  const run: StoreRun = { store, description: "", loadBefore: loadavg(), loadAfter: "", steps: [], skippedRates: [], storedInDb: null, ackedTotal: 0 };
+  const run: StoreRun = { store, description: "", loadBefore: loadavg(), loadAfter: "", steps: [], skippedRates: [], storedInDb: null, ackedTotal: 0, idleSinalCpuPct: Number.NaN, idlePostgresCpuPct: Number.NaN };
   const dir = mkdtempSync(join(tmpdir(), "sinal-chat-bench-"));
   let pg: BenchPostgres | null = null;
   const workers: { child: ChildProcess; lines: Lines; share: number }[] = [];
@@ -135,13 +136,22 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
     }
     for (const w of workers) await w.lines.next(60_000, "ready line");
 
+    // Idle baseline: what sinal (and PostgreSQL) use with every user connected and nobody
+    // sending (timers, sweeps, pings), so the CPU per message can be read net of it.
+    const idle0 = [cpuTicks(sinalPid), pg?.cpuTicks() ?? 0, performance.now()] as const;
+    await Bun.sleep(S.idleSec * 1000);
+    const idleWall = (performance.now() - idle0[2]) / 1000;
+    run.idleSinalCpuPct = (cpuTicks(sinalPid) - idle0[0]) / idleWall;
+    run.idlePostgresCpuPct = ((pg?.cpuTicks() ?? 0) - idle0[1]) / idleWall;
+    process.stderr.write(`  ${store} idle: sinal ${run.idleSinalCpuPct.toFixed(1)}%, pg ${run.idlePostgresCpuPct.toFixed(1)}%\n`);
+
     const step = async (kind: Step["kind"], offered: number, seconds: number, repeat: number): Promise<Step> => {
       const t0 = performance.now();
-      const [s0, p0, m0] = [cpuTicks(sinalPid), pg?.cpuTicks() ?? 0, machineBusyTicks()];
+      const [s0, p0, m0, q0] = [cpuTicks(sinalPid), pg?.cpuTicks() ?? 0, machineBusyTicks(), schedMs(sinalPid).waitMs];
       for (const w of workers) w.child.stdin!.write(JSON.stringify({ rate: offered * w.share, seconds, drainSec: S.drainSec }) + "\n");
       const lines = await Promise.all(workers.map((w) => w.lines.next<WorkerLine>((seconds + S.drainSec + 30) * 1000, "step result")));
       const wall = (performance.now() - t0) / 1000;
-      const [ds, dp, dm] = [cpuTicks(sinalPid) - s0, (pg?.cpuTicks() ?? 0) - p0, machineBusyTicks() - m0];
+      const [ds, dp, dm, dq] = [cpuTicks(sinalPid) - s0, (pg?.cpuTicks() ?? 0) - p0, machineBusyTicks() - m0, schedMs(sinalPid).waitMs - q0];
       const hist = new Histogram();
       for (const l of lines) hist.merge(l.histogram);
       const sum = (f: (l: WorkerLine) => number) => lines.reduce((n, l) => n + f(l), 0);
@@ -170,15 +180,17 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
         postgresCpuPct: pct(dp),
         loadgenCpuPct: pct(loadgenTicks),
         otherCpuPct: pct(dm - ds - dp - loadgenTicks),
+        sinalWaitPct: dq / (wall * 10),
         sinalUsPerMsg: us(ds),
         postgresUsPerMsg: us(dp),
         serverUsPerMsg: us(ds + dp),
+        serverUsPerMsgNet: us(ds + dp - (run.idleSinalCpuPct + run.idlePostgresCpuPct) * wall),
       };
       run.steps.push(result);
       run.ackedTotal += acked;
       process.stderr.write(
         `  ${store} ${kind} ${offered} #${repeat}: stored ${Math.round(result.storedPerSec)}/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
-          `sinal ${result.sinalCpuPct.toFixed(0)}%, pg ${result.postgresCpuPct.toFixed(0)}%, loadgen ${result.loadgenCpuPct.toFixed(0)}%, other ${result.otherCpuPct.toFixed(0)}%, ${result.serverUsPerMsg.toFixed(0)} µs/msg${result.drained ? "" : " (not drained)"}\n`,
+          `sinal ${result.sinalCpuPct.toFixed(0)}%, pg ${result.postgresCpuPct.toFixed(0)}%, loadgen ${result.loadgenCpuPct.toFixed(0)}%, sinal waited ${result.sinalWaitPct.toFixed(0)}%, other ${result.otherCpuPct.toFixed(0)}%, ${result.serverUsPerMsg.toFixed(0)} µs/msg (${result.serverUsPerMsgNet.toFixed(0)} net of idle)${result.drained ? "" : " (not drained)"}\n`,
       );
       await Bun.sleep(S.pauseSec * 1000);
       return result;
