@@ -29,6 +29,11 @@ export interface Step {
   otherCpuPct: number;
   /** Percent of the step sinal's threads spent runnable but waiting for a core (taken by others). */
   sinalWaitPct: number;
+  /**
+   * The same readings over the send time only (up to the planned end of sending, without the
+   * tail); the generators' CPU in `otherCpuPct` is taken as even over the step.
+   */
+  sending: { sinalCpuPct: number; postgresCpuPct: number; otherCpuPct: number; sinalWaitPct: number };
   /** Server CPU per stored message: sinal's, PostgreSQL's, and both. */
   sinalUsPerMsg: number;
   postgresUsPerMsg: number;
@@ -86,6 +91,10 @@ export interface StepSummary {
   loadgenCpu: number;
   otherCpu: number;
   sinalWait: number;
+  /** Medians over the send time only. */
+  sendingServerCpu: number;
+  sendingSinalWait: number;
+  sendingOtherCpu: number;
   serverUs: number;
   serverUsAll: number[];
   serverUsNet: number;
@@ -113,6 +122,9 @@ export function summarize(steps: Step[], kind: Step["kind"]): StepSummary[] {
       loadgenCpu: median(pick((s) => s.loadgenCpuPct)),
       otherCpu: median(pick((s) => s.otherCpuPct)),
       sinalWait: median(pick((s) => s.sinalWaitPct)),
+      sendingServerCpu: median(pick((s) => s.sending.sinalCpuPct + s.sending.postgresCpuPct)),
+      sendingSinalWait: median(pick((s) => s.sending.sinalWaitPct)),
+      sendingOtherCpu: median(pick((s) => s.sending.otherCpuPct)),
       serverUs: median(pick((s) => s.serverUsPerMsg)),
       serverUsAll: pick((s) => s.serverUsPerMsg),
       serverUsNet: median(pick((s) => s.serverUsPerMsgNet)),
@@ -130,14 +142,16 @@ export function best(run: StoreRun): StepSummary | undefined {
   return summarize(run.steps, "ladder").filter(sustained).at(-1);
 }
 
-/** Who limits a step, from CPU: sinal and PostgreSQL share the server core, the generators have theirs. */
+/**
+ * Who limits a step, from the readings over its send time: sinal and PostgreSQL share the server
+ * core, the generators have theirs; sinal runnable but waiting for a core means others took it.
+ */
 export function limitedBy(s: StepSummary): string {
-  const server = s.sinalCpu + s.postgresCpu;
+  const server = s.sendingServerCpu;
   if (s.loadgenCpu >= 85) return `load generator (${fmt(s.loadgenCpu, 0)}% of its core)`;
-  if (server >= 85) return `server core (${fmt(server, 0)}%)`;
-  if (s.sinalWait >= 10) return `CPU taken by other processes (sinal waited for a core ${fmt(s.sinalWait, 0)}% of the time)`;
-  if (s.otherCpu >= 40) return `other processes (${fmt(s.otherCpu, 0)}% of a core)`;
-  return `neither core saturated (server ${fmt(server, 0)}%): waiting (commits, fsync)`;
+  if (server >= 85) return `server core (${fmt(server, 0)}% while sending)`;
+  if (s.sendingSinalWait >= 10) return `server core shared with other processes (server ${fmt(server, 0)}%, sinal waiting for it ${fmt(s.sendingSinalWait, 0)}% of the send time)`;
+  return `neither core saturated (server ${fmt(server, 0)}% while sending): waiting (commits, fsync)`;
 }
 
 export function renderChat(r: ChatReport): string {
@@ -184,18 +198,18 @@ function renderStore(out: string[], run: StoreRun): void {
     out.push("");
   }
   out.push(
-    "| offered msg/s | sent msg/s | stored msg/s, median (range) | p50 ms | p99 ms, median (range) | max ms | sinal CPU | PostgreSQL CPU | server µs CPU / stored msg (range) | net of idle | load-gen CPU | other CPU | sinal waiting for a core | all acked and delivered | limited by |",
+    "| offered msg/s | sent msg/s | stored msg/s, median (range) | p50 ms | p99 ms, median (range) | max ms | sinal CPU | PostgreSQL CPU | server CPU while sending | server µs CPU / stored msg (range) | net of idle | load-gen CPU | other CPU while sending | sinal waiting for a core while sending | all acked and delivered | limited by |",
   );
-  out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+  out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
   for (const x of summarize(run.steps, "ladder")) {
     out.push(
       `| ${fmtInt(x.offered)} | ${fmtInt(x.sendRate)} | ${fmtInt(x.stored)} (${range(x.storedAll, fmtInt)}) | ${fmt(x.p50)} | ${fmt(x.p99)} (${range(x.p99s, (n) => fmt(n))}) | ` +
-        `${fmt(Math.max(...x.repeats.map((y) => y.max)), 0)} | ${fmt(x.sinalCpu, 0)}% | ${run.store === "postgres" ? `${fmt(x.postgresCpu, 0)}%` : "–"} | ` +
+        `${fmt(Math.max(...x.repeats.map((y) => y.max)), 0)} | ${fmt(x.sinalCpu, 0)}% | ${run.store === "postgres" ? `${fmt(x.postgresCpu, 0)}%` : "–"} | ${fmt(x.sendingServerCpu, 0)}% | ` +
         `${fmt(x.serverUs, 0)} (${range(x.serverUsAll, (n) => fmt(n, 0))})${run.store === "postgres" ? ` = ${fmt(x.sinalUs, 0)} + ${fmt(x.postgresUs, 0)}` : ""} | ${fmt(x.serverUsNet, 0)} | ` +
-        `${fmt(x.loadgenCpu, 0)}% | ${fmt(x.otherCpu, 0)}% | ${fmt(x.sinalWait, 0)}% | ${x.allDrained ? "yes" : "**no**"} | ${limitedBy(x)} |`,
+        `${fmt(x.loadgenCpu, 0)}% | ${fmt(x.sendingOtherCpu, 0)}% | ${fmt(x.sendingSinalWait, 0)}% | ${x.allDrained ? "yes" : "**no**"} | ${limitedBy(x)} |`,
     );
   }
-  if (run.skippedRates.length) out.push(`| ${run.skippedRates.map(fmtInt).join(", ")} | not run | | | | | | | | | | | | | |`);
+  if (run.skippedRates.length) out.push(`| ${run.skippedRates.map(fmtInt).join(", ")} | not run | | | | | | | | | | | | | | |`);
   out.push("");
   if (run.stopped) {
     out.push(`Stopped early: ${run.stopped}.`);

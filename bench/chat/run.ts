@@ -45,7 +45,9 @@ const S = {
   root: process.env.BENCH_CHAT_ROOT ?? ROOT,
   /** Extra sinal settings, e.g. "PG_POOL_SIZE=20 COMMIT_INTERVAL_MS=8". */
   sinalEnv: process.env.BENCH_CHAT_SINAL_ENV ?? "",
-  serverCpus: "0", // startSinal pins sinal to core 0; PostgreSQL joins it there
+  serverCpus: "0", // startSinal pins sinal to core 0
+  /** PostgreSQL's cores: by default sinal's, so both stores get one core for the server side. */
+  pgCpus: process.env.BENCH_CHAT_PG_CPUS ?? "0",
   loadgenCpus: process.env.BENCH_CHAT_LOADGEN_CPUS ?? "1",
 };
 /** A ladder step this far behind (median stored < 70% of offered, or p99 over 2 s) ends the ladder. */
@@ -111,7 +113,7 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
     const secret = randomBytes(32).toString("base64url");
     const env: Record<string, string> = { JWT_SECRET: secret, ...Object.fromEntries(S.sinalEnv.split(" ").filter(Boolean).map((kv) => kv.split("=", 2) as [string, string])) };
     if (store === "postgres") {
-      pg = await startBenchPostgres(S.serverCpus);
+      pg = await startBenchPostgres(S.pgCpus);
       env.DATABASE_URL = pg.url;
       run.description = `PostgreSQL (${pg.settings}), sinal's default pool`;
     } else {
@@ -148,8 +150,14 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
     const step = async (kind: Step["kind"], offered: number, seconds: number, repeat: number): Promise<Step> => {
       const t0 = performance.now();
       const [s0, p0, m0, q0] = [cpuTicks(sinalPid), pg?.cpuTicks() ?? 0, machineBusyTicks(), schedMs(sinalPid).waitMs];
+      // The same readings at the planned end of sending: CPU while the load was on, without the tail.
+      let atSendEnd = { ds: Number.NaN, dp: Number.NaN, dm: Number.NaN, dq: Number.NaN, wall: Number.NaN };
+      const sendEndTimer = setTimeout(() => {
+        atSendEnd = { ds: cpuTicks(sinalPid) - s0, dp: (pg?.cpuTicks() ?? 0) - p0, dm: machineBusyTicks() - m0, dq: schedMs(sinalPid).waitMs - q0, wall: (performance.now() - t0) / 1000 };
+      }, seconds * 1000);
       for (const w of workers) w.child.stdin!.write(JSON.stringify({ rate: offered * w.share, seconds, drainSec: S.drainSec }) + "\n");
       const lines = await Promise.all(workers.map((w) => w.lines.next<WorkerLine>((seconds + S.drainSec + 30) * 1000, "step result")));
+      clearTimeout(sendEndTimer);
       const wall = (performance.now() - t0) / 1000;
       const [ds, dp, dm, dq] = [cpuTicks(sinalPid) - s0, (pg?.cpuTicks() ?? 0) - p0, machineBusyTicks() - m0, schedMs(sinalPid).waitMs - q0];
       const hist = new Histogram();
@@ -181,6 +189,12 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
         loadgenCpuPct: pct(loadgenTicks),
         otherCpuPct: pct(dm - ds - dp - loadgenTicks),
         sinalWaitPct: dq / (wall * 10),
+        sending: {
+          sinalCpuPct: atSendEnd.ds / atSendEnd.wall,
+          postgresCpuPct: atSendEnd.dp / atSendEnd.wall,
+          otherCpuPct: (atSendEnd.dm - atSendEnd.ds - atSendEnd.dp) / atSendEnd.wall - sum((l) => l.cpuMs) / 10 / wall,
+          sinalWaitPct: atSendEnd.dq / (atSendEnd.wall * 10),
+        },
         sinalUsPerMsg: us(ds),
         postgresUsPerMsg: us(dp),
         serverUsPerMsg: us(ds + dp),
@@ -189,7 +203,7 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
       run.steps.push(result);
       run.ackedTotal += acked;
       process.stderr.write(
-        `  ${store} ${kind} ${offered} #${repeat}: stored ${Math.round(result.storedPerSec)}/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
+        `  ${store} ${kind} ${offered} #${repeat}: while sending sinal ${result.sending.sinalCpuPct.toFixed(0)}% pg ${result.sending.postgresCpuPct.toFixed(0)}% waited ${result.sending.sinalWaitPct.toFixed(0)}%; stored ${Math.round(result.storedPerSec)}/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
           `sinal ${result.sinalCpuPct.toFixed(0)}%, pg ${result.postgresCpuPct.toFixed(0)}%, loadgen ${result.loadgenCpuPct.toFixed(0)}%, sinal waited ${result.sinalWaitPct.toFixed(0)}%, other ${result.otherCpuPct.toFixed(0)}%, ${result.serverUsPerMsg.toFixed(0)} µs/msg (${result.serverUsPerMsgNet.toFixed(0)} net of idle)${result.drained ? "" : " (not drained)"}\n`,
       );
       await Bun.sleep(S.pauseSec * 1000);
