@@ -14,9 +14,8 @@ import { Database } from "bun:sqlite";
 import { SQL } from "bun";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpus } from "node:os";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { BUN, ROOT, cpuTicks, exited, loadavg, machineBusyTicks, schedMs, startSinal } from "../lib/proc.ts";
@@ -111,16 +110,18 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
   let sinalOut: string[] = [];
   try {
     const secret = randomBytes(32).toString("base64url");
-    const env: Record<string, string> = { JWT_SECRET: secret, ...Object.fromEntries(S.sinalEnv.split(" ").filter(Boolean).map((kv) => kv.split("=", 2) as [string, string])) };
+    const env: Record<string, string> = { JWT_SECRET: secret, ...Object.fromEntries(S.sinalEnv.split(" ").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])) };
     if (store === "postgres") {
       pg = await startBenchPostgres(S.pgCpus);
       env.DATABASE_URL = pg.url;
-      run.description = `PostgreSQL (${pg.settings}), sinal's default pool`;
+      run.description = `PostgreSQL (${pg.settings})`;
     } else {
       env.DATABASE_URL = `sqlite:${join(dir, "chat.db")}`;
       env.SQLITE_SYNCHRONOUS = S.synchronous;
       run.description = `sqlite, SQLITE_SYNCHRONOUS=${S.synchronous} (WAL)`;
     }
+    if (S.sinalEnv) run.description += `, ${S.sinalEnv}`;
+    if (S.root !== ROOT) run.description += `, sinal from ${S.root}`;
     process.stderr.write(`bench/chat: ${run.description}\n`);
     const started = await startSinal(children, env, [], { root: S.root });
     sinalOut = started.out;
