@@ -53,8 +53,10 @@ const S = {
 const GIVE_UP = { storedShare: 0.7, p99Ms: 2000 };
 
 const children = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
 const killAll = () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 };
 process.on("exit", killAll);
 process.on("SIGINT", () => process.exit(130));
@@ -104,6 +106,7 @@ interface WorkerLine {
 async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
   const run: StoreRun = { store, description: "", loadBefore: loadavg(), loadAfter: "", steps: [], skippedRates: [], storedInDb: null, ackedTotal: 0, idleSinalCpuPct: Number.NaN, idlePostgresCpuPct: Number.NaN };
   const dir = mkdtempSync(join(tmpdir(), "sinal-chat-bench-"));
+  tempDirs.add(dir);
   let pg: BenchPostgres | null = null;
   const workers: { child: ChildProcess; lines: Lines; share: number }[] = [];
   let sinal: ChildProcess | null = null;
