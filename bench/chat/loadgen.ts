@@ -1,11 +1,21 @@
 /**
- * Chat load generator (run by bench/chat/run.ts on its own core). Opens `users` authenticated
- * sockets, `roomSize` users per room, each subscribed to its room; then for each phase sends
- * `message` frames at a fixed total rate, round-robin over users, and records the send-to-receive
- * latency of every `new_message` delivery (send time is carried in the content, one clock).
- * Prints one JSON line per phase on stdout.
+ * One chat load-generator process (bench/chat/run.ts starts `workers` of them). It owns whole
+ * rooms, so a message's sender and its room's other members share one process and one clock:
+ * room r (users r*roomSize .. r*roomSize+roomSize-1) belongs to worker r % workers. It opens an
+ * authenticated socket per user, subscribes each to its room, prints `{"event":"ready"}`, then
+ * runs the steps it reads on stdin, one JSON line each:
+ *
+ *   {"rate": <msg/s for this worker>, "seconds": <send time>, "drainSec": <wait for the tail>}
+ *
+ * A step sends `message` frames at the rate, round-robin over its users, then waits until every
+ * ack and every delivery arrived (or drainSec passed), and prints one `{"event":"step", ...}` line:
+ * counts, the ack time of the last stored message, a histogram of send-to-receive latencies
+ * (the `new_message` as received by the sender's room mates, not by the sender) and this
+ * process's CPU time. It exits when stdin closes.
  */
 import { SignJWT } from "jose";
+import { createInterface } from "node:readline";
+import { Histogram } from "./histogram.ts";
 
 interface Config {
   url: string;
@@ -13,7 +23,8 @@ interface Config {
   tenant: string;
   users: number;
   roomSize: number;
-  phases: { name: string; rate: number; seconds: number }[];
+  worker: number;
+  workers: number;
 }
 
 const config = JSON.parse(process.argv[2]!) as Config;
@@ -21,31 +32,41 @@ const key = new TextEncoder().encode(config.secret);
 const rooms = Math.ceil(config.users / config.roomSize);
 const PAD = "x".repeat(60);
 
+const mine: number[] = [];
+for (let r = config.worker; r < rooms; r += config.workers) {
+  for (let i = r * config.roomSize; i < Math.min(config.users, (r + 1) * config.roomSize); i++) mine.push(i);
+}
+const roomOf = (user: number) => Math.floor(user / config.roomSize);
+const roomSizeOf = (room: number) => Math.min(config.roomSize, config.users - room * config.roomSize);
+
 let delivered = 0;
+let expected = 0;
 let acked = 0;
 let errors = 0;
-let latencies = new Float64Array(1 << 22);
-let latencyCount = 0;
+let lastAckAt = 0;
+let histogram = new Histogram();
 
-function onFrame(text: string): void {
-  // Cheap field checks instead of JSON.parse: this runs ~10x per message.
+function onFrame(user: number, text: string): void {
+  // Field checks instead of JSON.parse: this runs ~10 times per message.
   if (text.startsWith('{"type":"pub"') && text.includes('"event":"new_message"')) {
     delivered++;
     const at = text.indexOf('"content":"t=');
-    if (at >= 0) {
-      const sentAt = Number(text.slice(at + 13, text.indexOf(";", at)));
-      if (latencyCount < latencies.length) latencies[latencyCount++] = performance.now() - sentAt;
-    }
+    if (at < 0) return;
+    const semi = text.indexOf(";", at);
+    const sender = Number(text.slice(semi + 3, text.indexOf(";", semi + 1)));
+    if (sender !== user) histogram.record(performance.now() - Number(text.slice(at + 13, semi)));
   } else if (text.startsWith('{"type":"reply"')) {
-    if (text.includes('"ok":true')) acked++;
-    else errors++;
+    if (text.includes('"ok":true')) {
+      acked++;
+      lastAckAt = performance.now();
+    } else errors++;
   } else if (text.startsWith('{"type":"error"')) errors++;
 }
 
-async function open(i: number): Promise<WebSocket> {
+async function open(user: number): Promise<WebSocket> {
   const token = await new SignJWT({ tid: config.tenant, sub_channels: ["room:*"] })
     .setProtectedHeader({ alg: "HS256" })
-    .setSubject(`u${i}`)
+    .setSubject(`u${user}`)
     .setExpirationTime("2h")
     .sign(key);
   const ws = new WebSocket(`${config.url}?token=${token}`);
@@ -53,76 +74,83 @@ async function open(i: number): Promise<WebSocket> {
     ws.onmessage = (e) => {
       const text = String(e.data);
       if (text.startsWith('{"type":"welcome"')) {
-        ws.send(JSON.stringify({ type: "subscribe", id: 0, channel: `room:r${i % rooms}` }));
+        ws.send(JSON.stringify({ type: "subscribe", id: 0, channel: `room:r${roomOf(user)}` }));
       } else if (text.startsWith('{"type":"reply","id":0')) {
-        ws.onmessage = (ev) => onFrame(String(ev.data));
+        ws.onmessage = (ev) => onFrame(user, String(ev.data));
         resolve();
       }
     };
-    ws.onerror = () => reject(new Error(`socket ${i} failed`));
+    ws.onerror = () => reject(new Error(`socket of u${user} failed`));
+    ws.onclose = (e) => reject(new Error(`socket of u${user} closed: ${e.code} ${e.reason}`));
   });
+  ws.onclose = (e) => {
+    process.stderr.write(`loadgen ${config.worker}: socket of u${user} closed: ${e.code} ${e.reason}\n`);
+    errors++;
+  };
   return ws;
 }
 
-const sockets: WebSocket[] = [];
-for (let i = 0; i < config.users; i += 100) {
-  sockets.push(...(await Promise.all(Array.from({ length: Math.min(100, config.users - i) }, (_, j) => open(i + j)))));
+const sockets = new Map<number, WebSocket>();
+for (let i = 0; i < mine.length; i += 100) {
+  const batch = mine.slice(i, i + 100);
+  const opened = await Promise.all(batch.map(open));
+  batch.forEach((user, j) => sockets.set(user, opened[j]!));
 }
 await Bun.sleep(500); // let the user_joined announcements drain
-process.stdout.write(JSON.stringify({ event: "ready", sockets: sockets.length }) + "\n");
+process.stdout.write(JSON.stringify({ event: "ready", sockets: sockets.size }) + "\n");
 
-function cpuMs(): number {
+const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
-}
+};
 
 let next = 0;
 let msgId = 1;
-for (const phase of config.phases) {
+async function step(rate: number, seconds: number, drainSec: number): Promise<void> {
   delivered = 0;
+  expected = 0;
   acked = 0;
   errors = 0;
-  latencyCount = 0;
-  const started = performance.now();
+  lastAckAt = 0;
+  histogram = new Histogram();
   const cpu0 = cpuMs();
+  const started = performance.now();
+  const total = Math.round(rate * seconds);
   let sent = 0;
-  const total = Math.round(phase.rate * phase.seconds);
   while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * phase.rate));
+    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate));
     for (; sent < due; sent++) {
-      const i = next++ % sockets.length;
-      const content = `t=${performance.now()};${PAD}`;
-      sockets[i]!.send(`{"type":"message","id":${msgId++},"room":"r${i % rooms}","content":"${content}"}`);
+      const user = mine[next++ % mine.length]!;
+      const room = roomOf(user);
+      expected += roomSizeOf(room);
+      sockets.get(user)!.send(`{"type":"message","id":${msgId++},"room":"r${room}","content":"t=${performance.now()};u=${user};${PAD}"}`);
     }
-    await Bun.sleep(2);
+    await Bun.sleep(1);
   }
   const sendEnd = performance.now();
-  const expected = total * config.roomSize;
-  // Wait for the tail (bounded): every delivery and every ack, or 10 s.
-  while ((delivered < expected || acked + errors < total) && performance.now() - sendEnd < 10_000) await Bun.sleep(5);
-  const elapsed = (performance.now() - started) / 1000;
-  const sorted = latencies.subarray(0, latencyCount).sort();
-  const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN);
+  while ((delivered < expected || acked + errors < total) && performance.now() - sendEnd < drainSec * 1000) await Bun.sleep(5);
+  const ended = performance.now();
   process.stdout.write(
     JSON.stringify({
-      event: "phase",
-      name: phase.name,
-      offered: phase.rate,
+      event: "step",
       sent: total,
-      sendSeconds: (sendEnd - started) / 1000,
+      sendSec: (sendEnd - started) / 1000,
       acked,
       errors,
       delivered,
       expected,
-      achievedMsgsPerSec: total / ((sendEnd - started) / 1000),
-      deliveriesPerSec: delivered / elapsed,
-      p50: pct(50),
-      p99: pct(99),
-      max: sorted.length ? sorted[sorted.length - 1] : NaN,
-      loadgenCpuPct: ((cpuMs() - cpu0) / (elapsed * 1000)) * 100,
+      drained: delivered >= expected && acked + errors >= total,
+      lastAckSec: lastAckAt > 0 ? (lastAckAt - started) / 1000 : 0,
+      wallSec: (ended - started) / 1000,
+      cpuMs: cpuMs() - cpu0,
+      histogram: histogram.toJSON(),
     }) + "\n",
   );
-  if (errors > 0 || delivered < expected) break;
 }
-for (const ws of sockets) ws.close();
+
+for await (const line of createInterface({ input: process.stdin })) {
+  const cmd = JSON.parse(line) as { rate: number; seconds: number; drainSec: number };
+  await step(cmd.rate, cmd.seconds, cmd.drainSec);
+}
+for (const ws of sockets.values()) ws.close();
 process.exit(0);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 
@@ -98,4 +98,31 @@ export async function startSinal(
     await Bun.sleep(50);
   }
   return { child, port, out };
+}
+
+/** Busy time of the whole machine (all cores, /proc/stat: everything but idle and iowait), in clock ticks. */
+export function machineBusyTicks(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = f as [number, number, number, number, number, number, number, number];
+  return user + nice + system + irq + softirq + steal;
+}
+
+/**
+ * Time the threads of `pid` spent on a CPU and waiting in a run queue for one, in ms
+ * (/proc/<pid>/task/<tid>/schedstat). Waiting time says whether a process was starved of CPU by
+ * others, as opposed to idle or blocked on I/O.
+ */
+export function schedMs(pid: number): { runMs: number; waitMs: number } {
+  let run = 0;
+  let wait = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
+      run += r!;
+      wait += w!;
+    } catch {
+      // the thread exited while we looked
+    }
+  }
+  return { runMs: run / 1e6, waitMs: wait / 1e6 };
 }
