@@ -83,6 +83,31 @@ describe("openSqliteStore", () => {
   });
 });
 
+describe("synchronous=full with room commits fsynced off the JS thread", () => {
+  // The store's own connection (private): whether it is back on FULL is what other writes get.
+  const synchronousOf = (store: Store) => (store as unknown as { sqlite: Database }).sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
+  const entry = (topic: string, at: number) => ({ topic, at, build: (p: { offset: number }) => `{"offset":${p.offset}}`, deliver: () => undefined });
+
+  test("a channel-log commit leaves the connection on FULL (2) for every other write, also when it fails", async () => {
+    const store = open();
+    expect(synchronousOf(store)).toBe(2);
+    const [committed] = await store.channelLog.commit([entry("acme/room:1", 1)], true);
+    expect(committed).toMatchObject({ duplicate: false, position: { offset: 1 } });
+    expect(synchronousOf(store)).toBe(2);
+    // A NOT NULL column left null fails inside the transaction.
+    await expect(store.channelLog.commit([entry("acme/room:1", null as unknown as number)], true)).rejects.toThrow();
+    expect(synchronousOf(store)).toBe(2);
+    expect(await store.channelLog.position("acme/room:1")).toMatchObject({ offset: 1 });
+  });
+
+  test("with SQLITE_SYNCHRONOUS=normal the connection stays on NORMAL (1)", async () => {
+    const store = openSqliteStore(path, "normal");
+    opened.push(store);
+    await store.channelLog.commit([entry("acme/room:1", 1)], true);
+    expect(synchronousOf(store)).toBe(1);
+  });
+});
+
 describe("api keys", () => {
   test("a stored key row holds the SHA-256 of the secret and never the secret itself", async () => {
     const store = open();

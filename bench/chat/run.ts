@@ -126,7 +126,7 @@ async function runStore(store: StoreRun["store"]): Promise<StoreRun> {
     if (S.sinalEnv) run.description += `, ${S.sinalEnv}`;
     if (S.root !== ROOT) run.description += `, sinal from ${S.root}`;
     process.stderr.write(`bench/chat: ${run.description}\n`);
-    const started = await startSinal(children, env, [], { root: S.root });
+    const started = await startSinal(children, env, (process.env.BENCH_CHAT_BUN_FLAGS ?? "").split(" ").filter(Boolean), { root: S.root });
     sinalOut = started.out;
     sinal = started.child;
     const sinalPid = sinal.pid!;
