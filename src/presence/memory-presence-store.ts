@@ -2,6 +2,7 @@ import type { Channel } from "../channel.ts";
 import type { ExpiredMember, MemberInfo, MemberKey, PresenceStore, StoredMember } from "./presence-store.ts";
 
 interface Entry {
+  client: string;
   expiresAt: number;
   /** Set anew with every expiry: ties of expiresAt go in seq order. */
   seq: number;
@@ -11,7 +12,40 @@ interface Entry {
 
 interface MemberUser {
   info: MemberInfo;
-  clients: Map<string, Entry>;
+  /** Its clients' entries: the one entry itself (the usual case), a map from two on, null when none. */
+  clients: Entry | Map<string, Entry> | null;
+}
+
+function entryOf(user: MemberUser, client: string): Entry | undefined {
+  const clients = user.clients;
+  if (clients instanceof Map) return clients.get(client);
+  return clients?.client === client ? clients : undefined;
+}
+
+function putEntry(user: MemberUser, entry: Entry): void {
+  const clients = user.clients;
+  if (clients === null) user.clients = entry;
+  else if (clients instanceof Map) clients.set(entry.client, entry);
+  else user.clients = new Map([[clients.client, clients], [entry.client, entry]]);
+}
+
+/** Removes a client's entry; false when it had none. */
+function dropEntry(user: MemberUser, client: string): boolean {
+  const clients = user.clients;
+  if (clients instanceof Map) {
+    if (!clients.delete(client)) return false;
+    if (clients.size === 1) user.clients = clients.values().next().value!;
+    return true;
+  }
+  if (clients?.client !== client) return false;
+  user.clients = null;
+  return true;
+}
+
+function entriesOf(user: MemberUser): Iterable<Entry> {
+  const clients = user.clients;
+  if (clients === null) return [];
+  return clients instanceof Map ? clients.values() : [clients];
 }
 
 interface ChannelMembers {
@@ -60,15 +94,15 @@ export class MemoryPresenceStore implements PresenceStore {
     let user = members.users.get(member.user);
     const joins = user === undefined;
     if (user === undefined) {
-      user = { info: info ?? NO_INFO, clients: new Map() };
+      user = { info: info ?? NO_INFO, clients: null };
       members.users.set(member.user, user);
     } else if (info !== undefined) {
       user.info = info;
     }
-    let entry = user.clients.get(member.client);
+    let entry = entryOf(user, member.client);
     if (entry === undefined) {
-      entry = { expiresAt, seq: 0, timer: null };
-      user.clients.set(member.client, entry);
+      entry = { client: member.client, expiresAt, seq: 0, timer: null };
+      putEntry(user, entry);
       this.entries++;
     }
     this.schedule(channel.topic, member, entry, expiresAt);
@@ -76,7 +110,8 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   refresh(channel: Channel, member: MemberKey, expiresAt: number): boolean {
-    const entry = this.channels.get(channel.topic)?.users.get(member.user)?.clients.get(member.client);
+    const user = this.channels.get(channel.topic)?.users.get(member.user);
+    const entry = user === undefined ? undefined : entryOf(user, member.client);
     if (entry === undefined) return false;
     this.schedule(channel.topic, member, entry, expiresAt);
     return true;
@@ -85,7 +120,7 @@ export class MemoryPresenceStore implements PresenceStore {
   remove(channel: Channel, member: MemberKey): boolean {
     const members = this.channels.get(channel.topic);
     const user = members?.users.get(member.user);
-    if (members === undefined || user === undefined || !user.clients.delete(member.client)) return false;
+    if (members === undefined || user === undefined || !dropEntry(user, member.client)) return false;
     this.entries--;
     // Its timer stays until due or compacted away: many removes in a row must not leave the heap large either.
     if (this.heap.length > 2 * this.entries + HEAP_SLACK) this.compact();
@@ -110,7 +145,7 @@ export class MemoryPresenceStore implements PresenceStore {
       const timer = pop(heap);
       const members = this.channels.get(timer.topic);
       const user = members?.users.get(timer.user);
-      const entry = user?.clients.get(timer.client);
+      const entry = user === undefined ? undefined : entryOf(user, timer.client);
       if (entry === undefined || entry.timer !== timer) continue;
       if (entry.expiresAt !== timer.at || entry.seq !== timer.seq) {
         // Refreshed since: due later, or at this time but after what was set before it.
@@ -118,7 +153,7 @@ export class MemoryPresenceStore implements PresenceStore {
         push(heap, entry.timer);
         continue;
       }
-      user!.clients.delete(timer.client);
+      dropEntry(user!, timer.client);
       this.entries--;
       if (this.dropIfEmpty(members!, timer.user, user!)) expired.push({ channel: members!.channel, user: timer.user, info: user!.info });
     }
@@ -132,7 +167,7 @@ export class MemoryPresenceStore implements PresenceStore {
 
   /** Forgets a user with no client left (and its channel once empty); true when it did. */
   private dropIfEmpty(members: ChannelMembers, name: string, user: MemberUser): boolean {
-    if (user.clients.size > 0) return false;
+    if (user.clients !== null) return false;
     members.users.delete(name);
     if (members.users.size === 0) this.channels.delete(members.channel.topic);
     return true;
@@ -153,9 +188,9 @@ export class MemoryPresenceStore implements PresenceStore {
     const heap = this.heap;
     heap.length = 0;
     for (const [topic, { users }] of this.channels) {
-      for (const [user, { clients }] of users) {
-        for (const [client, entry] of clients) {
-          entry.timer = { at: entry.expiresAt, seq: entry.seq, topic, user, client };
+      for (const [user, member] of users) {
+        for (const entry of entriesOf(member)) {
+          entry.timer = { at: entry.expiresAt, seq: entry.seq, topic, user, client: entry.client };
           heap.push(entry.timer);
         }
       }

@@ -20,18 +20,44 @@ export interface PresenceTimes {
 /** What this node keeps of a user with connections here (or in its leave grace): its status. */
 interface LocalUser {
   name?: string;
-  /** Its connections on this node; none while the user is in its leave grace. */
-  clients: Set<string>;
+  /**
+   * Its connections on this node (see Clients); none while the user is in its leave grace. Most
+   * users have one: a set is made only for a second (memory per idle connection).
+   */
+  clients: Clients;
   chosen: ChosenStatus;
   lastActivity: number;
   /** The status last published, so only changes go out. */
   published: PresenceStatus;
 }
 
+/** Connection ids: none (null), one (the usual case), or a set of two or more. */
+type Clients = string | Set<string> | null;
+
+function withClient(clients: Clients, client: string): Clients {
+  if (clients === null || clients === client) return client;
+  if (typeof clients === "string") return new Set([clients, client]);
+  clients.add(client);
+  return clients;
+}
+
+function withoutClient(clients: Clients, client: string): Clients {
+  if (clients === null || clients === client) return null;
+  if (typeof clients === "string") return clients;
+  clients.delete(client);
+  return clients.size === 1 ? clients.values().next().value! : clients.size === 0 ? null : clients;
+}
+
+function anyClient(clients: Clients): string | undefined {
+  if (clients === null) return undefined;
+  return typeof clients === "string" ? clients : clients.values().next().value;
+}
+
 /** A connection of this node: the channels it is a member of (subscribes that completed), refreshed while it lives. */
 interface LocalPeer {
   peer: Peer;
-  channels: Map<string, Channel>;
+  /** Made at its first presence channel: most connections never join one (memory per idle connection). */
+  channels: Map<string, Channel> | null;
 }
 
 /** The client of a user's grace entry in a scope (a connection id is never empty). */
@@ -100,13 +126,13 @@ export class PresenceService implements Presence, PeerListener {
     let state = users.get(peer.user);
     const known = state !== undefined;
     if (!state) {
-      state = { clients: new Set(), chosen: "online", lastActivity: now, published: "offline" };
+      state = { clients: null, chosen: "online", lastActivity: now, published: "offline" };
       users.set(peer.user, state);
     }
-    state.clients.add(peer.client);
+    state.clients = withClient(state.clients, peer.client);
     state.lastActivity = now;
     if (peer.name !== undefined) state.name = peer.name;
-    this.peers.set(peer.client, { peer, channels: new Map() });
+    this.peers.set(peer.client, { peer, channels: null });
     const status = this.compute(state, now);
     // Back within its grace the user never went offline: no announcement unless the status moved.
     const changed = known && status !== state.published;
@@ -123,8 +149,9 @@ export class PresenceService implements Presence, PeerListener {
     this.peers.delete(peer.client);
     const now = Date.now();
     // The channels first: a user's leaves go out before its offline when their graces end together.
-    for (const channel of local.channels.values()) this.exit(peer, channel, now);
-    this.tenants.get(peer.tenant)?.get(peer.user)?.clients.delete(peer.client);
+    if (local.channels !== null) for (const channel of local.channels.values()) this.exit(peer, channel, now);
+    const user = this.tenants.get(peer.tenant)?.get(peer.user);
+    if (user !== undefined) user.clients = withoutClient(user.clients, peer.client);
     this.exit(peer, tenantChannel(peer.tenant), now);
   }
 
@@ -134,14 +161,14 @@ export class PresenceService implements Presence, PeerListener {
     if ((!ns?.presence && !ns?.joinLeave) || channel.kind === "presence") return;
     const local = this.peers.get(peer.client);
     if (local === undefined) return;
-    local.channels.set(channel.topic, channel);
+    (local.channels ??= new Map()).set(channel.topic, channel);
     this.after(this.store.add(channel, peer, Date.now() + this.memberTtlMs), (joined) => {
       if (joined && ns.joinLeave) this.publisher.publishEphemeral(channel, "user_joined", who(channel, peer.user));
     });
   }
 
   unsubscribed(peer: Peer, channel: Channel): void {
-    if (this.peers.get(peer.client)?.channels.delete(channel.topic)) this.exit(peer, channel, Date.now());
+    if (this.peers.get(peer.client)?.channels?.delete(channel.topic)) this.exit(peer, channel, Date.now());
   }
 
   active(peer: Peer, now: number): void {
@@ -194,7 +221,7 @@ export class PresenceService implements Presence, PeerListener {
     this.lastIdleCheck = now;
     for (const [tenant, users] of this.tenants) {
       for (const [user, state] of users) {
-        const idle = state.clients.size > 0 && state.published === "online" && now - state.lastActivity >= this.times.awayAfterMs;
+        const idle = state.clients !== null && state.published === "online" && now - state.lastActivity >= this.times.awayAfterMs;
         if (idle) this.update(tenant, user, state, now);
       }
     }
@@ -242,7 +269,7 @@ export class PresenceService implements Presence, PeerListener {
       const users = this.tenants.get(channel.tenant);
       const state = users?.get(user);
       // A connection that came back after the store ended the membership keeps its state (its join follows).
-      if (users && state && state.clients.size === 0) {
+      if (users && state && state.clients === null) {
         users.delete(user);
         if (users.size === 0) this.tenants.delete(channel.tenant);
       }
@@ -259,7 +286,7 @@ export class PresenceService implements Presence, PeerListener {
     const until = now + this.memberTtlMs;
     for (const { peer, channels } of this.peers.values()) {
       this.after(this.store.refresh(tenantChannel(peer.tenant), peer, until), () => undefined);
-      for (const channel of channels.values()) this.after(this.store.refresh(channel, peer, until), () => undefined);
+      if (channels !== null) for (const channel of channels.values()) this.after(this.store.refresh(channel, peer, until), () => undefined);
     }
   }
 
@@ -269,7 +296,7 @@ export class PresenceService implements Presence, PeerListener {
     state.published = status;
     this.publishStatus(tenant, user, state, status);
     // The tenant's entry carries the status for the snapshots (any live client of the user holds it).
-    const client = state.clients.values().next().value;
+    const client = anyClient(state.clients);
     if (client !== undefined) this.after(this.store.add(tenantChannel(tenant), { user, client }, now + this.memberTtlMs, info(state, status)), () => undefined);
   }
 
