@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { SQL } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,7 +10,7 @@ import type { StoredMessage } from "../src/store/chat-store.ts";
 import { openPgStore } from "../src/store/pg-store.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
-import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
+import { postgresTests, startDatabase } from "./support/postgres.ts";
 
 // The durable history's own guarantees (src/store/channel-log-store.ts, src/history/durable-history.ts)
 // over both stores, with what only a shared database has: two nodes (two store instances on one
@@ -48,9 +48,6 @@ const PG_FAULT = [
 ];
 
 const pgTests = postgresTests();
-let pg: Postgres | undefined;
-let pgDatabases = 0;
-afterAll(async () => await pg?.stop());
 
 const storages: Record<string, { make: () => Promise<Storage>; test: typeof test }> = {
   sqlite: {
@@ -83,12 +80,9 @@ const storages: Record<string, { make: () => Promise<Storage>; test: typeof test
   postgres: {
     test: pgTests.test,
     async make() {
-      pg ??= await startPostgres("sinal_channel_log");
-      const name = `log_${++pgDatabases}`;
-      const server = new SQL(pg.url);
-      await server.unsafe(`CREATE DATABASE ${name}`);
-      await server.close();
-      const url = pg.url.replace(/\/[^/]*$/, `/${name}`);
+      // A fresh database on the process's throwaway PostgreSQL, dropped when done.
+      const database = await startDatabase();
+      const url = database.url;
       const stores: Store[] = [await openPgStore(url)];
       const admin = new SQL(url);
       for (const statement of PG_FAULT) await admin.unsafe(statement);
@@ -104,6 +98,7 @@ const storages: Record<string, { make: () => Promise<Storage>; test: typeof test
         async done() {
           for (const store of stores) await store.close().catch(() => undefined);
           await admin.close();
+          await database.stop();
         },
       };
     },

@@ -1,5 +1,4 @@
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { SQL } from "bun";
+import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +8,7 @@ import { MemoryHistory } from "../src/history/memory-history.ts";
 import { openPgStore } from "../src/store/pg-store.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
-import { postgresTests, startPostgres, type Postgres } from "./support/postgres.ts";
+import { postgresTests, startDatabase } from "./support/postgres.ts";
 
 // One contract, every HistoryStore: the guarantees written on the interface in src/history/history.ts.
 
@@ -24,20 +23,7 @@ interface Subject {
   done(): Promise<void>;
 }
 
-/** Each test gets a fresh database on one throwaway PostgreSQL, started for the first test that needs it. */
 const pgTests = postgresTests();
-let pg: Postgres | undefined;
-let pgDatabases = 0;
-afterAll(async () => await pg?.stop());
-
-async function freshPgDatabase(): Promise<string> {
-  pg ??= await startPostgres("sinal_history");
-  const name = `history_${++pgDatabases}`;
-  const admin = new SQL(pg.url);
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  await admin.close();
-  return pg.url.replace(/\/[^/]*$/, `/${name}`);
-}
 
 /** A durable history over a store that can be closed and opened again on the same storage. */
 function durable(open: () => Promise<Store>): () => Promise<Subject> {
@@ -73,9 +59,16 @@ const subjects: Record<string, { make: () => Promise<Subject>; test: typeof test
     test,
   },
   "durable (postgres)": {
+    // Each test gets a fresh database on the process's throwaway PostgreSQL, dropped when done.
     make: async () => {
-      const url = await freshPgDatabase();
-      return durable(() => openPgStore(url))();
+      const database = await startDatabase();
+      const subject = await durable(() => openPgStore(database.url))();
+      const done = subject.done;
+      subject.done = async () => {
+        await done();
+        await database.stop();
+      };
+      return subject;
     },
     test: pgTests.test,
   },

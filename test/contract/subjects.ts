@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { afterAll, afterEach, beforeAll, beforeEach, test as bunTest } from "bun:test";
+import { afterEach, beforeEach, test as bunTest } from "bun:test";
 import { SQL, type Subprocess } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { openPgStore } from "../../src/store/pg-store.ts";
 import { openSqliteStore } from "../../src/store/sqlite-store.ts";
 import type { Store } from "../../src/store/store.ts";
-import { postgresTests, startPostgres, type Postgres } from "../support/postgres.ts";
+import { postgresTests, startDatabase, type Postgres } from "../support/postgres.ts";
 import type { PeerAnswer, PeerCall } from "../support/store-peer.ts";
 
 /**
@@ -103,32 +103,23 @@ function sqliteSubject(): StoreSubject {
 
 function postgresSubject(): StoreSubject {
   const { test, available } = postgresTests();
-  let pg: Postgres | undefined;
-  let admin: SQL | undefined;
+  let database: Postgres | undefined;
   let url = "";
-  let databases = 0;
   const opened = new Opened();
   return {
     name: "PostgreSQL",
     test,
     hooks() {
-      beforeAll(async () => {
-        if (!available) return;
-        pg = await startPostgres("sinal_admin");
-        admin = new SQL(pg.url, { prepare: false, max: 1 });
-      }, 90_000);
-      afterAll(async () => {
-        await admin?.close();
-        await pg?.stop();
-      });
       beforeEach(async () => {
         if (!available) return;
         // A fresh database per test: its sequences start again, as a new deployment's would.
-        const name = `sinal_${++databases}`;
-        await admin!.unsafe(`CREATE DATABASE ${name}`);
-        url = pg!.url.replace(/\/sinal_admin$/, `/${name}`);
+        database = await startDatabase();
+        url = database.url;
+      }, 90_000);
+      afterEach(async () => {
+        await opened.closeAll();
+        await database?.stop();
       });
-      afterEach(() => opened.closeAll());
     },
     open: async () => opened.add(await openPgStore(url)),
     openPeer: async () => opened.addPeer(await startPeer("postgres", url)),
