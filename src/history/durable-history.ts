@@ -4,12 +4,6 @@ import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
 import type { MessageHistoryStore } from "./channel-history.ts";
 import { initialEpoch, keepsHistory, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
 
-/** Appends of one topic queued or committing on this node, and the promise that settles after the last. */
-interface Pending {
-  count: number;
-  last: Promise<void>;
-}
-
 /**
  * History kept in the store (see HistoryStore for the guarantees): a channel keeps its epoch and
  * offsets across restarts. Every publication, and the chat message a `new_message` announces, goes
@@ -30,7 +24,10 @@ interface Pending {
  */
 export class DurableHistory implements MessageHistoryStore {
   private readonly known = new Map<string, Position>();
-  private readonly pending = new Map<string, Pending>();
+  /** Appends per topic queued or committing on this node: counted at `write`, uncounted when their commit ends. */
+  private readonly pending = new Map<string, number>();
+  /** Settles when the commit running (or the next one) ends, delivered or failed. */
+  private commitEnd: PromiseWithResolvers<void> | null = null;
   private readonly writer: GroupCommit<DurableEntry, CommittedEntry>;
   private trimming = false;
   private lastTrimAt = 0;
@@ -129,40 +126,37 @@ export class DurableHistory implements MessageHistoryStore {
     await this.writer.drain();
   }
 
-  /** Queues an entry, counted as pending for its topic until it is delivered (or failed). */
+  /** Queues an entry, counted as pending for its topic until its commit ends. */
   private write(entry: DurableEntry): Promise<CommittedEntry> {
-    const written = this.writer.write(entry);
-    const last = written.then(
-      () => undefined,
-      () => undefined,
-    );
-    const pending = this.pending.get(entry.topic);
-    if (pending === undefined) this.pending.set(entry.topic, { count: 1, last });
-    else {
-      pending.count++;
-      pending.last = last;
-    }
-    void last.then(() => {
-      const p = this.pending.get(entry.topic)!;
-      if (--p.count === 0) this.pending.delete(entry.topic);
-    });
-    return written;
+    this.pending.set(entry.topic, (this.pending.get(entry.topic) ?? 0) + 1);
+    return this.writer.write(entry);
   }
 
   /** One group commit: the store assigns the offsets; then every entry is delivered in order, in this step. */
   private async commit(batch: DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
-    const results = await this.store.commit(batch, keep);
-    for (let i = 0; i < batch.length; i++) {
-      const result = results[i]!;
-      if (result.duplicate) continue;
-      const { topic } = batch[i]!;
-      this.delivered(topic, result.position);
-      // Bounded: a topic left out is trimmed to its size at its next append after a trim.
-      if (this.appended.size < this.maxTopics) this.appended.add(topic);
-      // In offset order, in this same step: see HistoryStore on fan-out order.
-      batch[i]!.deliver(result.position, result.frame);
+    try {
+      const results = await this.store.commit(batch, keep);
+      for (let i = 0; i < batch.length; i++) {
+        const result = results[i]!;
+        if (result.duplicate) continue;
+        const { topic } = batch[i]!;
+        this.delivered(topic, result.position);
+        // Bounded: a topic left out is trimmed to its size at its next append after a trim.
+        if (this.appended.size < this.maxTopics) this.appended.add(topic);
+        // In offset order, in this same step: see HistoryStore on fan-out order.
+        batch[i]!.deliver(result.position, result.frame);
+      }
+      return results;
+    } finally {
+      for (const { topic } of batch) {
+        const left = this.pending.get(topic)! - 1;
+        if (left === 0) this.pending.delete(topic);
+        else this.pending.set(topic, left);
+      }
+      const ended = this.commitEnd;
+      this.commitEnd = null;
+      ended?.resolve();
     }
-    return results;
   }
 
   /** The delivered position of `topic` if known, marked as used just now. */
@@ -182,9 +176,8 @@ export class DurableHistory implements MessageHistoryStore {
    */
   private async load(topic: string): Promise<Position> {
     for (;;) {
-      const pending = this.pending.get(topic);
-      if (pending !== undefined) {
-        await pending.last;
+      if (this.pending.has(topic)) {
+        await (this.commitEnd ??= Promise.withResolvers()).promise;
       } else {
         const stored = await this.store.position(topic);
         if (!this.pending.has(topic) && !this.known.has(topic)) {

@@ -61,9 +61,9 @@ export class SqliteChannelLogStore implements ChannelLogStore {
   async commit(entries: readonly DurableEntry[], keep: boolean): Promise<CommittedEntry[]> {
     if (entries.length === 0) return [];
     const created: string[] = [];
-    const sqlite = this.db.$client;
     let committed: CommittedEntry[];
-    if (this.walPath !== null) sqlite.run("PRAGMA synchronous = NORMAL");
+    // Run as text each time: sqlite applies `PRAGMA synchronous` when the statement is prepared.
+    if (this.walPath !== null) this.db.$client.run("PRAGMA synchronous = NORMAL");
     try {
       // IMMEDIATE: the write lock from the first statement, so another process's commit waits
       // (busy_timeout) instead of failing this one's upgrade from reader to writer.
@@ -72,7 +72,7 @@ export class SqliteChannelLogStore implements ChannelLogStore {
       this.chat.forgetRooms(created);
       throw err;
     } finally {
-      if (this.walPath !== null) sqlite.run("PRAGMA synchronous = FULL");
+      if (this.walPath !== null) this.db.$client.run("PRAGMA synchronous = FULL");
     }
     if (this.walPath !== null) {
       this.wal ??= await open(this.walPath, "r+");
