@@ -7,7 +7,7 @@ import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory-broker.ts";
 import { MemoryConnectionCounts, type ConnectionCounts } from "./claims/connection-counts.ts";
 import { MemoryKeyClaims, type KeyClaims } from "./claims/key-claims.ts";
-import { tenantOfTopic } from "./channel.ts";
+import { parseChannel, tenantOfTopic } from "./channel.ts";
 import { LocalHub } from "./hub/local-hub.ts";
 import type { Config } from "./config.ts";
 import { errorBody, SinalError } from "./errors.ts";
@@ -26,6 +26,10 @@ import { ChannelHistory } from "./history/channel-history.ts";
 import { Namespaces } from "./namespaces.ts";
 import { MemoryHistory } from "./history/memory-history.ts";
 import { DurableHistory } from "./history/durable-history.ts";
+import { RedisHistory } from "./history/redis-history.ts";
+import { initialEpoch } from "./history/history.ts";
+import { RedisBroker } from "./broker/redis-broker.ts";
+import type { Cluster } from "./backends.ts";
 import type { Store } from "./store/store.ts";
 import { Retention } from "./store/retention.ts";
 import { Gateway } from "./ws/gateway.ts";
@@ -65,9 +69,16 @@ export interface AppDeps {
   presence?: PresenceStore;
   /** Edit locks; defaults to this node's (one node). */
   locks?: Locks;
+  /** Several nodes: the Redis connections (backends.ts); with it `broker` must be the RedisBroker. */
+  cluster?: Cluster | null;
 }
 
 export type Sinal = ReturnType<typeof createApp>;
+
+/** How long a channel's epoch and offset stay in Redis after its last publication (a cluster). */
+const REDIS_META_TTL_MS = 7 * 86_400_000;
+/** The most a server-side recovery of a gap between nodes reads at once. */
+const RECOVERY_PAGE_BYTES = 1024 * 1024;
 
 /**
  * Composes sinal from its parts. Never listens: main.ts (or a test) calls `app.listen`.
@@ -80,12 +91,28 @@ export function createApp(deps: AppDeps) {
   const broker = deps.broker ?? new MemoryBroker();
   const { memoryMaxBytes, tenantMaxBytes } = config.history;
   const namespaces = new Namespaces(config.namespaces);
-  const memoryHistory = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
-  metrics.countChannelsEvicted(() => memoryHistory.evicted);
-  const history = new ChannelHistory(memoryHistory, new DurableHistory(store.channelLog, config.commitIntervalMs, namespaces.get("room")!.history, limits.maxChannels, (err) => {
+  const cluster = deps.cluster ?? null;
+  const clusterBroker = cluster !== null && broker instanceof RedisBroker ? broker : null;
+  if (cluster !== null && clusterBroker === null) throw new Error("a cluster needs the RedisBroker");
+  // One node: non-durable channels keep their history in this process. A cluster: in Redis, shared.
+  let memoryHistory: MemoryHistory | null = null;
+  let redisHistory: RedisHistory | null = null;
+  if (cluster !== null) {
+    redisHistory = new RedisHistory(cluster.redis, cluster.keys, clusterBroker!, {
+      maxTopicsPerTenant: limits.maxChannelsPerTenant,
+      metaTtlMs: REDIS_META_TTL_MS,
+      idempotencyTtlMs: config.idempotencyTtlSec * 1000,
+    });
+  } else {
+    const local = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });
+    metrics.countChannelsEvicted(() => local.evicted);
+    memoryHistory = local;
+  }
+  const durableHistory = new DurableHistory(store.channelLog, config.commitIntervalMs, namespaces.get("room")!.history, limits.maxChannels, (err) => {
     metrics.backgroundFailed("history_trim");
     logger.error({ err, code: "history_trim_failed" }, "trimming room history failed; the next trim tries again");
-  }), namespaces);
+  }, clusterBroker ?? undefined);
+  const history = new ChannelHistory((memoryHistory ?? redisHistory)!, durableHistory, namespaces);
   const publisher = new Publisher(history, broker, metrics, limits.maxFrameBytes, logger);
   const activity = new Activity();
   publisher.observe((channel, event, reached) => activity.published(channel, event, reached));
@@ -97,6 +124,18 @@ export function createApp(deps: AppDeps) {
     activity.delivered(tenant, reached);
   });
   broker.attach(hub);
+  if (clusterBroker !== null) {
+    const channelOf = (topic: string) => parseChannel(tenantOfTopic(topic), topic.slice(topic.indexOf("/") + 1), namespaces);
+    clusterBroker.recoverWith(
+      async (topic, epoch, after, upTo) => history.page(channelOf(topic), epoch, after, upTo, RECOVERY_PAGE_BYTES),
+      async (topic) => {
+        const channel = channelOf(topic);
+        if (!history.isDurable(channel)) return redisHistory!.shared(topic);
+        return (await store.channelLog.position(topic)) ?? { epoch: initialEpoch(topic), offset: 0 };
+      },
+      (topic) => gateway.closeSubscribers(topic),
+    );
+  }
   const verifier = createVerifier(config.jwt);
   const apiKeys = new ApiKeys(store, config.envApiKeys);
   const inFlight = new InFlight(limits.maxRestConcurrentPerClient);

@@ -8,7 +8,11 @@ import { MemoryPresenceStore } from "./presence/memory-presence-store.ts";
 import { MemoryLocks } from "./locks/memory-locks.ts";
 import type { Locks } from "./locks/locks.ts";
 import type { PresenceStore } from "./presence/presence-store.ts";
-import { ConfigError, type Config } from "./config.ts";
+import { ConfigError, type Config, type RedisConfig } from "./config.ts";
+import { RedisBroker } from "./broker/redis-broker.ts";
+import { RedisKeys } from "./redis/keys.ts";
+import { connectRedis, openRedis, redisLabel, type Redis } from "./redis/redis-client.ts";
+import type { Logger } from "./log.ts";
 import { openPgStore } from "./store/pg-store.ts";
 import { openSqliteStore } from "./store/sqlite-store.ts";
 import type { Store } from "./store/store.ts";
@@ -27,11 +31,71 @@ export interface Backends {
   claims: KeyClaims;
   presence: PresenceStore;
   locks: Locks;
+  /** Several nodes (REDIS_URL): the Redis connections the cluster's parts share; null on one node. */
+  cluster: Cluster | null;
 }
 
+/** What a cluster node holds besides its seams: its id and its Redis connections. */
+export interface Cluster {
+  nodeId: string;
+  config: RedisConfig;
+  keys: RedisKeys;
+  /** Commands (pipelined). */
+  redis: Redis;
+  /** Pub/sub only (Redis forbids other commands on a subscribed connection). */
+  subscriber: Redis;
+  close(): Promise<void>;
+}
+
+/** How long start-up waits for Redis before it gives up naming REDIS_URL. */
+const REDIS_OPEN_TIMEOUT_MS = 10_000;
+
 /** Opens the configured backends; a store that cannot be opened is a ConfigError naming DATABASE_URL. */
-export async function createBackends(config: Config): Promise<Backends> {
-  return { store: await openConfiguredStore(config.database), broker: new MemoryBroker(), counts: new MemoryConnectionCounts(), claims: new MemoryKeyClaims(), presence: new MemoryPresenceStore(), locks: new MemoryLocks() };
+export async function createBackends(config: Config, logger?: Logger): Promise<Backends> {
+  const cluster = config.redis === null ? null : await openCluster(config.redis, logger);
+  let store: Store;
+  try {
+    store = await openConfiguredStore(config.database);
+  } catch (err) {
+    await cluster?.close();
+    throw err;
+  }
+  const local = { counts: new MemoryConnectionCounts(), claims: new MemoryKeyClaims(), presence: new MemoryPresenceStore(), locks: new MemoryLocks() };
+  if (cluster === null) return { store, broker: new MemoryBroker(), ...local, cluster };
+  const broker = new RedisBroker(cluster.redis, cluster.subscriber, cluster.keys, {
+    nodeId: cluster.nodeId,
+    reorderWindowMs: cluster.config.reorderWindowMs,
+    maxWaiting: 1000,
+    positionCheckMs: cluster.config.positionCheckMs,
+    subscribeTimeoutMs: cluster.config.commandTimeoutMs,
+  }, logger?.child({ component: "broker" }));
+  return { store, broker, ...local, cluster };
+}
+
+/** Connects to the cluster's Redis, or fails naming REDIS_URL. */
+async function openCluster(config: RedisConfig, logger?: Logger): Promise<Cluster> {
+  const nodeId = crypto.randomUUID();
+  const settings = { url: config.url, commandTimeoutMs: config.commandTimeoutMs, prefix: config.prefix };
+  const redis = connectRedis(settings, "commands", logger);
+  const subscriber = connectRedis(settings, "subscriber", logger, true);
+  try {
+    await Promise.all([openRedis(redis, REDIS_OPEN_TIMEOUT_MS), openRedis(subscriber, REDIS_OPEN_TIMEOUT_MS)]);
+  } catch (err) {
+    redis.disconnect();
+    subscriber.disconnect();
+    throw new ConfigError("REDIS_URL", `cannot reach Redis at ${redisLabel(config.url)}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return {
+    nodeId,
+    config,
+    keys: new RedisKeys(config.prefix),
+    redis,
+    subscriber,
+    close: async () => {
+      subscriber.disconnect();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
 }
 
 /** The database for logs and messages: a sqlite path, or a PostgreSQL URL without its password. */

@@ -117,6 +117,23 @@ export interface Config {
   namespaces: Namespace[];
   /** MongoDB change-stream feeds (src/feeds/); null when MONGODB_URI is unset. */
   mongo: MongoConfig | null;
+  /**
+   * Several nodes (REDIS_URL): fan-out, history of non-durable channels, presence, locks,
+   * idempotency claims and connection counts shared through Redis (src/redis/); null: one node.
+   */
+  redis: RedisConfig | null;
+}
+
+export interface RedisConfig {
+  url: string;
+  /** Key prefix (REDIS_PREFIX): several deployments can share one Redis. */
+  prefix: string;
+  /** A Redis command not answered within this fails (REDIS_COMMAND_TIMEOUT_MS). */
+  commandTimeoutMs: number;
+  /** How long a publication ahead of a missing one waits for it before the gap is read from history. */
+  reorderWindowMs: number;
+  /** How often each served channel's position is compared with the shared one. */
+  positionCheckMs: number;
 }
 
 export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -153,6 +170,28 @@ function parseMessageRetention(env: Env, namespaces: Namespace[]): number | null
     );
   }
   return days;
+}
+
+function parseRedis(env: Env, database: Config["database"]): RedisConfig | null {
+  const url = env.REDIS_URL;
+  const commandTimeoutMs = int(env, "REDIS_COMMAND_TIMEOUT_MS", 2_000, 50, 60_000);
+  const reorderWindowMs = int(env, "REDIS_REORDER_WINDOW_MS", 100, 1, 10_000);
+  const positionCheckMs = int(env, "REDIS_POSITION_CHECK_MS", 5_000, 100, 600_000);
+  const prefix = env.REDIS_PREFIX === undefined || env.REDIS_PREFIX === "" ? "sinal" : env.REDIS_PREFIX;
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) throw new ConfigError("REDIS_PREFIX", "expected 1 to 64 of A-Z a-z 0-9 _ . -");
+  if (url === undefined || url === "") return null;
+  if (!url.startsWith("redis://") && !url.startsWith("rediss://")) {
+    const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0] ?? "no scheme";
+    throw new ConfigError("REDIS_URL", `expected redis://host:port[/db] or rediss://..., got ${scheme}`);
+  }
+  try {
+    if (new URL(url).hostname === "") throw new Error("no host");
+  } catch {
+    throw new ConfigError("REDIS_URL", "expected redis://[user:password@]host:port[/db]");
+  }
+  // Every node must see the same rooms, messages and offsets: a file of its own per node would not.
+  if (database.kind !== "postgres") throw new ConfigError("REDIS_URL", "several nodes need one shared database: set DATABASE_URL=postgres://... too");
+  return { url, prefix, commandTimeoutMs, reorderWindowMs, positionCheckMs };
 }
 
 function parseDatabase(env: Env): Config["database"] {
@@ -255,9 +294,9 @@ function parseJwt(env: Env, database: Config["database"]): Config["jwt"] {
 
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
-  if (env.REDIS_URL) throw new ConfigError("REDIS_URL", "the Redis broker is not in this version yet; unset it to run one node");
   const host = parseHost(env.HOST);
   const database = parseDatabase(env);
+  const redis = parseRedis(env, database);
   const ratePerSec = int(env, "RATE_LIMIT_PER_SEC", 50, 1);
   const pingIntervalMs = int(env, "PING_INTERVAL_MS", 25_000, 1000);
   const idleTimeoutSec = int(env, "IDLE_TIMEOUT_S", 60, 2, 960);
@@ -273,6 +312,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     jwt: parseJwt(env, database),
     database,
+    redis,
     envApiKeys: parseApiKeys(env.SINAL_API_KEYS),
     allowedOrigins: parseOrigins(env.ALLOWED_ORIGINS),
     logLevel: parseLogLevel(env.LOG_LEVEL),

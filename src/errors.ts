@@ -80,4 +80,6 @@ export const Close = {
   slowConsumer: 4009,
   /** Too many connections for this user or tenant. */
   tooManyConnections: 4010,
+  /** Publications of a subscribed channel were lost between nodes (a cluster): reconnect and recover with `since`. */
+  resync: 4011,
 } as const;

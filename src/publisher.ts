@@ -72,7 +72,7 @@ export class Publisher {
     const kept = this.history.append(
       channel,
       (p) => pubFrame(channel, event, json, p, ts, from),
-      (_p, frame) => this.fanOut(channel, event, frame),
+      (p, frame) => this.fanOut(channel, event, frame, p),
       options.key,
     );
     return (kept instanceof Promise ? await kept : kept).position;
@@ -104,7 +104,7 @@ export class Publisher {
       channel,
       message,
       (p, stored) => pubFrame(channel, "new_message", JSON.stringify(view(stored)), p, message.createdAt, null),
-      (_p, frame) => this.fanOut(channel, "new_message", frame),
+      (p, frame) => this.fanOut(channel, "new_message", frame, p),
     );
     if (committed.duplicate) return { message: committed.message, duplicate: true };
     return { message: committed.message!, duplicate: false };
@@ -118,9 +118,9 @@ export class Publisher {
    * Runs inside the history's `deliver`, possibly for every entry of a commit in turn: it must not
    * throw, or the publications after it would not be fanned out (and a committed one would look failed).
    */
-  private fanOut(channel: Channel, event: string, frame: string): void {
+  private fanOut(channel: Channel, event: string, frame: string, position: Position): void {
     try {
-      const reached = this.broker.publish(channel.topic, frame);
+      const reached = this.broker.publish(channel.topic, frame, undefined, position);
       this.metrics.published(channel.tenant, reached);
       for (const observe of this.observers) observe(channel, event, reached);
     } catch (err) {

@@ -77,3 +77,22 @@ describe("loadConfig", () => {
     expect(config.allowedOrigins).toEqual(["https://a.example", "http://localhost:5173"]);
   });
 });
+
+describe("REDIS_URL (several nodes)", () => {
+  const pg = { JWT_SECRET: "x".repeat(32), DATABASE_URL: "postgres://u:p@db:5432/sinal" };
+
+  test("is read with its companions when the database is PostgreSQL", () => {
+    const config = loadConfig({ ...pg, REDIS_URL: "redis://:pw@cache:6379/2", REDIS_PREFIX: "crm", REDIS_COMMAND_TIMEOUT_MS: "500" });
+    expect(config.redis).toMatchObject({ url: "redis://:pw@cache:6379/2", prefix: "crm", commandTimeoutMs: 500, reorderWindowMs: 100, positionCheckMs: 5000 });
+    expect(loadConfig(pg).redis).toBeNull();
+  });
+
+  test("is refused with a sqlite database, which the nodes could not share", () => {
+    expect(() => loadConfig({ JWT_SECRET: "x".repeat(32), REDIS_URL: "redis://cache:6379" })).toThrow(/DATABASE_URL=postgres/);
+  });
+
+  test("is refused with another scheme, naming only the scheme", () => {
+    expect(() => loadConfig({ ...pg, REDIS_URL: "http://secret@cache" })).toThrow(/got http:$/);
+    expect(() => loadConfig({ ...pg, REDIS_URL: "redis://cache", REDIS_PREFIX: "a b" })).toThrow(/REDIS_PREFIX/);
+  });
+});

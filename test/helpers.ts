@@ -7,7 +7,7 @@ import { createApiKey } from "../src/auth/api-keys.ts";
 import { mintToken, type MintOptions } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { openConfiguredStore } from "../src/backends.ts";
+import { createBackends, openConfiguredStore } from "../src/backends.ts";
 import { startDatabase, type Postgres } from "./support/postgres.ts";
 import type { Store } from "../src/store/store.ts";
 
@@ -98,9 +98,11 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     },
   });
   const logger = createLogger(config.logLevel, sink);
-  // The store DATABASE_URL names (sqlite by default; `env` may name a PostgreSQL).
-  const store = await openConfiguredStore(config.database);
-  const sinal = createApp({ config, store, logger });
+  // The store DATABASE_URL names (sqlite by default; `env` may name a PostgreSQL), and with
+  // REDIS_URL the cluster's backends, as `sinal serve` builds them.
+  const backends = await createBackends(config, logger);
+  const { store } = backends;
+  const sinal = createApp({ ...backends, config, logger });
   sinal.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
   const port = sinal.app.server!.port!;
   return {
@@ -116,11 +118,13 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     async stop() {
       await sinal.stop();
       await store.close();
+      await backends.cluster?.close();
       await removeServerDir(dir);
     },
     async restart(meanwhile) {
       await sinal.stop();
       await store.close();
+      await backends.cluster?.close();
       await meanwhile?.();
       return startServer(env, dir);
     },

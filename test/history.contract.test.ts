@@ -182,9 +182,9 @@ for (const [name, { make, test }] of Object.entries(subjects)) {
     test("history older than the retention age is trimmed", async () => {
       subject = await make();
       const h = subject.history;
-      const short: Retention = { size: 100, ttlMs: 40 };
+      const short: Retention = { size: 100, ttlMs: 300 };
       const [p] = await appendN(h, "t/age", 3, short);
-      await Bun.sleep(80);
+      await Bun.sleep(600);
       await appendN(h, "t/age", 1, short);
       expect(await h.recover("t/age", { epoch: p!.epoch, offset: 1 }, short, Infinity)).toMatchObject({ recovered: false, reason: "trimmed", historyFrom: 4 });
       expect((await h.recover("t/age", { epoch: p!.epoch, offset: 3 }, short, Infinity)).publications).toHaveLength(1);

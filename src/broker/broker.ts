@@ -1,9 +1,11 @@
+import type { Position } from "../history/history.ts";
+
 /**
  * Node-level fan-out: carries serialized publications (`pub` frames) between the nodes that serve
  * a topic (`<tenant>/<channel>`). Sockets are not its business: each node's LocalHub
  * (src/hub/local-hub.ts) owns its sockets, tells its broker which topics it serves
  * (`subscribe`/`unsubscribe`) and takes the publications the broker hands it (PublicationSink).
- * Implementations: memory-broker.ts (one node, in process); a Redis one (several nodes) follows.
+ * Implementations: memory-broker.ts (one node, in process); redis-broker.ts (several nodes).
  *
  * Guarantees every implementation keeps.
  * On the publishing node:
@@ -44,8 +46,10 @@ export interface Broker {
   /**
    * Publishes `frame` on `topic` to every node serving it, skipping the socket of `exceptClient`
    * (for events not echoed to their sender); returns how many sockets of THIS node it reached.
+   * `position`: the publication's place in its channel's history (absent for ephemeral events),
+   * which a cluster broker uses to deliver in offset order and to find gaps.
    */
-  publish(topic: string, frame: string, exceptClient?: string): number;
+  publish(topic: string, frame: string, exceptClient?: string, position?: Position): number;
   /** This node serves `topic` from now on (its hub got a first local subscriber). */
   subscribe(topic: string): void;
   /** This node no longer serves `topic` (its hub lost the last local subscriber). */

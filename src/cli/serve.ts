@@ -8,7 +8,7 @@ import { createBackends, databaseLabel } from "../backends.ts";
 
 /** Runs the server until SIGTERM/SIGINT, then drains and exits 0 (1 if draining overran). */
 export async function serveCommand(config: Config, logger: Logger): Promise<void> {
-  const backends = await createBackends(config);
+  const backends = await createBackends(config, logger);
   const { store } = backends;
   let devSecret: DevSecret | null = null;
   try {
@@ -49,6 +49,7 @@ export async function serveCommand(config: Config, logger: Logger): Promise<void
     demoFeed?.stop();
     await sinal.stop();
     await store.close();
+    await backends.cluster?.close();
     logger.info("stopped");
     logger.flush();
     process.exit(0);

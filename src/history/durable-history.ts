@@ -2,7 +2,7 @@ import { GroupCommit } from "../group-commit.ts";
 import type { ChannelLogStore, CommittedEntry, DurableEntry } from "../store/channel-log-store.ts";
 import type { NewMessage, StoredMessage } from "../store/chat-store.ts";
 import type { MessageHistoryStore } from "./channel-history.ts";
-import { initialEpoch, keepsHistory, randomEpoch, recoveryFrom, type Deliver, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
+import { initialEpoch, keepsHistory, randomEpoch, recoveryFrom, type Deliver, type DeliveredPositions, type Kept, type FrameBuilder, type IdempotencyKey, type Position, type Recovery, type Retention } from "./history.ts";
 
 /**
  * History kept in the store (see HistoryStore for the guarantees): a channel keeps its epoch and
@@ -41,6 +41,8 @@ export class DurableHistory implements MessageHistoryStore {
     private readonly maxTopics = 200_000,
     /** A trim that failed (it runs in the background; the next one tries again). */
     private readonly onTrimError: (err: unknown) => void = () => undefined,
+    /** On a cluster, what this node delivered of each topic (the broker's): positions come from there. */
+    private readonly positions?: DeliveredPositions,
   ) {
     // With history off (HISTORY_ROOM=off) only positions are written: epochs and offsets still survive restarts.
     const keep = keepsHistory(retention);
@@ -105,7 +107,7 @@ export class DurableHistory implements MessageHistoryStore {
     const position = { epoch, offset: 0 };
     this.known.delete(topic);
     this.delivered(topic, position);
-    return position;
+    return this.positions?.reset(topic, position) ?? position;
   }
 
   /** At most once a minute: deletes by age, and by size for the topics appended to since. */
@@ -161,6 +163,7 @@ export class DurableHistory implements MessageHistoryStore {
 
   /** The delivered position of `topic` if known, marked as used just now. */
   private remembered(topic: string): Position | undefined {
+    if (this.positions !== undefined) return this.positions.get(topic);
     const known = this.known.get(topic);
     if (known !== undefined) {
       // Re-inserted: the map's order is the order of last use.
@@ -175,15 +178,17 @@ export class DurableHistory implements MessageHistoryStore {
    * visible there but not yet delivered: wait for it, then answer what it delivered.
    */
   private async load(topic: string): Promise<Position> {
+    // On a cluster: read only once this node receives every later publication of the topic.
+    await this.positions?.ready(topic);
     for (;;) {
       if (this.pending.has(topic)) {
         await (this.commitEnd ??= Promise.withResolvers()).promise;
       } else {
         const stored = await this.store.position(topic);
-        if (!this.pending.has(topic) && !this.known.has(topic)) {
+        if (!this.pending.has(topic) && this.remembered(topic) === undefined) {
           const position = stored ?? { epoch: initialEpoch(topic), offset: 0 };
           this.delivered(topic, position);
-          return position;
+          return this.positions?.seed(topic, position) ?? position;
         }
       }
       const known = this.remembered(topic);

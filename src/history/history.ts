@@ -62,6 +62,22 @@ export type FrameBuilder = (position: Position) => string;
 /** Fans a kept publication out (see HistoryStore: called in offset order, before `append` settles). */
 export type Deliver = (position: Position, frame: string) => void;
 
+/**
+ * Where this node stands in fanning out each topic it serves, on a cluster (the Redis broker keeps
+ * it, src/broker/redis-broker.ts): a subscribe must never be told an offset this node has not
+ * delivered yet, nor one behind what it delivered. Histories ask it before reading a shared position.
+ */
+export interface DeliveredPositions {
+  /** The position of the last publication delivered on this node, when it tracks the topic. */
+  get(topic: string): Position | undefined;
+  /** Resolves once this node receives every publication of `topic` made from now on (its subscription is active). */
+  ready(topic: string): Promise<void>;
+  /** A position read from the shared history after `ready`: tracked from here unless one is already; returns the tracked one. */
+  seed(topic: string, position: Position): Position;
+  /** The topic was reset to `position` (a new epoch): tracked from here; returns it. */
+  reset(topic: string, position: Position): Position;
+}
+
 /** Stored with a publication of a durable history in the same commit (see PublishService). */
 export interface IdempotencyKey {
   tenant: string;

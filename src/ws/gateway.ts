@@ -271,6 +271,21 @@ export class Gateway implements ConnectionEvents {
     }
   }
 
+  /**
+   * Publications of `topic` were lost between nodes and could not be read back from history: its
+   * subscribers on this node are closed (4011) and reconnect with `since`, so each learns whether
+   * it missed anything (`recovered:false` with the reason) instead of skipping it silently.
+   */
+  closeSubscribers(topic: string): number {
+    let closed = 0;
+    for (const conn of this.connections) {
+      if (conn.closing || !conn.topics.includes(topic)) continue;
+      this.closeWith(conn, Close.resync, "publications of a channel were lost between nodes; reconnect and recover");
+      closed++;
+    }
+    return closed;
+  }
+
   /** A topic whose publications are all latest values (its namespace's `latest_value`): never a reason for 4009. */
   private isLatestValueTopic(topic: string): boolean {
     return this.deps.namespaces.ofTopic(topic)?.latestValue === true;

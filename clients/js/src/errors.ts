@@ -68,4 +68,6 @@ export const CloseCode = {
   slowConsumer: 4009,
   /** Too many connections for this user or tenant. */
   tooManyConnections: 4010,
+  /** Publications were lost between the nodes of a cluster: reconnect and recover. */
+  resync: 4011,
 } as const;

@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { Client, post, startServer, type Frame, type TestServer } from "./helpers.ts";
+import { postgresTests, startDatabase, type Postgres } from "./support/postgres.ts";
+import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+
+// Two sinal nodes sharing one Redis and one PostgreSQL, in this process, over real sockets: what a
+// client sees across nodes. (The three-node bed with a balancer and SIGKILLs is test/cluster-bed.)
+
+const redisAvailable = redisTests().available;
+const { test, available: pgAvailable } = postgresTests();
+
+describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one PostgreSQL", () => {
+  let redis: RedisServer;
+  let database: Postgres;
+  let a: TestServer;
+  let b: TestServer;
+  let keyA: string;
+  let keyB: string;
+
+  beforeAll(async () => {
+    [redis, database] = await Promise.all([startRedis(), startDatabase()]);
+    const env = { REDIS_URL: redis.url, DATABASE_URL: database.url, LOG_LEVEL: "warn" };
+    a = await startServer(env);
+    b = await startServer(env);
+    [keyA, keyB] = await Promise.all([a.apiKey("acme"), b.apiKey("acme")]);
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await database?.stop();
+    await redis?.stop();
+  });
+
+  const subscribe = async (server: TestServer, channel: string, user = "u1", tenant = "acme") => {
+    const client = await Client.open(server, { user, tenant, subChannels: ["*"] });
+    const reply = await client.request({ type: "subscribe", channel });
+    if (!reply.ok) throw new Error(JSON.stringify(reply));
+    return { client, reply };
+  };
+
+  test("a client on node A receives a REST publication sent to node B, with the offset and epoch B answered", async () => {
+    const { client } = await subscribe(a, "dept:sales");
+    const res = await post(b, "/v1/publish", { channel: "dept:sales", event: "deal", data: { n: 1 } }, keyB);
+    expect(res.status).toBe(200);
+    const answer = (await res.json()) as Frame;
+    const pub = await client.next();
+    expect(pub).toMatchObject({ type: "pub", channel: "dept:sales", event: "deal", data: { n: 1 } });
+    expect({ offset: pub.offset, epoch: pub.epoch }).toEqual({ offset: answer.offset, epoch: answer.epoch });
+    client.close();
+  });
+
+  test("a room message stored through node B reaches a member on node A with the offset PostgreSQL assigned", async () => {
+    const { client, reply } = await subscribe(a, "room:r1");
+    const res = await post(b, "/v1/publish", { channel: "room:r1", event: "note", data: { text: "hi" } }, keyB);
+    const answer = (await res.json()) as Frame;
+    // Its own join came first (an ephemeral event, no offset).
+    expect(await client.next()).toMatchObject({ event: "user_joined" });
+    const pub = await client.next();
+    expect(pub).toMatchObject({ channel: "room:r1", event: "note", offset: reply.offset + 1, epoch: reply.epoch });
+    expect(answer.offset).toBe(pub.offset);
+    client.close();
+  });
+
+  test("publications made on both nodes at once reach subscribers on both nodes in offset order, each exactly once", async () => {
+    const onA = await subscribe(a, "dept:race", "ua");
+    const onB = await subscribe(b, "dept:race", "ub");
+    const start = onA.reply.offset as number;
+    const total = 200;
+    // 20 requests of 10 publications each, every other one to the other node, all at once.
+    await Promise.all(
+      Array.from({ length: 20 }, (_, r) =>
+        post(r % 2 === 0 ? a : b, "/v1/publish", Array.from({ length: 10 }, (_, i) => ({ channel: "dept:race", event: "n", data: r * 10 + i })), r % 2 === 0 ? keyA : keyB).then((res) => expect(res.status).toBe(200)),
+      ),
+    );
+    for (const { client } of [onA, onB]) {
+      const offsets: number[] = [];
+      for (let i = 0; i < total; i++) offsets.push((await client.next()).offset);
+      expect(offsets).toEqual(Array.from({ length: total }, (_, i) => start + i + 1));
+      expect(await client.silentFor(150)).toBe(true);
+      client.close();
+    }
+  });
+
+  test("a client that was on node A recovers from node B what it missed, by offset, from the shared history", async () => {
+    const { client, reply } = await subscribe(a, "dept:recover");
+    const since = { offset: reply.offset, epoch: reply.epoch };
+    client.close();
+    for (let i = 0; i < 5; i++) await post(a, "/v1/publish", { channel: "dept:recover", event: "n", data: i }, keyA);
+    const back = await Client.open(b, { user: "u1", subChannels: ["*"] });
+    const again = await back.request({ type: "subscribe", channel: "dept:recover", since });
+    expect(again).toMatchObject({ ok: true, recovered: true, offset: since.offset + 5, epoch: since.epoch });
+    const replayed: number[] = [];
+    for (let i = 0; i < 5; i++) replayed.push((await back.next()).data);
+    expect(replayed).toEqual([0, 1, 2, 3, 4]);
+    back.close();
+  });
+
+  test("a publication of one tenant never reaches another tenant's subscriber on another node", async () => {
+    const globex = await subscribe(a, "dept:sales", "g1", "globex");
+    await post(b, "/v1/publish", { channel: "dept:sales", event: "deal", data: { secret: true } }, keyB);
+    expect(await globex.client.silentFor(300)).toBe(true);
+    globex.client.close();
+  });
+});
