@@ -77,7 +77,8 @@ describe.if(available)("Redis connection (ioredis against redis-server)", () => 
     const started = performance.now();
     await expect(redis.get("k")).rejects.toThrow();
     const took = performance.now() - started;
-    expect(took).toBeGreaterThanOrEqual(250);
+    // The connection handshake, sent 50 ms earlier, times out too and takes the command with it.
+    expect(took).toBeGreaterThanOrEqual(100);
     expect(took).toBeLessThan(2000);
     redis.disconnect();
     silent.close();
