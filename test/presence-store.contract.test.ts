@@ -1,37 +1,79 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test as anyTest } from "bun:test";
 import { parseChannel } from "../src/channel.ts";
+import type { MaybePromise } from "../src/history/history.ts";
 import { MemoryPresenceStore } from "../src/presence/memory-presence-store.ts";
 import type { PresenceStore } from "../src/presence/presence-store.ts";
+import { RedisKeys } from "../src/redis/keys.ts";
+import { RedisPresenceStore } from "../src/redis/redis-presence-store.ts";
+import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 /**
  * The PresenceStore contract (src/presence/presence-store.ts), run against every implementation.
- * Only the in-process store exists so far; the Redis one joins this list when it lands (its
- * `held` counts what its keys hold, or is left out with the reason). Times are given, never
- * read from a clock: a store keeps what it is told.
+ * The Redis store runs against one redis-server for the file, each subject under its own key
+ * prefix (its `held` counts what the keys under it hold: channels, entries, index members).
+ * Times are given, never read from a clock: a store keeps what it is told.
  */
 interface Subject {
   store: PresenceStore;
   /** What the store holds, to check it frees everything; omitted by a store that cannot tell. */
-  held?: () => { channels: number; entries: number; timers: number };
+  held?: () => MaybePromise<{ channels: number; entries: number; timers: number }>;
 }
 
-const implementations: [string, () => Subject][] = [
+const redis = redisTests();
+let server: RedisServer | undefined;
+const connections: Redis[] = [];
+let prefixes = 0;
+
+/** A connection to the file's redis-server, as a node makes it (src/redis/redis-client.ts). */
+async function connect(commandTimeoutMs = 2000): Promise<Redis> {
+  const connection = connectRedis({ url: server!.url, commandTimeoutMs, prefix: "unused" }, "presence-test");
+  connections.push(connection);
+  await openRedis(connection, 5000);
+  return connection;
+}
+
+/** A Redis store under a key prefix no other subject uses. */
+async function redisStore(prefix = `presence${++prefixes}`): Promise<RedisPresenceStore> {
+  return new RedisPresenceStore(await connect(), new RedisKeys(prefix));
+}
+
+if (redis.available) {
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    for (const connection of connections) connection.disconnect();
+    await server?.stop();
+  });
+}
+
+const implementations: [string, () => Promise<Subject>, typeof anyTest][] = [
   [
     "MemoryPresenceStore",
-    () => {
+    async () => {
       const store = new MemoryPresenceStore();
       return { store, held: () => store.held() };
     },
+    anyTest,
+  ],
+  [
+    "RedisPresenceStore",
+    async () => {
+      const store = await redisStore();
+      return { store, held: () => store.held() };
+    },
+    redis.test,
   ],
 ];
 
 const room = (tenant: string, id: string) => parseChannel(tenant, `room:${id}`);
 const tab = (user: string, client: string) => ({ user, client });
 
-for (const [name, make] of implementations) {
+for (const [name, make, test] of implementations) {
   describe(`${name} keeps the PresenceStore contract`, () => {
     test("a user is a member while any of its clients is: one join at its first client, one leave at its last", async () => {
-      const { store } = make();
+      const { store } = await make();
       const a = room("t1", "a");
       expect(await store.add(a, tab("ana", "c1"), 1000)).toBe(true);
       expect(await store.add(a, tab("ana", "c2"), 1000)).toBe(false);
@@ -47,7 +89,7 @@ for (const [name, make] of implementations) {
     });
 
     test("members are listed each once, in the order they became members, with the info last written", async () => {
-      const { store } = make();
+      const { store } = await make();
       const p = parseChannel("t1", "presence");
       await store.add(p, tab("w1", "c1"), 1000, { status: "online" });
       await store.add(p, tab("ana", "c2"), 1000, { name: "Ana", status: "online" });
@@ -66,7 +108,7 @@ for (const [name, make] of implementations) {
     });
 
     test("expire removes the entries due at or before now and reports each user left once, in expiry order", async () => {
-      const { store } = make();
+      const { store } = await make();
       const a = room("t1", "a");
       const p = parseChannel("t1", "presence");
       await store.add(p, tab("dan", "c1"), 500, { name: "Dan", status: "online" });
@@ -87,7 +129,7 @@ for (const [name, make] of implementations) {
     });
 
     test("among entries given the same expiry, the one set last (a refresh) comes last", async () => {
-      const { store } = make();
+      const { store } = await make();
       const a = room("t1", "a");
       const p = parseChannel("t1", "presence");
       await store.add(p, tab("gil", "c1"), 100);
@@ -99,7 +141,7 @@ for (const [name, make] of implementations) {
     });
 
     test("refresh moves an existing entry's expiry, either way, and creates none", async () => {
-      const { store } = make();
+      const { store } = await make();
       const a = room("t1", "a");
       await store.add(a, tab("hal", "c1"), 100);
       expect(await store.refresh(a, tab("hal", "c1"), 1000)).toBe(true);
@@ -112,7 +154,7 @@ for (const [name, make] of implementations) {
     });
 
     test("a client added within another's grace continues the membership: no join, no leave, the same place", async () => {
-      const { store } = make();
+      const { store } = await make();
       const a = room("t1", "a");
       await store.add(a, tab("ivy", "old"), 1000);
       await store.add(a, tab("jon", "c1"), 1000);
@@ -124,7 +166,7 @@ for (const [name, make] of implementations) {
     });
 
     test("tenants never share members: the same channel name in two tenants holds two memberships", async () => {
-      const { store } = make();
+      const { store } = await make();
       const acme = room("acme", "x");
       const globex = room("globex", "x");
       expect(await store.add(acme, tab("kim", "c1"), 100, { status: "online" })).toBe(true);
@@ -140,7 +182,7 @@ for (const [name, make] of implementations) {
     });
 
     test("holds nothing once every entry is removed or expired, and refreshes do not pile up", async () => {
-      const subject = make();
+      const subject = await make();
       const { store } = subject;
       const channels = Array.from({ length: 20 }, (_, i) => room(`t${i % 4}`, `r${i}`));
       for (const [i, channel] of channels.entries()) {
@@ -151,19 +193,19 @@ for (const [name, make] of implementations) {
         for (const [i, channel] of channels.entries()) {
           for (let u = 0; u < 10; u++) await store.refresh(channel, tab(`u${u}`, `c${i}-${u}`), 1000 + round);
         }
-        const held = subject.held?.();
+        const held = await subject.held?.();
         if (held) expect(held.timers).toBeLessThanOrEqual(2 * held.entries + 64);
       }
-      expect(subject.held?.().entries ?? 200).toBe(200);
+      expect((await subject.held?.())?.entries ?? 200).toBe(200);
       // Half leave by remove, half by expiry.
       for (const [i, channel] of channels.entries()) {
         for (let u = 0; u < 5; u++) await store.remove(channel, tab(`u${u}`, `c${i}-${u}`));
       }
-      const afterRemoves = subject.held?.();
+      const afterRemoves = await subject.held?.();
       if (afterRemoves) expect(afterRemoves.timers).toBeLessThanOrEqual(2 * afterRemoves.entries + 64);
       expect((await store.expire(2000)).length).toBe(100);
       for (const channel of channels) expect(await store.members(channel)).toEqual([]);
-      const held = subject.held?.();
+      const held = await subject.held?.();
       // Every timer was due by 2000: stale ones (of removed entries) went with the expiry pass.
       if (held) expect(held).toEqual({ channels: 0, entries: 0, timers: 0 });
     });
