@@ -211,3 +211,110 @@ for (const [name, make, test] of implementations) {
     });
   });
 }
+
+describe.if(redis.available)("RedisPresenceStore shared by several nodes", () => {
+  const test = redis.test;
+  /** Two nodes: two stores, each on its own connection, over the same keys. */
+  const twoNodes = async () => {
+    const prefix = `shared${++prefixes}`;
+    return [await redisStore(prefix), await redisStore(prefix)] as const;
+  };
+
+  test("the same user added from two nodes at once is one member, joined once", async () => {
+    const [one, two] = await twoNodes();
+    const a = room("t1", "a");
+    const users = Array.from({ length: 200 }, (_, i) => `u${i}`);
+    const joins = await Promise.all(users.flatMap((user) => [one.add(a, tab(user, "on-one"), 1000), two.add(a, tab(user, "on-two"), 1000)]));
+    for (let i = 0; i < users.length; i++) expect([joins[2 * i], joins[2 * i + 1]].filter(Boolean)).toHaveLength(1);
+    expect((await two.members(a)).map((m) => m.user)).toEqual((await one.members(a)).map((m) => m.user));
+    expect(new Set((await one.members(a)).map((m) => m.user)).size).toBe(200);
+    // Either node's remove of its own entry leaves the other's: the user leaves once, with the last.
+    expect(await one.remove(a, tab("u0", "on-one"))).toBe(false);
+    expect(await two.remove(a, tab("u0", "on-two"))).toBe(true);
+  });
+
+  test("calls one node makes without waiting take effect in the order it made them", async () => {
+    const [one] = await twoNodes();
+    const a = room("t1", "a");
+    const calls: Promise<boolean>[] = [];
+    for (let i = 0; i < 50; i++) {
+      calls.push(one.add(a, tab("ana", "c1"), 1000), one.refresh(a, tab("ana", "c1"), 2000), one.remove(a, tab("ana", "c1")));
+    }
+    expect(await Promise.all(calls)).toEqual(Array.from({ length: 150 }, () => true));
+    expect(await one.members(a)).toEqual([]);
+  });
+
+  test("nodes expiring together report each leave once, each in expiry order", async () => {
+    const prefix = `shared${++prefixes}`;
+    // Small batches, so the two nodes' expiry scripts interleave.
+    const one = new RedisPresenceStore(await connect(), new RedisKeys(prefix), 7);
+    const two = new RedisPresenceStore(await connect(), new RedisKeys(prefix), 7);
+    const channels = [room("t1", "a"), room("t1", "b"), room("t2", "a"), parseChannel("t2", "presence")];
+    for (let i = 0; i < 300; i++) {
+      const channel = channels[i % channels.length]!;
+      // Times repeat: ties go in the order the entries were set (by either node).
+      const at = 100 + (i % 13);
+      await (i % 2 === 0 ? one : two).add(channel, tab(`u${i}`, `c${i}`), at);
+    }
+    const [first, second] = await Promise.all([one.expire(200), two.expire(200)]);
+    const id = (e: { channel: { topic: string }; user: string }) => `${e.channel.topic} ${e.user}`;
+    const all = [...first!, ...second!].map(id);
+    expect(all.length).toBe(300);
+    expect(new Set(all).size).toBe(300);
+    // Both took part: the leaves were shared out between them, none reported twice.
+    expect(first!.length).toBeGreaterThan(0);
+    expect(second!.length).toBeGreaterThan(0);
+    const order = (list: { user: string }[]) => list.map((e) => Number(e.user.slice(1))).map((i) => [100 + (i % 13), i] as const);
+    const sorted = (list: (readonly [number, number])[]) => list.every((x, k) => k === 0 || list[k - 1]![0] < x[0] || (list[k - 1]![0] === x[0] && list[k - 1]![1] < x[1]));
+    expect(sorted(order(first!))).toBe(true);
+    expect(sorted(order(second!))).toBe(true);
+    expect(await one.held()).toEqual({ channels: 0, entries: 0, timers: 0 });
+  });
+
+  test("a node that stopped without removing anything has its entries expire after their TTL, told by another node", async () => {
+    const prefix = `shared${++prefixes}`;
+    const stopping = await connect();
+    const gone = new RedisPresenceStore(stopping, new RedisKeys(prefix));
+    const survivor = await redisStore(prefix);
+    const a = room("t1", "a");
+    const p = parseChannel("t1", "presence");
+    expect(await gone.add(p, tab("ana", "dead-1"), 60_000, { status: "online" })).toBe(true);
+    expect(await gone.add(a, tab("ana", "dead-1"), 60_000)).toBe(true);
+    expect(await survivor.add(a, tab("bob", "live-1"), 90_000)).toBe(true);
+    stopping.disconnect();
+    expect(await survivor.expire(59_999)).toEqual([]);
+    expect(await survivor.members(a)).toEqual([{ user: "ana", info: {} }, { user: "bob", info: {} }]);
+    expect(await survivor.expire(60_000)).toEqual([
+      { channel: p, user: "ana", info: { status: "online" } },
+      { channel: a, user: "ana", info: {} },
+    ]);
+    expect(await survivor.members(a)).toEqual([{ user: "bob", info: {} }]);
+    expect(await survivor.held()).toEqual({ channels: 1, entries: 1, timers: 2 });
+  });
+
+  // Last: it restarts the file's redis-server (empty).
+  test("while Redis is down every call rejects at once instead of waiting; after it is back the store works again", async () => {
+    const connection = await connect(2000);
+    const store = new RedisPresenceStore(connection, new RedisKeys(`shared${++prefixes}`));
+    const a = room("t1", "a");
+    await store.add(a, tab("ana", "c1"), 1000);
+    await server!.kill();
+    const started = performance.now();
+    const calls = await Promise.allSettled([
+      store.add(a, tab("bob", "c2"), 1000),
+      store.refresh(a, tab("ana", "c1"), 2000),
+      store.remove(a, tab("ana", "c1")),
+      store.members(a),
+      store.find(a, ["ana"]),
+      store.expire(5000),
+    ]);
+    expect(calls.map((call) => call.status)).toEqual(Array.from({ length: 6 }, () => "rejected"));
+    // Well under the 2 s command timeout: no offline queue, the calls fail as the connection is down.
+    expect(performance.now() - started).toBeLessThan(1000);
+    const ready = new Promise<void>((resolve) => connection.once("ready", () => resolve()));
+    await server!.start();
+    await ready;
+    expect(await store.add(a, tab("bob", "c2"), 1000)).toBe(true);
+    expect(await store.members(a)).toEqual([{ user: "bob", info: {} }]);
+  });
+});
