@@ -90,29 +90,36 @@ export class RedisPresenceStore implements PresenceStore {
     }
   }
 
-  /** What the keys under the prefix hold, counted from Redis itself (SCAN); throws on a key it does not know. For the bounds test. */
+  /**
+   * What the keys under the prefix hold, counted from Redis itself (SCAN): channels with any key,
+   * entries, and as timers the due index's members plus the counter. Throws on a key it does not
+   * know, so a leaked one fails the bounds test. For tests (it walks the whole keyspace).
+   */
   async held(): Promise<{ channels: number; entries: number; timers: number }> {
     const channelPrefix = this.channelKeyParts[0];
     const due = this.keys.cluster("presence", "due");
     const seq = this.keys.cluster("presence", "seq");
+    // SCAN may return a key twice (while Redis rehashes): each is counted once.
+    const found = new Set<string>();
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.redis.scan(cursor, "MATCH", `${this.keys.prefix}:*`, "COUNT", 1000);
+      cursor = next;
+      for (const key of keys) found.add(key);
+    } while (cursor !== "0");
     const channels = new Set<string>();
     let entries = 0;
     let timers = 0;
-    let cursor = "0";
-    do {
-      const [next, found] = await this.redis.scan(cursor, "MATCH", `${this.keys.prefix}:*`, "COUNT", 1000);
-      cursor = next;
-      for (const key of found) {
-        if (key === due) timers += await this.redis.zcard(key);
-        else if (key === seq) timers += 1;
-        else {
-          const [, tenant, kind, name] = CHANNEL_KEY.exec(key.startsWith(channelPrefix) ? key.slice(channelPrefix.length) : "") ?? [];
-          if (tenant === undefined) throw new Error(`unexpected key ${key}`);
-          channels.add(`${tenant}/${name}`);
-          if (kind === "expiry") entries += await this.redis.zcard(key);
-        }
+    for (const key of found) {
+      if (key === due) timers += await this.redis.zcard(key);
+      else if (key === seq) timers += 1;
+      else {
+        const [, tenant, kind, name] = CHANNEL_KEY.exec(key.startsWith(channelPrefix) ? key.slice(channelPrefix.length) : "") ?? [];
+        if (tenant === undefined) throw new Error(`unexpected key ${key}`);
+        channels.add(`${tenant}/${name}`);
+        if (kind === "expiry") entries += await this.redis.zcard(key);
       }
-    } while (cursor !== "0");
+    }
     return { channels: channels.size, entries, timers };
   }
 
