@@ -33,7 +33,8 @@ export interface ExpiredMember {
  * its node sets and refreshes. The presence service (presence-service.ts) decides what the
  * entries mean (a live connection is refreshed to now + a TTL every so often; a connection that
  * left is given now + the leave grace) and what to announce; the store only keeps them.
- * Implementations: memory-presence-store.ts (one node). Guarantees every implementation keeps:
+ * Implementations: memory-presence-store.ts (one node), ../redis/redis-presence-store.ts (shared
+ * by the nodes of a cluster). Guarantees every implementation keeps:
  *
  * - Atomic per channel: `add`, `refresh`, `remove` and the removal of one expired entry each
  *   change one channel at once; whether the user was a member before (`add`) or is none after
@@ -53,10 +54,11 @@ export interface ExpiredMember {
  *   those in their grace. Entries of a node that stopped are never refreshed and expire after
  *   the TTL its node set.
  *
- * A Redis implementation (next issue) per channel: a HASH user -> info and a ZSET of
- * `user\0client` by expiry time (plus a ZSET of users by join order for the listing); one global
- * ZSET of channels by their earliest expiry, so `expire` finds work without scanning; each call a
- * Lua script (atomic per channel). Nodes refresh their entries every ~25 s with a TTL of 60 s.
+ * The Redis one (../redis/redis-presence-store.ts) keeps per channel a HASH user -> info, a ZSET
+ * of users by join order for the listing and a ZSET of `user\0client` by expiry time (each entry
+ * led by a sequence number, for the ties); one global ZSET of each channel's first entry, so
+ * `expire` finds work without scanning; each call a Lua script. Nodes refresh their entries every
+ * ~25 s with a TTL of 60 s.
  */
 export interface PresenceStore {
   /**

@@ -1,0 +1,316 @@
+import type { Channel } from "../channel.ts";
+import type { ExpiredMember, MemberInfo, MemberKey, PresenceStore, StoredMember } from "../presence/presence-store.ts";
+import type { RedisKeys } from "./keys.ts";
+import type { Redis } from "./redis-client.ts";
+
+/**
+ * PresenceStore shared by every node, in Redis; keeps the guarantees of presence-store.ts. Each
+ * call is one Lua script (atomic), sent on the node's one connection: ioredis writes commands in
+ * the order they are made and Redis runs them in that order, so a node's calls take effect in
+ * order. (ioredis sends a script's full text the first time on each socket, so a reconnect never
+ * meets NOSCRIPT; only a SCRIPT FLUSH would make it resend one call out of order.)
+ *
+ * Keys of a channel (`<prefix>:{<tenant>}:presence:<kind>:<channel name>`):
+ * - `info`    HASH  user -> its info (JSON)
+ * - `order`   ZSET  user by join seq: the listing order; kept while any entry of the user is
+ * - `clients` HASH  `user\0client` -> the entry's seq (16 hex digits); `user` -> its entry count
+ *                   (user ids carry no NUL: a token's `sub` is [A-Za-z0-9_.@-])
+ * - `expiry`  ZSET  `<seq><user>\0<client>` by expiry time: ties in score go by member, so by seq
+ * Global (`<prefix>:{sinal}:presence:<kind>`):
+ * - `due`     ZSET  `<seq><topic>` of each channel's first entry (by time, then seq), by its time:
+ *                   its head is the next entry to expire among all channels
+ * - `seq`     the counter behind every seq; an entry's seq is set anew each time its expiry is,
+ *             so ties of time go in the order they were set (by one node, or by several)
+ * Redis deletes an emptied HASH/ZSET itself; a channel's index entry goes with its last entry and
+ * `seq` with the last channel: what is held is the live entries.
+ *
+ * `expire` merges the channels of every tenant in one script (the global order asks for it), so
+ * this store needs one Redis (standalone or behind Sentinel), not a Redis Cluster.
+ */
+export class RedisPresenceStore implements PresenceStore {
+  private readonly redis: Redis & PresenceCommands;
+  /** `keys.tenant(tenant, "presence")` split around the tenant, for the expire script to name any channel's keys. */
+  private readonly channelKeyParts: [string, string];
+
+  /** `expireBatch`: at most this many entries go per script run, so a dead node's thousands do not stall Redis. */
+  constructor(
+    redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly expireBatch = 500,
+  ) {
+    for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(name, { numberOfKeys: lua.keys, lua: PRELUDE + lua.body });
+    this.redis = redis as Redis & PresenceCommands;
+    const [before, after] = keys.tenant("\u0001", "presence").split("\u0001");
+    this.channelKeyParts = [before!, after!];
+  }
+
+  async add(channel: Channel, member: MemberKey, expiresAt: number, info?: MemberInfo): Promise<boolean> {
+    const infoArgs = info === undefined ? ["0", ""] : ["1", JSON.stringify(info)];
+    return (await this.redis.sinalPresenceAdd(...this.channelKeys(channel), channel.topic, member.user, member.client, expiresAt, ...infoArgs)) === 1;
+  }
+
+  async refresh(channel: Channel, member: MemberKey, expiresAt: number): Promise<boolean> {
+    return (await this.redis.sinalPresenceRefresh(...this.channelKeys(channel), channel.topic, member.user, member.client, expiresAt)) === 1;
+  }
+
+  async remove(channel: Channel, member: MemberKey): Promise<boolean> {
+    return (await this.redis.sinalPresenceRemove(...this.channelKeys(channel), channel.topic, member.user, member.client)) === 1;
+  }
+
+  async members(channel: Channel): Promise<StoredMember[]> {
+    const flat = await this.redis.sinalPresenceMembers(this.channelKey(channel, "order"), this.channelKey(channel, "info"));
+    const members: StoredMember[] = [];
+    for (let i = 0; i < flat.length; i += 2) members.push({ user: flat[i]!, info: JSON.parse(flat[i + 1]!) as MemberInfo });
+    return members;
+  }
+
+  async find(channel: Channel, users: readonly string[]): Promise<(MemberInfo | null)[]> {
+    if (users.length === 0) return [];
+    // The info is there exactly while the user is a member: one HMGET answers.
+    const found = await this.redis.hmget(this.channelKey(channel, "info"), ...users);
+    return found.map((info) => (info === null ? null : (JSON.parse(info) as MemberInfo)));
+  }
+
+  async expire(now: number): Promise<ExpiredMember[]> {
+    const expired: ExpiredMember[] = [];
+    const channels = new Map<string, Channel>();
+    for (;;) {
+      const [more, ...flat] = await this.redis.sinalPresenceExpire(this.keys.cluster("presence", "due"), this.keys.cluster("presence", "seq"), now, this.expireBatch, ...this.channelKeyParts);
+      for (let i = 0; i < flat.length; i += 3) {
+        const topic = flat[i]!;
+        let channel = channels.get(topic);
+        if (channel === undefined) {
+          channel = channelOfTopic(topic);
+          channels.set(topic, channel);
+        }
+        expired.push({ channel, user: flat[i + 1]!, info: JSON.parse(flat[i + 2]!) as MemberInfo });
+      }
+      // Each run is atomic; a later one takes what came due after (or was left by the batch limit).
+      if (more !== "1") return expired;
+    }
+  }
+
+  /**
+   * What the keys under the prefix hold, counted from Redis itself (SCAN): channels with any key,
+   * entries, and as timers the due index's members plus the counter. Throws on a key it does not
+   * know, so a leaked one fails the bounds test. For tests (it walks the whole keyspace).
+   */
+  async held(): Promise<{ channels: number; entries: number; timers: number }> {
+    const channelPrefix = this.channelKeyParts[0];
+    const due = this.keys.cluster("presence", "due");
+    const seq = this.keys.cluster("presence", "seq");
+    // SCAN may return a key twice (while Redis rehashes): each is counted once.
+    const found = new Set<string>();
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.redis.scan(cursor, "MATCH", `${this.keys.prefix}:*`, "COUNT", 1000);
+      cursor = next;
+      for (const key of keys) found.add(key);
+    } while (cursor !== "0");
+    const channels = new Set<string>();
+    let entries = 0;
+    let timers = 0;
+    for (const key of found) {
+      if (key === due) timers += await this.redis.zcard(key);
+      else if (key === seq) timers += 1;
+      else {
+        const [, tenant, kind, name] = CHANNEL_KEY.exec(key.startsWith(channelPrefix) ? key.slice(channelPrefix.length) : "") ?? [];
+        if (tenant === undefined) throw new Error(`unexpected key ${key}`);
+        channels.add(`${tenant}/${name}`);
+        if (kind === "expiry") entries += await this.redis.zcard(key);
+      }
+    }
+    return { channels: channels.size, entries, timers };
+  }
+
+  private channelKey(channel: Channel, kind: "info" | "order" | "clients" | "expiry"): string {
+    return this.keys.tenant(channel.tenant, "presence", kind, channel.name);
+  }
+
+  /** The keys of a channel script (add, refresh, remove), in their order in KEYS. */
+  private channelKeys(channel: Channel): [string, string, string, string, string, string] {
+    return [
+      this.channelKey(channel, "info"),
+      this.channelKey(channel, "order"),
+      this.channelKey(channel, "clients"),
+      this.channelKey(channel, "expiry"),
+      this.keys.cluster("presence", "due"),
+      this.keys.cluster("presence", "seq"),
+    ];
+  }
+}
+
+/** A channel's key after `<prefix>:{`: its tenant, kind and channel name. */
+const CHANNEL_KEY = /^([^}]*)\}:presence:(info|order|clients|expiry):(.*)$/;
+
+/** A channel from its topic (`<tenant>/<kind>[:<id>]`, CHANNEL_RE): the namespaces were checked when it was parsed first. */
+function channelOfTopic(topic: string): Channel {
+  const slash = topic.indexOf("/");
+  const name = topic.slice(slash + 1);
+  const colon = name.indexOf(":");
+  return { tenant: topic.slice(0, slash), kind: colon < 0 ? name : name.slice(0, colon), id: colon < 0 ? null : name.slice(colon + 1), name, topic };
+}
+
+type Arg = string | number;
+
+interface PresenceCommands {
+  sinalPresenceAdd(...args: Arg[]): Promise<number>;
+  sinalPresenceRefresh(...args: Arg[]): Promise<number>;
+  sinalPresenceRemove(...args: Arg[]): Promise<number>;
+  sinalPresenceMembers(...args: Arg[]): Promise<string[]>;
+  sinalPresenceExpire(...args: Arg[]): Promise<string[]>;
+}
+
+/** Helpers of every script (see the key layout above). */
+const PRELUDE = `
+local function nextSeq(seqKey)
+  return string.format('%016x', redis.call('INCR', seqKey))
+end
+
+-- The channel's member in the due index (its first entry's seq, then its topic) and that entry's time; nil when it has none.
+local function indexEntry(expiry, topic)
+  local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
+  if first[1] == nil then return nil, nil end
+  return string.sub(first[1], 1, 16) .. topic, first[2]
+end
+
+-- Puts the channel's new first entry in the due index in place of 'before'; the counter goes with the last channel.
+local function reindex(due, seqKey, expiry, topic, before)
+  local after, at = indexEntry(expiry, topic)
+  if after == before then return end
+  if before ~= nil then redis.call('ZREM', due, before) end
+  if after ~= nil then
+    redis.call('ZADD', due, at, after)
+  elseif redis.call('ZCARD', due) == 0 then
+    redis.call('DEL', seqKey)
+  end
+end
+
+-- Drops one entry; the user's info (JSON) when it was the user's last one, false otherwise.
+local function dropEntry(info, order, clients, expiry, seq, user, client)
+  local field = user .. '\\0' .. client
+  redis.call('ZREM', expiry, seq .. field)
+  redis.call('HDEL', clients, field)
+  if redis.call('HINCRBY', clients, user, -1) > 0 then return false end
+  redis.call('HDEL', clients, user)
+  redis.call('ZREM', order, user)
+  local left = redis.call('HGET', info, user) or '{}'
+  redis.call('HDEL', info, user)
+  return left
+end
+`;
+
+/** KEYS of the channel scripts: info, order, clients, expiry, due, seq; ARGV: topic, user, client, ... */
+const SCRIPTS: Record<keyof PresenceCommands, { keys: number; body: string }> = {
+  // ARGV[4] expiresAt, ARGV[5] '1' when ARGV[6] is the info to write. 1 when the user joined.
+  sinalPresenceAdd: {
+    keys: 6,
+    body: `
+local info, order, clients, expiry, due, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
+local field = user .. '\\0' .. client
+local before = indexEntry(expiry, topic)
+local old = redis.call('HGET', clients, field)
+local joined = 0
+if old then
+  redis.call('ZREM', expiry, old .. field)
+elseif redis.call('HINCRBY', clients, user, 1) == 1 then
+  joined = 1
+  redis.call('ZADD', order, redis.call('INCR', seqKey), user)
+  if ARGV[5] ~= '1' then redis.call('HSET', info, user, '{}') end
+end
+if ARGV[5] == '1' then redis.call('HSET', info, user, ARGV[6]) end
+local seq = nextSeq(seqKey)
+redis.call('HSET', clients, field, seq)
+redis.call('ZADD', expiry, ARGV[4], seq .. field)
+reindex(due, seqKey, expiry, topic, before)
+return joined
+`,
+  },
+  // ARGV[4] expiresAt. 1 when the entry existed (and moved), 0 otherwise (nothing changes).
+  sinalPresenceRefresh: {
+    keys: 6,
+    body: `
+local clients, expiry, due, seqKey = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
+local field = user .. '\\0' .. client
+local old = redis.call('HGET', clients, field)
+if not old then return 0 end
+local before = indexEntry(expiry, topic)
+redis.call('ZREM', expiry, old .. field)
+local seq = nextSeq(seqKey)
+redis.call('HSET', clients, field, seq)
+redis.call('ZADD', expiry, ARGV[4], seq .. field)
+reindex(due, seqKey, expiry, topic, before)
+return 1
+`,
+  },
+  // 1 when that was the user's last entry (a leave).
+  sinalPresenceRemove: {
+    keys: 6,
+    body: `
+local info, order, clients, expiry, due, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('HGET', clients, user .. '\\0' .. client)
+if not old then return 0 end
+local before = indexEntry(expiry, topic)
+local left = dropEntry(info, order, clients, expiry, old, user, client)
+reindex(due, seqKey, expiry, topic, before)
+if left then return 1 end
+return 0
+`,
+  },
+  // KEYS: order, info. Flat user, info pairs in join order (read in one step: no user without its info).
+  sinalPresenceMembers: {
+    keys: 2,
+    body: `
+local users = redis.call('ZRANGE', KEYS[1], 0, -1)
+local flat = {}
+-- One HGET each: unpack() of a big channel's users would pass Lua's stack limit (~8000).
+for _, user in ipairs(users) do
+  flat[#flat + 1] = user
+  flat[#flat + 1] = redis.call('HGET', KEYS[2], user) or '{}'
+end
+return flat
+`,
+  },
+  // KEYS: due, seq; ARGV: now, batch, the channel key before and after the tenant.
+  // Takes the due head (the next entry of all channels) until none is due or the batch is done;
+  // returns '1' when it stopped at the batch, '0' otherwise, then topic, user, info of each leave.
+  sinalPresenceExpire: {
+    keys: 2,
+    body: `
+local due, seqKey = KEYS[1], KEYS[2]
+local now, batch, keyBefore, keyAfter = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local out = { '0' }
+local done = 0
+while true do
+  local head = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 1)
+  if head[1] == nil then break end
+  if done == batch then out[1] = '1' break end
+  local indexed = head[1]
+  local topic = string.sub(indexed, 17)
+  local slash = string.find(topic, '/', 1, true)
+  local base = keyBefore .. string.sub(topic, 1, slash - 1) .. keyAfter
+  local name = string.sub(topic, slash + 1)
+  local info, order, clients, expiry = base .. ':info:' .. name, base .. ':order:' .. name, base .. ':clients:' .. name, base .. ':expiry:' .. name
+  local first = redis.call('ZRANGE', expiry, 0, 0)[1]
+  -- The index names the channel's first entry; should it not (never expected), it is put right and nothing is dropped.
+  if first ~= nil and string.sub(first, 1, 16) == string.sub(indexed, 1, 16) then
+    local field = string.sub(first, 17)
+    local nul = string.find(field, '\\0', 1, true)
+    local user = string.sub(field, 1, nul - 1)
+    local left = dropEntry(info, order, clients, expiry, string.sub(first, 1, 16), user, string.sub(field, nul + 1))
+    if left then
+      out[#out + 1] = topic
+      out[#out + 1] = user
+      out[#out + 1] = left
+    end
+    done = done + 1
+  end
+  reindex(due, seqKey, expiry, topic, indexed)
+end
+return out
+`,
+  },
+};
