@@ -13,6 +13,11 @@ import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
 
+/** A token signed with SECRET: tenant "acme", user "u1", valid for an hour, unless `opts` says otherwise. */
+export function testToken(opts: Partial<MintOptions> = {}): string {
+  return mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts });
+}
+
 export interface TestServer {
   port: number;
   http: string;
@@ -113,7 +118,7 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     store,
     dir,
     logs,
-    token: async (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
+    token: async (opts) => testToken(opts),
     apiKey: async (tenant) => (await createApiKey(store, tenant)).key,
     async stop() {
       await sinal.stop();
@@ -181,7 +186,7 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
     },
     dir,
     logs,
-    token: async (opts) => mintToken(SECRET, { tenant: "acme", user: "u1", ttlSec: 3600, ...opts }),
+    token: async (opts) => testToken(opts),
     async apiKey(tenant) {
       const created = Bun.spawnSync([binary, "keys", "create", "--tenant", tenant], { cwd: dir, env: childEnv });
       if (created.exitCode !== 0) throw new Error(`keys create failed: ${created.stderr.toString()}`);

@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -8,13 +9,21 @@ import { removeServerDir, SECRET, serverDatabaseUrl } from "../helpers.ts";
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
 
+/** Which sinal runs: the source (`bun src/main.ts`) or the compiled binary (SINAL_BINARY). */
+export type SinalTarget = "source" | "binary";
+
+/** The target this run asks for: `SINAL_TARGET=binary` (see scripts/test.sh), else the source. */
+export function defaultTarget(): SinalTarget {
+  return process.env.SINAL_TARGET === "binary" ? "binary" : "source";
+}
+
 /**
- * `sinal <args>` and where it runs: the source from the repository root, or with
- * `SINAL_TARGET=binary SINAL_BINARY=<path>` the compiled binary from the server's own directory
- * (no node_modules, no source tree), as test/helpers.ts does.
+ * `sinal <args>` and where it runs: the source from the repository root, or the compiled binary
+ * (`SINAL_BINARY=<path>`) from the server's own directory (no node_modules, no source tree), as
+ * test/helpers.ts does.
  */
-function sinalCommand(args: string[], dir: string): { cmd: string[]; cwd: string } {
-  if (process.env.SINAL_TARGET !== "binary") return { cmd: [BUN, "src/main.ts", ...args], cwd: ROOT };
+function sinalCommand(args: string[], dir: string, target: SinalTarget): { cmd: string[]; cwd: string } {
+  if (target === "source") return { cmd: [BUN, "src/main.ts", ...args], cwd: ROOT };
   const binary = process.env.SINAL_BINARY;
   if (!binary) throw new Error("SINAL_TARGET=binary needs SINAL_BINARY=<path to dist/sinal>");
   return { cmd: [binary, ...args], cwd: dir };
@@ -27,6 +36,21 @@ export interface ChildServerOptions {
   dir?: string;
   /** How long to wait for the `listening` line. Default 15 s. */
   startTimeoutMs?: number;
+  /** Default: `defaultTarget()` (SINAL_TARGET). */
+  target?: SinalTarget;
+}
+
+/** A child that exited, or said nothing, before listening: how it ended and what it wrote on stderr. */
+export class ChildStartError extends Error {
+  constructor(
+    message: string,
+    /** How it exited; null when it was still running at the deadline (then it was killed). */
+    readonly exit: ChildExit | null,
+    readonly stderr: string,
+  ) {
+    super(message);
+    this.name = "ChildStartError";
+  }
 }
 
 /** How the child ended: an exit code, or the signal that killed it (then `code` is null). */
@@ -67,7 +91,8 @@ export interface ChildServer {
  * see sinalCommand) with its own store (see `dir`), once it has logged `listening`. Unlike `startServer` (test/helpers.ts) nothing of it
  * lives in the test process, so a test can kill it (SIGKILL included), restart it on the same
  * store, and measure it (`rssBytes`). The child gets PATH, HOME and TMPDIR of this process and
- * nothing else from it (a stray REDIS_URL or SINAL_TARGET stays out).
+ * nothing else from it (a stray REDIS_URL or SINAL_TARGET stays out). A start that fails throws a
+ * ChildStartError. A watchdog SIGKILLs a child still running once the test process has gone.
  *
  * @example
  * const first = await startChildServer({ env: { SINAL_API_KEYS: "acme:a-key-of-16-chars-or-more" } });
@@ -91,7 +116,8 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   };
   const inherited: Record<string, string> = {};
   for (const name of ["PATH", "HOME", "TMPDIR"]) if (process.env[name] !== undefined) inherited[name] = process.env[name]!;
-  const serve = sinalCommand(["serve"], dir);
+  const target = options.target ?? defaultTarget();
+  const serve = sinalCommand(["serve"], dir, target);
   const proc = Bun.spawn(serve.cmd, {
     cwd: serve.cwd,
     env: { ...inherited, ...env },
@@ -99,6 +125,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
     stdout: "pipe",
     stderr: "pipe",
   });
+  watch(proc.pid);
 
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
@@ -128,8 +155,8 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   let timer: Timer | undefined;
   const outcome = await Promise.race([
     listening,
-    exited.then((exit) => new Error(`sinal exited (${exit.signal ?? exit.code}) before listening; stderr: ${stderr.slice(-2000)}`)),
-    new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`sinal did not log "listening" within ${startTimeoutMs} ms`)), startTimeoutMs))),
+    exited.then((exit) => new ChildStartError(`sinal exited (${exit.signal ?? exit.code}) before listening; stderr: ${stderr.slice(-2000)}`, exit, stderr)),
+    new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new ChildStartError(`sinal did not log "listening" within ${startTimeoutMs} ms`, null, stderr)), startTimeoutMs))),
   ]);
   clearTimeout(timer);
   if (outcome instanceof Error) {
@@ -154,13 +181,25 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
     exited,
     rssBytes: () => rssOf(proc.pid),
     async createApiKey(tenant) {
-      const keys = sinalCommand(["keys", "create", "--tenant", tenant], dir);
+      const keys = sinalCommand(["keys", "create", "--tenant", tenant], dir, target);
       const created = Bun.spawn(keys.cmd, { cwd: keys.cwd, env: { ...inherited, ...env }, stdout: "pipe", stderr: "pipe" });
       const [code, out, err] = await Promise.all([created.exited, new Response(created.stdout).text(), new Response(created.stderr).text()]);
       if (code !== 0) throw new Error(`sinal keys create failed (${code}): ${err}`);
       return out.trimEnd().split("\n").at(-1)!;
     },
   };
+}
+
+/**
+ * A background shell that SIGKILLs the child once this process has gone (bun test runs no exit
+ * handler; see test/support/postgres.ts), and ends by itself as soon as the child has.
+ */
+function watch(pid: number): void {
+  const script = `while kill -0 "$1" 2>/dev/null; do kill -0 "$2" 2>/dev/null || exit 0; sleep 1; done; kill -9 "$2" 2>/dev/null`;
+  // detached, and in the background of a shell that exits at once: bun test kills its own
+  // dangling children, and a Ctrl-C reaches the whole process group.
+  const child = spawn("sh", ["-c", `(${script}) >/dev/null 2>&1 &`, "watchdog", String(process.pid), String(pid)], { detached: true, stdio: "ignore", cwd: tmpdir() });
+  child.unref();
 }
 
 function hasExited(proc: Subprocess): boolean {

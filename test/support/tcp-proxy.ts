@@ -33,15 +33,7 @@ export class TcpProxy {
     const upstream = connect(this.targetPort, "127.0.0.1");
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      this.pairs.delete(pair);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    splice(client, upstream, () => this.pairs.delete(pair));
   }
 
   /** Destroys every open connection; returns how many there were. */
@@ -63,4 +55,23 @@ export class TcpProxy {
     this.cutAll();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * Pipes the bytes of two sockets both ways, untouched; when either closes or fails, destroys both
+ * (a half-open pair would hide the failure from the other side) and calls `onClosed` once.
+ */
+export function splice(client: Socket, upstream: Socket, onClosed: () => void): void {
+  let closed = false;
+  const drop = () => {
+    client.destroy();
+    upstream.destroy();
+    if (closed) return;
+    closed = true;
+    onClosed();
+  };
+  client.on("error", drop).on("close", drop);
+  upstream.on("error", drop).on("close", drop);
+  client.pipe(upstream);
+  upstream.pipe(client);
 }
