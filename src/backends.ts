@@ -11,6 +11,7 @@ import type { PresenceStore } from "./presence/presence-store.ts";
 import { ConfigError, type Config, type RedisConfig } from "./config.ts";
 import { RedisBroker } from "./broker/redis-broker.ts";
 import { RedisKeys } from "./redis/keys.ts";
+import { RedisPresenceStore } from "./redis/redis-presence-store.ts";
 import { connectRedis, openRedis, redisLabel, type Redis } from "./redis/redis-client.ts";
 import type { Logger } from "./log.ts";
 import { openPgStore } from "./store/pg-store.ts";
@@ -69,7 +70,7 @@ export async function createBackends(config: Config, logger?: Logger): Promise<B
     positionCheckMs: cluster.config.positionCheckMs,
     subscribeTimeoutMs: cluster.config.commandTimeoutMs,
   }, logger?.child({ component: "broker" }));
-  return { store, broker, ...local, cluster };
+  return { store, broker, ...local, presence: new RedisPresenceStore(cluster.redis, cluster.keys), cluster };
 }
 
 /** Connects to the cluster's Redis, or fails naming REDIS_URL. */
