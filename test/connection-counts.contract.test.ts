@@ -25,8 +25,8 @@ afterAll(async () => {
 });
 
 /** A node's own connection, as connectRedis makes it for sinal. */
-async function connect(url = server!.url): Promise<Redis> {
-  const connection = connectRedis({ url, commandTimeoutMs: 1000, prefix: "unused" }, "test");
+async function connect(url = server!.url, commandTimeoutMs = 1000): Promise<Redis> {
+  const connection = connectRedis({ url, commandTimeoutMs, prefix: "unused" }, "test");
   opened.push(connection);
   await openRedis(connection, 5000);
   return connection;
@@ -200,6 +200,19 @@ describe.if(redis.available)("ConnectionCounts in Redis: shared by nodes", () =>
     } finally {
       await restarted.stop();
     }
+  });
+
+  test("an admit that timed out but was applied later is taken out again at the next heartbeat", async () => {
+    const prefix = `t${++prefixes}`;
+    const a = node(await connect(server!.url, 200), prefix, { nodeId: "a" });
+    const b = node(await connect(), prefix, { nodeId: "b" });
+    await a.admit("acme", "ana", LIMITS);
+    // Redis holds every command for 400 ms: the admit fails after 200 ms, then Redis runs it.
+    await (await connect()).client("PAUSE", "400", "ALL");
+    await expect(a.admit("acme", "ana", LIMITS)).rejects.toThrow();
+    // Sent after the admit on the same connection, so it runs after it.
+    await a.heartbeat();
+    expect(await b.count("acme", "ana")).toEqual({ user: 1, tenant: 1 });
   });
 
   test("while Redis is down every call rejects at once instead of waiting, and a heartbeat fails quietly", async () => {
