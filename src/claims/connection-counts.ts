@@ -17,8 +17,9 @@ export interface ConnectionLimits {
  * - Every admitted connection is released exactly once by its node; a shared implementation also
  *   drops the counts of a node that stopped refreshing them (a node that died), so they cannot
  *   keep its users out for ever.
- * Implementations: MemoryConnectionCounts below (one node). The Redis step adds a shared one
- * (per-node counts in a hash, summed and bumped by one script, expired with the node's heartbeat).
+ * Implementations: MemoryConnectionCounts below (one node); RedisConnectionCounts in
+ * src/redis/redis-connection-counts.ts (shared: per-node counts in a hash per tenant, summed over
+ * the live nodes and bumped by one script, lapsing with the node's heartbeat).
  */
 export interface ConnectionCounts {
   admit(tenant: string, user: string, limits: ConnectionLimits): Promise<CountRefusal | null>;

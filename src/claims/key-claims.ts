@@ -11,8 +11,9 @@
  * - A holder that never releases (a node that died mid-request) does not block the key for ever:
  *   a shared implementation lets a claim lapse after `ttlMs`; the memory one is released with
  *   the request, which cannot outlive its process.
- * Implementations: MemoryKeyClaims below (one node). The Redis step adds a shared one (SET NX PX
- * per key in one script, a retry on release).
+ * Implementations: MemoryKeyClaims below (one node); RedisKeyClaims in src/redis/redis-key-claims.ts
+ * (shared by every node: one script sets every key of a claim with PX ttlMs or none, a busy key is
+ * asked for again with a short backoff, a release deletes only the keys still holding its token).
  */
 export interface KeyClaims {
   /** Resolves holding every key of `keys` (see above); call the result to release them. */

@@ -1,7 +1,8 @@
 /**
  * Edit locks on resources (`customer:77`), one holder at a time per tenant and resource.
- * Implementations: memory-locks.ts (one node); a shared one (Redis) keeps the same guarantees
- * for every node of a cluster:
+ * Implementations: memory-locks.ts (one node); src/redis/redis-locks.ts (shared: one script per
+ * call over the tenant's keys, a cluster-wide index of tenants with locks to sweep) keeps the same
+ * guarantees for every node of a cluster:
  * - `acquire` is atomic per (tenant, resource): of two users racing for a free lock exactly one
  *   gets it; the quota check and the take are one step, so a user never holds more than
  *   `maxPerUser` however many nodes its connections are on.
