@@ -152,14 +152,15 @@ export function createApp(deps: AppDeps) {
   const feeds = config.mongo
     ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
     : null;
+  const counts = deps.counts ?? new MemoryConnectionCounts();
   // The gateway knows who is connected; notifications need that and the gateway needs them: late-bound.
   const notifications: NotificationService = new NotificationService(
     store.notifications,
     publisher,
-    (tenant, user) => gateway.userConnections(tenant, user) > 0,
+    cluster === null ? (tenant, user) => gateway.userConnections(tenant, user) > 0 : async (tenant, user) => (await counts.count(tenant, user)).user > 0,
   );
   const gateway: Gateway = new Gateway({
-    counts: deps.counts ?? new MemoryConnectionCounts(),
+    counts,
     namespaces,
     limits,
     allowedOrigins: config.allowedOrigins,

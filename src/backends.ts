@@ -12,6 +12,9 @@ import { ConfigError, type Config, type RedisConfig } from "./config.ts";
 import { RedisBroker } from "./broker/redis-broker.ts";
 import { RedisKeys } from "./redis/keys.ts";
 import { RedisPresenceStore } from "./redis/redis-presence-store.ts";
+import { RedisConnectionCounts } from "./redis/redis-connection-counts.ts";
+import { RedisKeyClaims } from "./redis/redis-key-claims.ts";
+import { RedisLocks } from "./redis/redis-locks.ts";
 import { connectRedis, openRedis, redisLabel, type Redis } from "./redis/redis-client.ts";
 import type { Logger } from "./log.ts";
 import { openPgStore } from "./store/pg-store.ts";
@@ -45,6 +48,8 @@ export interface Cluster {
   redis: Redis;
   /** Pub/sub only (Redis forbids other commands on a subscribed connection). */
   subscriber: Redis;
+  /** Runs `task` first when the cluster closes (a part that must give back what it holds in Redis). */
+  onClose(task: () => Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -70,7 +75,18 @@ export async function createBackends(config: Config, logger?: Logger): Promise<B
     positionCheckMs: cluster.config.positionCheckMs,
     subscribeTimeoutMs: cluster.config.commandTimeoutMs,
   }, logger?.child({ component: "broker" }));
-  return { store, broker, ...local, presence: new RedisPresenceStore(cluster.redis, cluster.keys), cluster };
+  const counts = new RedisConnectionCounts(cluster.redis, cluster.keys, { nodeId: cluster.nodeId, logger: logger?.child({ component: "connection-counts" }) });
+  counts.start();
+  cluster.onClose(() => counts.close());
+  return {
+    store,
+    broker,
+    counts,
+    claims: new RedisKeyClaims(cluster.redis, cluster.keys, logger?.child({ component: "key-claims" })),
+    presence: new RedisPresenceStore(cluster.redis, cluster.keys),
+    locks: new RedisLocks(cluster.redis, cluster.keys),
+    cluster,
+  };
 }
 
 /** Connects to the cluster's Redis, or fails naming REDIS_URL. */
@@ -86,13 +102,16 @@ async function openCluster(config: RedisConfig, logger?: Logger): Promise<Cluste
     subscriber.disconnect();
     throw new ConfigError("REDIS_URL", `cannot reach Redis at ${redisLabel(config.url)}: ${err instanceof Error ? err.message : String(err)}`);
   }
+  const closing: (() => Promise<void>)[] = [];
   return {
     nodeId,
     config,
     keys: new RedisKeys(config.prefix),
     redis,
     subscriber,
+    onClose: (task) => closing.push(task),
     close: async () => {
+      for (const task of closing.splice(0)) await task().catch(() => undefined);
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
     },

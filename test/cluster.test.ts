@@ -101,4 +101,49 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     expect(await globex.client.silentFor(300)).toBe(true);
     globex.client.close();
   });
+  test("a notification to a user connected only to node A, sent through node B, is pushed, not left pending", async () => {
+    const amy = await Client.open(a, { user: "amy" });
+    const res = await post(b, "/v1/notifications", { user: "amy", category: "ticket", title: "New ticket", message: "#7" }, keyB);
+    expect(((await res.json()) as Frame).notifications).toEqual([{ user: "amy", id: expect.any(Number), status: "pushed" }]);
+    expect(await amy.next()).toMatchObject({ type: "pub", channel: "user:amy", event: "notification", data: { title: "New ticket" } });
+    amy.close();
+  });
+
+  test("a user with a tab on each node is one member of the room, and either node lists it", async () => {
+    const key = keyA;
+    const tab1 = await Client.open(a, { user: "rui", subChannels: ["room:*"] });
+    const tab2 = await Client.open(b, { user: "rui", subChannels: ["room:*"] });
+    await tab1.request({ type: "subscribe", channel: "room:both" });
+    await tab2.request({ type: "subscribe", channel: "room:both" });
+    for (const server of [a, b]) {
+      const res = await fetch(`${server.http}/v1/presence?channel=room:both`, { headers: { authorization: `Bearer ${key}` } });
+      const body = (await res.json()) as Frame;
+      if (res.status !== 200) throw new Error(JSON.stringify(body));
+      expect(body).toEqual({ channel: "room:both", users: [{ user: "rui", status: "online" }] });
+    }
+    tab1.close();
+    tab2.close();
+  });
+
+  test("a lock taken on node A is refused to another user on node B, naming the holder", async () => {
+    const ana = await Client.open(a, { user: "ana", subChannels: ["sync:*"] });
+    const bob = await Client.open(b, { user: "bob", subChannels: ["sync:*"] });
+    expect(await ana.request({ type: "lock", resource: "customer:77" })).toMatchObject({ ok: true });
+    expect(await bob.request({ type: "lock", resource: "customer:77" })).toMatchObject({ ok: false, error: { code: "locked" } });
+    ana.close();
+    bob.close();
+  });
+
+  test("the per-user connection bound counts the connections on every node", async () => {
+    // Both nodes run with the default bound (20 per user): 20 across the two nodes, the 21st is refused.
+    const open: Client[] = [];
+    for (let i = 0; i < 20; i++) open.push(await Client.open(i % 2 === 0 ? a : b, { user: "many" }));
+    const socket = new WebSocket(`${b.ws}?token=${await b.token({ user: "many" })}`);
+    const frames: string[] = [];
+    socket.onmessage = (event) => frames.push(String(event.data));
+    const closed = await new Promise<number>((resolve) => (socket.onclose = (event) => resolve(event.code)));
+    expect(closed).toBe(4010);
+    expect(frames).toEqual([]);
+    for (const c of open) c.close();
+  });
 });

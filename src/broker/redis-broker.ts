@@ -63,7 +63,9 @@ interface Pending {
  *
  * The positions subscribes are told come from here (DeliveredPositions): a topic's position is
  * read from history only after its SUBSCRIBE is acknowledged (nothing published after the read
- * can be missed), and publications arriving before that read wait for it.
+ * can be missed). Publications arriving before that read are delivered as they come (the
+ * subscribe holds them for its socket, see FrameHandlers.subscribe) and the read then answers the
+ * position delivered, when it is already tracked.
  */
 export class RedisBroker implements Broker, DeliveredPositions {
   private hub: PublicationSink | null = null;
@@ -233,8 +235,13 @@ export class RedisBroker implements Broker, DeliveredPositions {
   private offer(topic: string, state: Served, pending: Pending): number {
     const { last } = state;
     const { position } = pending;
-    if (last === null || state.recovering) {
-      // Before the first read of the shared position, or while a gap is read: wait (bounded).
+    if (last === null) {
+      // Nobody here was told a position yet (a user's own channel; or a subscribe whose read is
+      // still running, which holds the live frames for its socket and drops those its reply covers).
+      return this.deliverNow(topic, state, pending);
+    }
+    if (state.recovering) {
+      // A gap is being read from history: wait behind it (bounded).
       this.hold(topic, state, pending);
       return 0;
     }

@@ -40,7 +40,8 @@ export class NotificationService implements PeerListener {
   constructor(
     private readonly store: NotificationStore,
     private readonly publisher: Publisher,
-    private readonly isConnected: (tenant: string, user: string) => boolean,
+    /** On a cluster, asked of the shared connection counts: a user on another node is connected too. */
+    private readonly isConnected: (tenant: string, user: string) => boolean | Promise<boolean>,
   ) {}
 
   async sendToUsers(tenant: string, users: readonly string[], input: NotificationInput): Promise<{ user: string; id: number; status: DeliveryStatus }[]> {
@@ -64,7 +65,7 @@ export class NotificationService implements PeerListener {
     const out: { user: string; id: number; status: DeliveryStatus }[] = [];
     for (const n of stored) {
       if (n.deliveredAt !== null) out.push({ user: n.user, id: n.id, status: "muted" });
-      else if (this.isConnected(tenant, n.user)) {
+      else if (await this.isConnected(tenant, n.user)) {
         await this.push(tenant, n.user, [n]);
         out.push({ user: n.user, id: n.id, status: "pushed" });
       } else out.push({ user: n.user, id: n.id, status: "pending" });
