@@ -97,6 +97,13 @@ export interface Config {
      * left it; a return within it announces nothing (src/presence/presence.ts). 0: leave at once.
      */
     leaveGraceMs: number;
+    /**
+     * How long a live connection's presence entries last unless its node refreshes them: a node
+     * that dies has its members gone within this (PRESENCE_MEMBER_TTL_MS).
+     */
+    memberTtlMs: number;
+    /** How often a node refreshes its live connections' entries (PRESENCE_REFRESH_MS). */
+    refreshEveryMs: number;
   };
   locks: { ttlMs: number };
   audit: { retentionDays: number };
@@ -170,6 +177,13 @@ function parseMessageRetention(env: Env, namespaces: Namespace[]): number | null
     );
   }
   return days;
+}
+
+function parsePresence(env: Env): Config["presence"] {
+  const memberTtlMs = int(env, "PRESENCE_MEMBER_TTL_MS", 60_000, 1000, 3_600_000);
+  const refreshEveryMs = int(env, "PRESENCE_REFRESH_MS", Math.min(25_000, Math.floor(memberTtlMs / 2)), 100, 3_600_000);
+  if (refreshEveryMs * 2 > memberTtlMs) throw new ConfigError("PRESENCE_REFRESH_MS", `must be at most half of PRESENCE_MEMBER_TTL_MS (${memberTtlMs}), or a live member can expire between two refreshes`);
+  return { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100), leaveGraceMs: int(env, "PRESENCE_LEAVE_GRACE_MS", 5_000, 0), memberTtlMs, refreshEveryMs };
 }
 
 function parseRedis(env: Env, database: Config["database"]): RedisConfig | null {
@@ -326,7 +340,7 @@ export function loadConfig(env: Env = process.env): Config {
       typingThrottleMs: int(env, "TYPING_THROTTLE_MS", 2_000, 0),
       typingTimeoutMs: int(env, "TYPING_TIMEOUT_MS", 6_000, 100),
     },
-    presence: { awayAfterMs: int(env, "PRESENCE_AWAY_AFTER_MS", 300_000, 100), leaveGraceMs: int(env, "PRESENCE_LEAVE_GRACE_MS", 5_000, 0) },
+    presence: parsePresence(env),
     commitIntervalMs: int(env, "COMMIT_INTERVAL_MS", 4, 0, 1000),
     locks: { ttlMs: int(env, "LOCK_TTL_MS", 60_000, 100) },
     audit: { retentionDays: int(env, "AUDIT_RETENTION_DAYS", 30, 1, 3650) },
