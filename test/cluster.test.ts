@@ -2,6 +2,27 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { Client, post, startServer, type Frame, type TestServer } from "./helpers.ts";
 import { postgresTests, startDatabase, type Postgres } from "./support/postgres.ts";
 import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import { RedisHistory } from "../src/history/redis-history.ts";
+import type { DeliveredPositions, Position } from "../src/history/history.ts";
+import { RedisKeys } from "../src/redis/keys.ts";
+import { connectRedis, openRedis } from "../src/redis/redis-client.ts";
+
+/**
+ * Appends to a channel's shared history in Redis as a node would, but publishes nothing: what a
+ * publication lost on its way between nodes looks like to the others.
+ */
+async function appendUnpublished(url: string, topic: string, data: string[], size: number): Promise<void> {
+  const redis = connectRedis({ url, commandTimeoutMs: 1000, prefix: "sinal" }, "test");
+  await openRedis(redis, 2000);
+  const untracked: DeliveredPositions = { get: () => undefined, ready: async () => undefined, seed: (_t, p) => p, reset: (_t, p) => p };
+  const history = new RedisHistory(redis, new RedisKeys("sinal"), untracked, { maxTopicsPerTenant: 1000, metaTtlMs: 60_000, idempotencyTtlMs: 60_000 });
+  const channel = topic.slice(topic.indexOf("/") + 1);
+  for (const item of data) {
+    const frame = (p: Position) => `{"type":"pub","channel":"${channel}","event":"n","data":"${item}","offset":${p.offset},"epoch":"${p.epoch}","ts":1}`;
+    await history.append(topic, frame, { size, ttlMs: 60_000 }, () => undefined);
+  }
+  redis.disconnect();
+}
 
 // Two sinal nodes sharing one Redis and one PostgreSQL, in this process, over real sockets: what a
 // client sees across nodes. (The three-node bed with a balancer and SIGKILLs is test/cluster-bed.)
@@ -101,6 +122,28 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     expect(await globex.client.silentFor(300)).toBe(true);
     globex.client.close();
   });
+  test("a publication lost between nodes is read back from the shared history and delivered in its place, before the next", async () => {
+    const { client, reply } = await subscribe(a, "dept:gap");
+    await appendUnpublished(redis.url, "acme/dept:gap", ["lost"], 100);
+    await post(b, "/v1/publish", { channel: "dept:gap", event: "n", data: "next" }, keyB);
+    expect(await client.next()).toMatchObject({ data: "lost", offset: reply.offset + 1, epoch: reply.epoch });
+    expect(await client.next()).toMatchObject({ data: "next", offset: reply.offset + 2, epoch: reply.epoch });
+    expect(await client.silentFor(200)).toBe(true);
+    client.close();
+  });
+
+  test("a lost publication the history no longer keeps closes the channel's subscribers with 4011, and their resubscribe says recovered:false", async () => {
+    const { client, reply } = await subscribe(a, "dept:gone");
+    // Three lost, with a history of one: only the third is still kept when the next arrives.
+    await appendUnpublished(redis.url, "acme/dept:gone", ["l1", "l2", "l3"], 1);
+    await post(b, "/v1/publish", { channel: "dept:gone", event: "n", data: "next" }, keyB);
+    expect((await client.closed).code).toBe(4011);
+    const back = await Client.open(a, { user: "u1", subChannels: ["*"] });
+    const again = await back.request({ type: "subscribe", channel: "dept:gone", since: { offset: reply.offset, epoch: reply.epoch } });
+    expect(again).toMatchObject({ ok: true, recovered: false, reason: "trimmed", offset: reply.offset + 4 });
+    back.close();
+  });
+
   test("a notification to a user connected only to node A, sent through node B, is pushed, not left pending", async () => {
     const amy = await Client.open(a, { user: "amy" });
     const res = await post(b, "/v1/notifications", { user: "amy", category: "ticket", title: "New ticket", message: "#7" }, keyB);
@@ -145,5 +188,78 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     expect(closed).toBe(4010);
     expect(frames).toEqual([]);
     for (const c of open) c.close();
+  });
+});
+
+describe.if(redisAvailable && pgAvailable)("two nodes while their Redis goes away and comes back", () => {
+  let redis: RedisServer;
+  let database: Postgres;
+  let a: TestServer;
+  let b: TestServer;
+  let keyB: string;
+
+  beforeAll(async () => {
+    [redis, database] = await Promise.all([startRedis(), startDatabase()]);
+    const env = { REDIS_URL: redis.url, DATABASE_URL: database.url, LOG_LEVEL: "error", REDIS_COMMAND_TIMEOUT_MS: "500", REDIS_POSITION_CHECK_MS: "300" };
+    a = await startServer(env);
+    b = await startServer(env);
+    keyB = await b.apiKey("acme");
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await database?.stop();
+    await redis?.stop();
+  });
+
+  const publish = (channel: string, data: unknown) => post(b, "/v1/publish", { channel, event: "n", data }, keyB);
+
+  test("while Redis is away a publication answers 503 unavailable at once and /ready names the broker; once it is back both nodes are ready and publications flow again", async () => {
+    const sub = await Client.open(a, { user: "u1", subChannels: ["*"] });
+    await sub.request({ type: "subscribe", channel: "dept:outage" });
+    await publish("dept:outage", "before");
+    expect(await sub.next()).toMatchObject({ data: "before" });
+
+    await redis.kill();
+    const started = performance.now();
+    const refused = await publish("dept:outage", "while away");
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as Frame).error).toMatchObject({ code: "unavailable" });
+    expect(performance.now() - started).toBeLessThan(1500);
+    for (const server of [a, b]) {
+      const ready = await fetch(`${server.http}/ready`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as Frame).failing).toContain("broker");
+    }
+
+    await redis.start();
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && !(await Promise.all([a, b].map(async (s) => (await fetch(`${s.http}/ready`)).status === 200))).every(Boolean)) await Bun.sleep(50);
+    for (const server of [a, b]) expect((await fetch(`${server.http}/ready`)).status).toBe(200);
+    // Redis came back empty: the channel's epoch is gone, so its subscriber on A is told to
+    // reconnect (4011) rather than go on as if nothing had happened.
+    expect((await sub.closed).code).toBe(4011);
+    const again = await Client.open(a, { user: "u1", subChannels: ["*"] });
+    const reply = await again.request({ type: "subscribe", channel: "dept:outage" });
+    expect(reply.ok).toBe(true);
+    expect((await publish("dept:outage", "after")).status).toBe(200);
+    expect(await again.next()).toMatchObject({ data: "after", offset: reply.offset + 1, epoch: reply.epoch });
+    again.close();
+  });
+
+  test("a room publication made while the other node's link to Redis is down reaches that node's subscriber once Redis is back, from PostgreSQL", async () => {
+    const sub = await Client.open(a, { user: "u2", subChannels: ["*"] });
+    const reply = await sub.request({ type: "subscribe", channel: "room:kept" });
+    expect(await sub.next()).toMatchObject({ event: "user_joined" });
+    await redis.kill();
+    // Stored in PostgreSQL and acknowledged; its fan-out to node A is lost with Redis away.
+    const stored = await publish("room:kept", "while away");
+    expect(stored.status).toBe(200);
+    expect(await sub.silentFor(200)).toBe(true);
+    await redis.start();
+    // After A's subscriber connection is back, its position check finds the gap and reads it from PostgreSQL.
+    expect(await sub.next(5000)).toMatchObject({ channel: "room:kept", data: "while away", offset: reply.offset + 1, epoch: reply.epoch });
+    expect(await sub.silentFor(500)).toBe(true);
+    sub.close();
   });
 });
