@@ -7,7 +7,9 @@
 # 3. on PostgreSQL (SINAL_STORE=postgres: every server gets a database of its own in a throwaway
 #    PostgreSQL; skipped by hand without PostgreSQL, a failure under CI=true): the same three
 #    suites against the compiled binary, then every suite that starts a sinal against the source;
-# 4. the Python client's pytest suite.
+# 4. every server a cluster node (Redis and PostgreSQL): the same three suites from source, then
+#    from the binary with the three-node bed;
+# 5. the Python client's pytest suite.
 # All run; the exit code is non-zero when any fails.
 set -u
 cd "$(dirname "$0")/.."
@@ -57,9 +59,36 @@ if [ "$#" -eq 0 ]; then
   fi
 fi
 
+cluster_status=0
+if [ "$#" -eq 0 ]; then
+  # 5. Every server a cluster node (SINAL_CLUSTER=redis: REDIS_URL to a throwaway redis-server,
+  #    PostgreSQL): the protocol, chat and recovery suites from source, then from the compiled
+  #    binary with the three-node bed (test/cluster-bed.test.ts) too.
+  if command -v redis-server >/dev/null 2>&1 && { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; }; then
+    echo "== the protocol, chat and recovery suites on cluster nodes (Redis and PostgreSQL), from source"
+    SINAL_CLUSTER=redis bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
+    cluster_status=$?
+    echo "== the same suites and the three-node bed, from the compiled binary"
+    if [ "$built" = true ]; then
+      SINAL_CLUSTER=redis SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts test/cluster-bed.test.ts
+      status=$?
+      if [ "$cluster_status" -eq 0 ]; then cluster_status=$status; fi
+    else
+      echo "no binary to run (the build failed)"
+      cluster_status=1
+    fi
+  elif [ "${CI:-}" = "true" ]; then
+    echo "Redis and PostgreSQL are required under CI=true (apt-get install redis-server postgresql)"
+    cluster_status=1
+  else
+    echo "== skipping the suites on cluster nodes: no redis-server or PostgreSQL (apt-get install redis-server postgresql)"
+  fi
+fi
+
 bash clients/python/run-tests.sh
 py_status=$?
 if [ "$bun_status" -ne 0 ]; then exit "$bun_status"; fi
 if [ "$binary_status" -ne 0 ]; then exit "$binary_status"; fi
 if [ "$postgres_status" -ne 0 ]; then exit "$postgres_status"; fi
+if [ "$cluster_status" -ne 0 ]; then exit "$cluster_status"; fi
 exit "$py_status"

@@ -9,6 +9,7 @@ import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { createBackends, openConfiguredStore } from "../src/backends.ts";
 import { startDatabase, type Postgres } from "./support/postgres.ts";
+import { startRedis, type RedisServer } from "./support/redis.ts";
 import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
@@ -53,7 +54,27 @@ const TARGET = process.env.SINAL_TARGET === "binary" ? "binary" : "source";
  * does it through `server.store`, or `openServerStore(dir)` before a server starts, never through
  * the sqlite file.
  */
-export const STORE: "sqlite" | "postgres" = process.env.SINAL_STORE === "postgres" ? "postgres" : "sqlite";
+export const STORE: "sqlite" | "postgres" = process.env.SINAL_STORE === "postgres" || process.env.SINAL_CLUSTER === "redis" ? "postgres" : "sqlite";
+
+/**
+ * `SINAL_CLUSTER=redis` (scripts/test.sh): every server is a cluster node, on PostgreSQL (above) and
+ * one throwaway Redis per test process, each server under a key prefix of its own, so the suites
+ * run on the Redis broker, history, presence, locks, claims and counts as they run on one node.
+ */
+export const CLUSTER = process.env.SINAL_CLUSTER === "redis";
+let sharedRedis: Promise<RedisServer> | null = null;
+let prefixes = 0;
+
+async function clusterEnv(dir: string): Promise<Record<string, string>> {
+  if (!CLUSTER) return {};
+  sharedRedis ??= startRedis();
+  const redis = await sharedRedis;
+  // One prefix per server dir: a restart on the same dir finds its channels again.
+  let prefix = clusterPrefixes.get(dir);
+  if (prefix === undefined) clusterPrefixes.set(dir, (prefix = `t${process.pid}-${++prefixes}`));
+  return { REDIS_URL: redis.url, REDIS_PREFIX: prefix };
+}
+const clusterPrefixes = new Map<string, string>();
 const databases = new Map<string, Postgres>();
 
 /** The DATABASE_URL of the servers started on `dir` (the same one for every call with that dir). */
@@ -90,6 +111,7 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
   const config = loadConfig({
     JWT_SECRET: SECRET,
     DATABASE_URL: env.DATABASE_URL ?? (await serverDatabaseUrl(dir)),
+    ...(await clusterEnv(dir)),
     HOST: "127.0.0.1",
     PORT: "0",
     LOG_LEVEL: "debug",
@@ -141,7 +163,7 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
   const binary = process.env.SINAL_BINARY;
   if (!binary) throw new Error("SINAL_TARGET=binary needs SINAL_BINARY=<path to dist/sinal>");
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
-  const childEnv = { JWT_SECRET: SECRET, DATABASE_URL: env.DATABASE_URL ?? (await serverDatabaseUrl(dir)), HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "debug", ...env };
+  const childEnv = { JWT_SECRET: SECRET, DATABASE_URL: env.DATABASE_URL ?? (await serverDatabaseUrl(dir)), ...(await clusterEnv(dir)), HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "debug", ...env };
   const proc = Bun.spawn([binary, "serve"], { cwd: dir, env: childEnv, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
   const logs: Record<string, unknown>[] = [];
   const port = await new Promise<number>((resolve, reject) => {

@@ -65,21 +65,17 @@ describe.if(available)("Redis connection (ioredis against redis-server)", () => 
     expect(got).toEqual(["before", "after"]);
   });
 
-  test("a Redis that accepts the connection but never answers fails the command after the command timeout", async () => {
+  test("a Redis that accepts the connection but never answers fails a command within the command timeout, never hangs", async () => {
     const port = await freePort();
     const silent: Server = createServer((socket) => socket.on("data", () => {}));
     await new Promise<void>((resolve) => silent.listen(port, "127.0.0.1", resolve));
-    // lazyConnect: no handshake command is sent before the first command, which then hangs.
     const redis = connectRedis({ url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 300, prefix: "t" }, "silent");
     open.push(redis);
     redis.connect().catch(() => {});
-    await Bun.sleep(50);
     const started = performance.now();
+    // Whether the handshake (its own timeout) or the command itself times out first, it rejects.
     await expect(redis.get("k")).rejects.toThrow();
-    const took = performance.now() - started;
-    // The connection handshake, sent 50 ms earlier, times out too and takes the command with it.
-    expect(took).toBeGreaterThanOrEqual(100);
-    expect(took).toBeLessThan(2000);
+    expect(performance.now() - started).toBeLessThan(1500);
     redis.disconnect();
     silent.close();
   });
