@@ -120,8 +120,9 @@ export class FeedLeader {
       // Before the first await: from here on this node publishes nothing of the feed.
       const stopped = watcher.stop(false);
       this.setLeadership("following");
-      this.deps.metrics.setUp(feed, false);
       await stopped;
+      // After the stop: a session that was loading its snapshot may mark itself up on its way out.
+      this.deps.metrics.setUp(feed, false);
       return;
     }
     await (this.watcherStopped ?? watcher.stop(true));
