@@ -92,8 +92,8 @@ function setup() {
   const keys = new RedisKeys(`t${tests}`);
   const collection: Collection = mongo.db("runcash").collection(name);
 
-  async function node(id: string, leaseTtlMs: number): Promise<Node> {
-    const connection = connectRedis({ url: redis.url, commandTimeoutMs: 300, prefix: keys.prefix }, id);
+  async function node(id: string, leaseTtlMs: number, commandTimeoutMs = 300): Promise<Node> {
+    const connection = connectRedis({ url: redis.url, commandTimeoutMs, prefix: keys.prefix }, id);
     await openRedis(connection, 5000);
     const broker = new MemoryBroker();
     const publisher = new RecordingPublisher(history, broker, new Metrics(10));
@@ -243,6 +243,35 @@ describe("feed leadership", () => {
     for (const seq of range(6, 10)) expect(keyOf(b, seq)).toBe(keyOf(a, seq)!);
     const distinctKeys = new Set([...a.publisher.published, ...b.publisher.published].map((p) => p.key));
     expect(distinctKeys.size).toBe(12);
+  }, 20_000);
+
+  test("a renewal Redis does not answer stops the leader by its own deadline, a third of the TTL before its lease could expire, whatever the command timeout", async () => {
+    const TTL = 1500;
+    const { node, insert, inserted } = setup();
+    // A command timeout longer than the TTL: only the leader's deadline can stop it in time.
+    const a = await node("node-a", TTL, 10_000);
+    a.service.start();
+    await waitFor("a streaming", () => streaming(a));
+    await insert(3);
+    await waitFor("a published 3", () => a.seqs().length >= 3);
+
+    const pauser = connectRedis({ url: redis.url, commandTimeoutMs: 1000, prefix: "x" }, "pauser");
+    cleanups.push(() => pauser.disconnect());
+    await openRedis(pauser, 5000);
+    // Every client's commands wait this long: Redis answers nothing, the lease's clock runs on.
+    await pauser.call("CLIENT", "PAUSE", String(2 * TTL), "ALL");
+    const paused = performance.now();
+    await waitFor("a stops leading", () => a.service.leading().length === 0, TTL);
+    // a's last renewal went out before the pause: its lease lasts until at least TTL after it.
+    expect(performance.now() - paused).toBeLessThan((2 * TTL) / 3 + 100);
+    await insert(2);
+    await Bun.sleep(200);
+    expect(a.seqs()).toEqual(range(1, 3));
+
+    // Redis answers again: a takes the lease back (nobody else asked) and resumes where it stopped.
+    await waitFor("a streaming again", () => streaming(a), 3 * TTL);
+    await waitFor("every change published", () => a.seqs().length >= inserted(), 3000);
+    expect(a.seqs()).toEqual(range(1, 5));
   }, 20_000);
 
   test("a leader that stops releases the lease: the other node takes over long before the lease could have expired", async () => {
