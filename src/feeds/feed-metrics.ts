@@ -15,6 +15,7 @@ export class FeedMetrics {
   private readonly up: Gauge<"feed">;
   private readonly resets: Counter<"feed" | "reason">;
   private readonly retries: Counter<"feed">;
+  private readonly leader: Gauge<"feed">;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -23,6 +24,7 @@ export class FeedMetrics {
     this.lag = new Gauge({ name: "sinal_feed_lag_seconds", help: "Publication time minus the cluster time of the feed's last change", labelNames: ["feed"], registers });
     this.up = new Gauge({ name: "sinal_feed_up", help: "1 while the feed's change stream is open and its snapshot loaded", labelNames: ["feed"], registers });
     this.resets = new Counter({ name: "sinal_feed_epoch_resets_total", help: "Lost change-stream positions that gave the feed's channels a new epoch", labelNames: ["feed", "reason"], registers });
+    this.leader = new Gauge({ name: "sinal_feed_leader", help: "1 while this node holds the feed's lease and runs its watcher (one node of a cluster per feed)", labelNames: ["feed"], registers });
     this.retries = new Counter({ name: "sinal_feed_retries_total", help: "Reconnection attempts after MongoDB was unreachable or the stream failed", labelNames: ["feed"], registers });
   }
 
@@ -41,6 +43,10 @@ export class FeedMetrics {
 
   lost(feed: string, reason: LostReason): void {
     this.resets.inc({ feed, reason });
+  }
+
+  setLeader(feed: string, leading: boolean): void {
+    this.leader.set({ feed }, leading ? 1 : 0);
   }
 
   retried(feed: string): void {

@@ -1,11 +1,15 @@
+import { randomUUID } from "node:crypto";
 import { MongoClient, MongoParseError, type MongoClientOptions } from "mongodb";
 import type { Registry } from "prom-client";
 import type { Channel } from "../channel.ts";
+import type { Leases } from "../cluster/lease.ts";
+import { MemoryLeases } from "../cluster/memory-leases.ts";
 import { ConfigError } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { Publisher } from "../publisher.ts";
 import type { FeedStore } from "../store/feed-store.ts";
 import type { ChannelTemplate, FeedConfig, MongoConfig } from "./feed-config.ts";
+import { FeedLeader } from "./feed-leader.ts";
 import { FeedMetrics } from "./feed-metrics.ts";
 import { FeedWatcher } from "./feed-watcher.ts";
 import { SnapshotCache } from "./snapshot-cache.ts";
@@ -15,24 +19,33 @@ export interface FeedServiceDeps {
   positions: FeedStore;
   registry: Registry;
   logger: Logger;
+  /** Who watches each feed in a cluster (one node per feed). Default: MemoryLeases, this node always. */
+  leases?: Leases;
+  /** This node's id, the holder of the leases it takes (unique in the cluster). Default: a random UUID. */
+  nodeId?: string;
+  /** TTL of a feed's lease in ms: at most how long a feed goes unwatched after its leader died. Default 10 s. */
+  leaseTtlMs?: number;
 }
 
 interface Feed {
   config: FeedConfig;
   cache: SnapshotCache;
-  watcher: FeedWatcher;
+  leader: FeedLeader;
   /** Matches the channel names this feed's template can render. */
   matches: RegExp;
 }
+
+const DEFAULT_LEASE_TTL_MS = 10_000;
 
 /** Without one in the URI: how long an operation waits for MongoDB before the feed counts as down. */
 const DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000;
 
 /**
- * The MongoDB feeds of this node: one client, one watcher and one snapshot cache per configured
- * feed. `start` never blocks and never throws (MongoDB may be down: watchers retry on their own);
- * `subscribeExtra` adds `snapshot` to subscribe replies on feed channels; `notReady` names the
- * feeds /ready reports.
+ * The MongoDB feeds of this node: one client, and per configured feed one snapshot cache and one
+ * FeedLeader, which runs the feed's watcher while this node holds the feed's lease (always, on
+ * one node). `start` never blocks and never throws (MongoDB or Redis may be down: leaders and
+ * watchers retry on their own); `subscribeExtra` adds `snapshot` to subscribe replies on feed
+ * channels; `notReady` names the feeds /ready reports; `leading` those this node publishes.
  */
 export class FeedService {
   private readonly client: MongoClient;
@@ -41,38 +54,45 @@ export class FeedService {
   constructor(config: MongoConfig, deps: FeedServiceDeps) {
     this.client = createClient(config.uri);
     const metrics = new FeedMetrics(deps.registry);
+    const leases = deps.leases ?? new MemoryLeases();
+    const holder = deps.nodeId ?? randomUUID();
+    const ttlMs = deps.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.feeds = config.feeds.map((feed) => {
       const cache = new SnapshotCache();
-      const watcher = new FeedWatcher({
-        feed,
-        client: this.client,
-        publisher: deps.publisher,
-        positions: deps.positions,
-        cache,
-        metrics,
-        logger: deps.logger.child({ feed: feed.name }),
-        retryMaxMs: config.retryMaxMs,
-      });
-      return { config: feed, cache, watcher, matches: templateRegExp(feed.channel) };
+      const logger = deps.logger.child({ feed: feed.name });
+      // A watcher per term of leadership: each starts from the token saved in the shared store.
+      const newWatcher = () =>
+        new FeedWatcher({ feed, client: this.client, publisher: deps.publisher, positions: deps.positions, cache, metrics, logger, retryMaxMs: config.retryMaxMs });
+      const leader = new FeedLeader({ feed: feed.name, leases, holder, ttlMs, newWatcher, metrics, logger });
+      return { config: feed, cache, leader, matches: templateRegExp(feed.channel) };
     });
   }
 
   start(): void {
-    for (const feed of this.feeds) feed.watcher.start();
+    for (const feed of this.feeds) feed.leader.start();
   }
 
-  /** Stops every watcher (each saves its position) and closes the client. */
+  /** Stops every watcher (each saves its position), releases the leases and closes the client. */
   async stop(): Promise<void> {
-    const stopped = Promise.all(this.feeds.map((feed) => feed.watcher.stop()));
+    const stopped = Promise.all(this.feeds.map((feed) => feed.leader.stop()));
     // Closing the client at once aborts a connect or a getMore in flight, so a MongoDB that is
     // down or slow cannot hold up the shutdown for its server selection timeout.
     await this.client.close().catch(() => undefined);
     await stopped;
   }
 
-  /** Names of the feeds whose stream is not open with a loaded snapshot. */
+  /**
+   * Names of the feeds this node should be publishing and is not: led here with a stream not open
+   * with a loaded snapshot, or not known yet whether led here (the first lease attempt has not
+   * answered). A feed another node leads is that node's to report.
+   */
   notReady(): string[] {
-    return this.feeds.filter((feed) => feed.watcher.state !== "up").map((feed) => feed.config.name);
+    return this.feeds.filter((feed) => isNotReady(feed.leader)).map((feed) => feed.config.name);
+  }
+
+  /** Names of the feeds this node leads (holds the lease of and publishes). */
+  leading(): string[] {
+    return this.feeds.filter((feed) => feed.leader.leadership === "leading").map((feed) => feed.config.name);
   }
 
   /**
@@ -91,6 +111,11 @@ export class FeedService {
       return found ? { snapshot: null } : null;
     };
   }
+}
+
+function isNotReady(leader: FeedLeader): boolean {
+  if (leader.leadership === "unknown") return true;
+  return leader.leadership === "leading" && leader.watcher?.state !== "up";
 }
 
 function feedsChannel(feed: Feed, channel: Channel): boolean {

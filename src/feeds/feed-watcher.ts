@@ -1,4 +1,4 @@
-import { type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
+import { BSON, type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
 import type { Channel } from "../channel.ts";
 import type { Logger } from "../log.ts";
 import { SinalError } from "../errors.ts";
@@ -25,7 +25,10 @@ export interface WatcherDeps {
   retryMaxMs: number;
 }
 
-/** How often the resume token of the last published change is written to the store. */
+/**
+ * How often the resume token is written to the store when no change was published (the server's
+ * post-batch token of an idle stream moves on); after a published change it is written at once.
+ */
 const TOKEN_SAVE_MS = 200;
 /**
  * A getMore that comes back empty sooner than this is followed by a pause up to it: MongoDB
@@ -46,8 +49,12 @@ export function backoffMs(attempt: number, maxMs: number): number {
  *
  * Order of a session: open the stream (resuming after the saved token when there is one), read the
  * snapshot if the cache holds none, then publish every change in stream order. The token is taken
- * from the stream only after the change it follows was published, and saved every TOKEN_SAVE_MS
- * and at stop: a restart resumes after the last published change, so nothing is lost or repeated.
+ * from the stream only after the change it follows was published, and saved right after (one
+ * write at a time: the changes published while a write runs are covered by the next one), every
+ * TOKEN_SAVE_MS when idle, and at stop: a restart resumes after the last published change, so
+ * nothing is lost or repeated, and a new leader of the feed (FeedLeader) re-reads at most the
+ * changes of one store write. Every publication carries the change's `_id` as its idempotency key
+ * (see changeKey), so a history that keeps keys drops what a handover's overlap publishes again.
  * Failures: see feed-errors.ts (`down` retries and resumes in the same epoch; `lost` starts from
  * now with a fresh snapshot and new epochs). The loop never throws and never ends before stop().
  */
@@ -66,6 +73,9 @@ export class FeedWatcher {
   /** The cache holds a snapshot consistent with `token`. */
   private loaded = false;
   private saveTimer: Timer | null = null;
+  /** The store write in progress, if any; `saveAgain`: the token moved meanwhile, write it next. */
+  private saving: Promise<void> | null = null;
+  private saveAgain = false;
   private wake: (() => void) | null = null;
   private readonly source: string;
 
@@ -82,19 +92,24 @@ export class FeedWatcher {
   start(): void {
     this.deps.metrics.setUp(this.name, false);
     this.running = this.run();
-    this.saveTimer = setInterval(() => void this.saveToken(), TOKEN_SAVE_MS);
+    this.saveTimer = setInterval(() => this.saveSoon(), TOKEN_SAVE_MS);
     // prevents the timer from keeping a stopping process alive
     this.saveTimer.unref();
   }
 
-  /** Stops publishing, closes the stream and saves the last token. */
-  async stop(): Promise<void> {
+  /**
+   * Stops publishing at once (no change is applied after this call), closes the stream and, with
+   * `save`, saves the last token. Without: a leader that lost its lease, whose successor may have
+   * saved a later token already; what it published was saved after each change.
+   */
+  async stop(save = true): Promise<void> {
     this.stopping = true;
     if (this.saveTimer) clearInterval(this.saveTimer);
     this.wake?.();
     await this.stream?.close().catch(() => undefined);
     await this.running;
-    await this.saveToken();
+    await this.saving;
+    if (save) await this.saveToken();
   }
 
   private async run(): Promise<void> {
@@ -132,6 +147,7 @@ export class FeedWatcher {
       this.setState("up");
       onUp();
       for (;;) {
+        if (this.stopping) return;
         if (change !== null) {
           this.apply(change);
           // A publication that failed throws here: the session restarts from the token before
@@ -140,6 +156,7 @@ export class FeedWatcher {
         }
         // Only now: the token covers the change just published (or the empty batch before it).
         this.token = stream.resumeToken ?? this.token;
+        if (change !== null) this.saveSoon();
         if (this.stopping) return;
         const started = performance.now();
         change = await stream.tryNext();
@@ -193,6 +210,8 @@ export class FeedWatcher {
       if (resolved.ok) entries.push(resolved);
       else metrics.skip(feed.name, resolved.reason);
     }
+    // Stopped meanwhile (a lost lease): no epoch may change any more.
+    if (this.stopping) return;
     const channels = cache.replace(entries);
     for (const channel of channels) {
       const reset = publisher.resetEpoch(channel);
@@ -232,17 +251,18 @@ export class FeedWatcher {
       // A document that lost its tenant or channel field leaves the channel it fed.
       const id = toPlain(full._id);
       const previous = cache.remove(documentKey(id));
-      if (previous !== undefined) this.publishDelete(previous, id, change);
+      if (previous !== undefined) this.publishDelete(previous, id, change, changeKey(feed.name, change));
       return;
     }
     const previous = cache.channelOf(resolved.key);
     if (previous !== undefined && previous.topic !== resolved.channel.topic) {
       cache.remove(resolved.key);
-      this.publishDelete(previous, toPlain(full._id), change);
+      // One change, two publications: each needs a key of its own (keys are per tenant, not per channel).
+      this.publishDelete(previous, toPlain(full._id), change, `${changeKey(feed.name, change)}:left`);
     }
     // Same synchronous step: cache entry and publication (see SnapshotCache).
     cache.set(resolved.key, resolved.channel, resolved.data);
-    this.publish(resolved.channel, feed.event, resolved.data);
+    this.publish(resolved.channel, feed.event, resolved.data, changeKey(feed.name, change));
     metrics.published(feed.name, op, clusterTimeMs(change));
   }
 
@@ -258,21 +278,22 @@ export class FeedWatcher {
       metrics.skip(feed.name, "unknown_document");
       return;
     }
-    this.publishDelete(channel, id, change);
+    this.publishDelete(channel, id, change, changeKey(feed.name, change));
   }
 
-  private publishDelete(channel: Channel, id: Plain, change: ChangeStreamDocument): void {
+  private publishDelete(channel: Channel, id: Plain, change: ChangeStreamDocument, key: string): void {
     this.deps.cache.touch(channel);
-    this.publish(channel, this.deps.feed.deleteEvent, { _id: id, deleted: true });
+    this.publish(channel, this.deps.feed.deleteEvent, { _id: id, deleted: true }, key);
     this.deps.metrics.published(this.name, "delete", clusterTimeMs(change));
   }
 
-  private publish(channel: Channel, event: string, data: unknown): void {
+  /** `key`: the publication's idempotency key in the channel's tenant (see changeKey). */
+  private publish(channel: Channel, event: string, data: unknown, key: string): void {
     // Publisher.publish assigns the offset and fans out before it returns for memory channels (see
     // its comment): the snapshot cache and the publication change in one step. The outcome is
     // awaited by `published` before the change's resume token is taken.
     this.pending.push(
-      this.deps.publisher.publish(channel, event, data).then(
+      this.deps.publisher.publish(channel, event, data, { key: { tenant: channel.tenant, key } }).then(
         () => null,
         (err: unknown) => {
           // A document too large to publish will never be: skipped and counted, the feed goes on.
@@ -294,6 +315,21 @@ export class FeedWatcher {
     if (failed !== undefined) throw failed;
   }
 
+  /** Saves the token now, or right after the write in progress: never two writes at once, so never out of order. */
+  private saveSoon(): void {
+    if (this.saving !== null) {
+      this.saveAgain = true;
+      return;
+    }
+    this.saving = (async () => {
+      do {
+        this.saveAgain = false;
+        await this.saveToken();
+      } while (this.saveAgain && !this.stopping);
+      this.saving = null;
+    })();
+  }
+
   private async saveToken(): Promise<void> {
     if (this.token !== null) await this.position.save(this.token);
   }
@@ -310,6 +346,18 @@ export class FeedWatcher {
       this.wake = done;
     });
   }
+}
+
+/**
+ * The idempotency key of a change's publication: `feed:<feed>:<the change's _id>`. The `_id` is
+ * the change's resume token, the same whichever node reads the change, so a new leader that
+ * re-reads the overlap of a handover publishes each change under the key its predecessor used.
+ * MongoDB's token is `{ _data: "<hex>" }`; any other shape is keyed by its canonical EJSON.
+ */
+export function changeKey(feed: string, change: ChangeStreamDocument): string {
+  const id = change._id as { _data?: unknown } | undefined;
+  const data = typeof id?._data === "string" ? id._data : BSON.EJSON.stringify((id ?? null) as BSON.Document, { relaxed: false });
+  return `feed:${feed}:${data}`;
 }
 
 /** When the change happened: wallTime (ms) where the server sends it, else the cluster time (s). */
