@@ -150,7 +150,14 @@ export function createApp(deps: AppDeps) {
   const presence = new PresenceService(deps.presence ?? new MemoryPresenceStore(), publisher, namespaces, config.presence);
   const locks = new LockService(deps.locks ?? new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
-    ? new FeedService(config.mongo, { publisher, positions: store.feeds, registry: metrics.registry, logger: logger.child({ component: "feeds" }) })
+    ? new FeedService(config.mongo, {
+        publisher,
+        positions: store.feeds,
+        registry: metrics.registry,
+        logger: logger.child({ component: "feeds" }),
+        // A cluster: one node watches each feed, the holder of its lease in Redis.
+        ...(cluster === null ? {} : { leases: cluster.leases, nodeId: cluster.nodeId }),
+      })
     : null;
   const counts = deps.counts ?? new MemoryConnectionCounts();
   // The gateway knows who is connected; notifications need that and the gateway needs them: late-bound.

@@ -15,6 +15,8 @@ import { RedisPresenceStore } from "./redis/redis-presence-store.ts";
 import { RedisConnectionCounts } from "./redis/redis-connection-counts.ts";
 import { RedisKeyClaims } from "./redis/redis-key-claims.ts";
 import { RedisLocks } from "./redis/redis-locks.ts";
+import { RedisLeases } from "./redis/redis-leases.ts";
+import type { Leases } from "./cluster/lease.ts";
 import { connectRedis, openRedis, redisLabel, type Redis } from "./redis/redis-client.ts";
 import type { Logger } from "./log.ts";
 import { openPgStore } from "./store/pg-store.ts";
@@ -48,6 +50,8 @@ export interface Cluster {
   redis: Redis;
   /** Pub/sub only (Redis forbids other commands on a subscribed connection). */
   subscriber: Redis;
+  /** Leases (the MongoDB feeds' leader per feed). */
+  leases: Leases;
   /** Runs `task` first when the cluster closes (a part that must give back what it holds in Redis). */
   onClose(task: () => Promise<void>): void;
   close(): Promise<void>;
@@ -109,6 +113,7 @@ async function openCluster(config: RedisConfig, logger?: Logger): Promise<Cluste
     keys: new RedisKeys(config.prefix),
     redis,
     subscriber,
+    leases: new RedisLeases(redis, new RedisKeys(config.prefix)),
     onClose: (task) => closing.push(task),
     close: async () => {
       for (const task of closing.splice(0)) await task().catch(() => undefined);
