@@ -30,6 +30,7 @@ import { RedisHistory } from "./history/redis-history.ts";
 import { initialEpoch } from "./history/history.ts";
 import { RedisBroker } from "./broker/redis-broker.ts";
 import type { Cluster } from "./backends.ts";
+import { LocalControl, RedisControl, type ClusterControl, type ControlMessage } from "./cluster/control.ts";
 import type { Store } from "./store/store.ts";
 import { Retention } from "./store/retention.ts";
 import { Gateway } from "./ws/gateway.ts";
@@ -54,6 +55,7 @@ import { FeedService } from "./feeds/feed-service.ts";
 import { Activity } from "./stats/activity.ts";
 import { assetRoutes } from "./http/asset-routes.ts";
 import { dashboardRoutes } from "./http/dashboard-routes.ts";
+import { userRoutes } from "./http/user-routes.ts";
 
 export interface AppDeps {
   config: Config;
@@ -146,7 +148,16 @@ export function createApp(deps: AppDeps) {
   const typing = new Typing(publisher, config.chat.typingThrottleMs, config.chat.typingTimeoutMs);
   const roomMembers = new RoomMembers(store.chat);
   const roomAccess = new RoomAccess(roomMembers, namespaces);
-  const chat = new ChatService(store.chat, publisher, roomAccess, roomMembers);
+  // Messages to every node: a user disconnected everywhere, a room whose members changed.
+  const control: ClusterControl = cluster === null ? new LocalControl() : new RedisControl(cluster.redis, cluster.subscriber, cluster.keys, logger);
+  const sendControl = (message: ControlMessage) =>
+    control.send(message).catch((err: unknown) => logger.warn({ err, code: "control_send_failed" }, "a control message could not be sent to the other nodes"));
+  const chat = new ChatService(store.chat, publisher, roomAccess, roomMembers, cluster === null ? undefined : (room) => void sendControl({ kind: "room_changed", tenant: room.tenant, room: room.topic }));
+  // The gateway is made below; a message only arrives once the server runs.
+  control.handle((message) => {
+    if (message.kind === "disconnect") gateway.disconnectUser(message.tenant, message.user, "disconnected by the service");
+    else if (message.kind === "room_changed" && message.room.startsWith(`${message.tenant}/`)) roomMembers.forget(message.room);
+  });
   const presence = new PresenceService(deps.presence ?? new MemoryPresenceStore(), publisher, namespaces, config.presence);
   const locks = new LockService(deps.locks ?? new MemoryLocks(), publisher, config.locks.ttlMs, limits.maxLocksPerUser);
   const feeds = config.mongo
@@ -252,6 +263,7 @@ export function createApp(deps: AppDeps) {
     .use(publishRoutes(restAuth, publishService, logger, bodies))
     .use(chatRoutes(restAuth, chat, roomAccess, bodies, limits.maxFrameBytes, namespaces))
     .use(presenceRoutes(restAuth, presence, namespaces))
+    .use(userRoutes(restAuth, (tenant, user) => control.send({ kind: "disconnect", tenant, user })))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))
     .use(dashboardRoutes(restAuth, activity, metrics))

@@ -144,6 +144,30 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     back.close();
   });
 
+  test("a backend disconnects a user through node B: its tabs on both nodes are closed with 4001", async () => {
+    const tab1 = await Client.open(a, { user: "kicked" });
+    const tab2 = await Client.open(b, { user: "kicked" });
+    const other = await Client.open(a, { user: "stays" });
+    const res = await fetch(`${b.http}/v1/users/kicked/disconnect`, { method: "POST", headers: { authorization: `Bearer ${keyB}` } });
+    expect(res.status).toBe(202);
+    expect((await tab1.closed).code).toBe(4001);
+    expect((await tab2.closed).code).toBe(4001);
+    expect(await other.request({ type: "ping" })).toMatchObject({ ok: true });
+    other.close();
+  });
+
+  test("a member added to a private room through node B gets in on node A at once, though A read the members a moment before", async () => {
+    const put = (members: string[]) => fetch(`${b.http}/v1/rooms/conv-x`, { method: "PUT", headers: { authorization: `Bearer ${keyB}` }, body: JSON.stringify({ members }) });
+    expect((await put(["carl"])).status).toBe(200);
+    const dana = await Client.open(a, { user: "dana", subChannels: ["room:*"] });
+    expect(await dana.request({ type: "message", room: "conv-x", content: "too early" })).toMatchObject({ ok: false, error: { code: "forbidden" } });
+    expect((await put(["dana"])).status).toBe(200);
+    // Node A's list (read just now, so a refusal would still rest on it) was forgotten on B's word.
+    await Bun.sleep(50);
+    expect(await dana.request({ type: "message", room: "conv-x", content: "now" })).toMatchObject({ ok: true });
+    dana.close();
+  });
+
   test("a notification to a user connected only to node A, sent through node B, is pushed, not left pending", async () => {
     const amy = await Client.open(a, { user: "amy" });
     const res = await post(b, "/v1/notifications", { user: "amy", category: "ticket", title: "New ticket", message: "#7" }, keyB);

@@ -44,6 +44,8 @@ export class ChatService {
     private readonly publisher: Publisher,
     private readonly access: RoomAccess,
     private readonly members: RoomMembers,
+    /** Tells the other nodes a room's members changed (the cluster's control channel). */
+    private readonly roomChanged?: (room: Channel) => void,
   ) {}
 
   /** The channel of a room id, or bad_request when the id is not a valid channel id. */
@@ -87,6 +89,8 @@ export class ChatService {
     const result = await this.store.upsertRoom(channel.tenant, channel.id!, change, Date.now());
     // Before anyone hears of the change: whoever reacts to it is judged on the new members.
     this.members.remember(channel, result.room.members);
+    // Other nodes forget what they read of the members (best effort: their cache lasts 5 s at most).
+    this.roomChanged?.(channel);
     const event = result.created ? "new_conversation" : "conversation_updated";
     const data = roomView(result.room);
     const targets = [channel, ...notify.filter((c) => c.topic !== channel.topic)];

@@ -57,6 +57,12 @@ export class RoomMembers {
     this.put(room.topic, members.length === 0 ? NONE : new Set(members), this.now());
   }
 
+  /** Another node changed the room's members: the next check reads them again. */
+  forget(topic: string): void {
+    const entry = this.entries.get(topic);
+    if (entry !== undefined) this.drop(topic, entry);
+  }
+
   private read(room: Channel): Promise<ReadonlySet<string>> {
     const startedAt = this.now();
     const read = this.store.members(room.tenant, room.id!).then(

@@ -94,6 +94,17 @@ export class Gateway implements ConnectionEvents {
     return this.connections.size;
   }
 
+  /** Closes every connection of the user on this node (4001: it must come back with a new token); how many. */
+  disconnectUser(tenant: string, user: string, reason: string): number {
+    let closed = 0;
+    for (const conn of this.connections) {
+      if (conn.closing || conn.tenant !== tenant || conn.user !== user) continue;
+      this.closeWith(conn, Close.tokenExpired, reason);
+      closed++;
+    }
+    return closed;
+  }
+
   /** Open connections of one user on this node. */
   userConnections(tenant: string, user: string): number {
     return this.perUser.get(`${tenant}\u0000${user}`) ?? 0;
