@@ -76,6 +76,7 @@ export async function createBackends(config: Config, logger?: Logger): Promise<B
     nodeId: cluster.nodeId,
     reorderWindowMs: cluster.config.reorderWindowMs,
     maxWaiting: 1000,
+    maxWaitingBytes: 8 * 1024 * 1024,
     positionCheckMs: cluster.config.positionCheckMs,
     subscribeTimeoutMs: cluster.config.commandTimeoutMs,
   }, logger?.child({ component: "broker" }));

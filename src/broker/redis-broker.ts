@@ -17,6 +17,12 @@ export interface RedisBrokerOptions {
   reorderWindowMs: number;
   /** How many publications of one topic may wait for a missing one (past it the gap is read at once). */
   maxWaiting: number;
+  /**
+   * Bytes of frames waiting, all topics together: past it a frame is not kept (it is in history)
+   * and its topic's gap is read at once. With the per-topic count, what a node holds for ordering
+   * is bounded whatever arrives.
+   */
+  maxWaitingBytes: number;
   /** How long a subscribe waits for this node's subscription to the topic (Redis away: it fails). */
   subscribeTimeoutMs: number;
   /** How often every served topic's position is compared with the shared one (a lost last publication shows only so). */
@@ -34,6 +40,8 @@ interface Served {
   active: boolean;
   /** A gap is being read from history: deliveries wait for it. */
   recovering: boolean;
+  /** The highest offset seen of the current epoch, kept or not (a frame past the byte bound is not kept). */
+  highest: number;
 }
 
 interface Pending {
@@ -77,6 +85,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
   private closed = false;
   private readonly checkTimer: ReturnType<typeof setInterval>;
   private readonly prefixLength: number;
+  /** Bytes of frames waiting for a missing one, all topics (see maxWaitingBytes). */
+  private waitingBytes = 0;
   /** Publications that could not be sent to Redis (the publishing node delivered them locally; peers recover). */
   failedPublishes = 0;
   /** Gaps repaired from history, and losses that closed subscribers (metrics, tests). */
@@ -145,7 +155,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
     if (!this.served.has(topic)) {
       const subscribed = Promise.withResolvers<void>();
       subscribed.promise.catch(() => undefined);
-      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed, active: false, recovering: false });
+      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed, active: false, recovering: false, highest: 0 });
     }
     this.changed.add(topic);
     this.scheduleFlush();
@@ -155,6 +165,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
     const state = this.served.get(topic);
     if (state === undefined) return;
     if (state.timer !== null) clearTimeout(state.timer);
+    this.clearWaiting(state);
     this.served.delete(topic);
     state.subscribed.reject(new Error("unsubscribed"));
     this.changed.add(topic);
@@ -204,7 +215,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
     const state = this.served.get(topic);
     if (state !== undefined) {
       state.last = position;
-      state.waiting.clear();
+      state.highest = position.offset;
+      this.clearWaiting(state);
     }
     return position;
   }
@@ -262,6 +274,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
 
   private deliverNow(topic: string, state: Served, pending: Pending): number {
     state.last = pending.position;
+    state.highest = Math.max(state.highest, pending.position.offset);
     const hub = this.hub;
     if (hub === null) return 0;
     if (pending.local) return hub.deliver(topic, pending.frame, pending.except);
@@ -274,10 +287,10 @@ export class RedisBroker implements Broker, DeliveredPositions {
     for (;;) {
       const last = state.last;
       if (last === null) return;
-      for (const offset of state.waiting.keys()) if (offset <= last.offset) state.waiting.delete(offset);
+      for (const offset of state.waiting.keys()) if (offset <= last.offset) this.unwait(state, offset);
       const next = state.waiting.get(last.offset + 1);
       if (next === undefined) break;
-      state.waiting.delete(last.offset + 1);
+      this.unwait(state, last.offset + 1);
       if (next.position.epoch !== last.epoch) {
         this.lose(topic, state, next.position, "epoch changed");
         return;
@@ -291,7 +304,16 @@ export class RedisBroker implements Broker, DeliveredPositions {
   }
 
   private hold(topic: string, state: Served, pending: Pending): void {
-    state.waiting.set(pending.position.offset, pending);
+    state.highest = Math.max(state.highest, pending.position.offset);
+    if (this.waitingBytes + pending.frame.length > this.options.maxWaitingBytes) {
+      // Not kept: it is in history, and the repair reads up to the shared position.
+      this.repair(topic);
+      return;
+    }
+    if (!state.waiting.has(pending.position.offset)) {
+      state.waiting.set(pending.position.offset, pending);
+      this.waitingBytes += pending.frame.length;
+    }
     if (state.waiting.size > this.options.maxWaiting) {
       this.repair(topic);
       return;
@@ -322,6 +344,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
       const last = state.last;
       const waitingTop = Math.max(0, ...state.waiting.keys());
       const target = upTo ?? (waitingTop > 0 ? { epoch: state.waiting.get(waitingTop)!.position.epoch, offset: waitingTop } : await this.readPosition(topic));
+      // What history says stands: nothing seen beyond it is waited for.
+      if (upTo === undefined && waitingTop === 0) state.highest = Math.min(state.highest, target.offset);
       if (target.epoch !== last.epoch) {
         state.recovering = false;
         this.lose(topic, state, target, "epoch changed");
@@ -351,7 +375,10 @@ export class RedisBroker implements Broker, DeliveredPositions {
       if (this.served.get(topic) === state) {
         state.recovering = false;
         this.drain(topic, state);
-        if (state.waiting.size > 0 && state.timer === null) {
+        // Frames not kept (past the byte bound): read on up to them now.
+        const behind = state.last !== null && state.highest > state.last.offset;
+        if (behind && state.waiting.size === 0) queueMicrotask(() => void this.repair(topic));
+        else if (state.waiting.size > 0 && state.timer === null) {
           state.timer = setTimeout(() => {
             state.timer = null;
             this.repair(topic);
@@ -361,10 +388,23 @@ export class RedisBroker implements Broker, DeliveredPositions {
     }
   }
 
+  private unwait(state: Served, offset: number): void {
+    const pending = state.waiting.get(offset);
+    if (pending === undefined) return;
+    state.waiting.delete(offset);
+    this.waitingBytes -= pending.frame.length;
+  }
+
+  private clearWaiting(state: Served): void {
+    for (const pending of state.waiting.values()) this.waitingBytes -= pending.frame.length;
+    state.waiting.clear();
+  }
+
   private lose(topic: string, state: Served, position: Position, why: string): void {
     this.lost++;
     state.last = position;
-    state.waiting.clear();
+    state.highest = position.offset;
+    this.clearWaiting(state);
     if (state.timer !== null) {
       clearTimeout(state.timer);
       state.timer = null;
