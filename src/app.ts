@@ -94,6 +94,9 @@ export function createApp(deps: AppDeps) {
   const { memoryMaxBytes, tenantMaxBytes } = config.history;
   const namespaces = new Namespaces(config.namespaces);
   const cluster = deps.cluster ?? null;
+  // Every number this node reports (stats, dashboard, metrics) is its own, labelled with this id.
+  const nodeId = cluster?.nodeId ?? crypto.randomUUID();
+  metrics.nodeInfo(nodeId, cluster === null ? "single" : "cluster");
   const clusterBroker = cluster !== null && broker instanceof RedisBroker ? broker : null;
   if (cluster !== null && clusterBroker === null) throw new Error("a cluster needs the RedisBroker");
   // One node: non-durable channels keep their history in this process. A cluster: in Redis, shared.
@@ -266,9 +269,9 @@ export function createApp(deps: AppDeps) {
     .use(userRoutes(restAuth, (tenant, user) => control.send({ kind: "disconnect", tenant, user })))
     .use(notificationRoutes(restAuth, notifications, store.notifications, audit, bodies, limits.maxFrameBytes, namespaces))
     .use(auditRoutes(restAuth, store.audit))
-    .use(dashboardRoutes(restAuth, activity, metrics))
+    .use(dashboardRoutes(restAuth, activity, metrics, nodeId))
     .use(assetRoutes())
-    .use(opsRoutes({ store, broker, hub, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
+    .use(opsRoutes({ nodeId, store, broker, hub, metrics, gateway, auth: restAuth, isDraining: () => draining, feedsDown: () => feeds?.notReady() ?? [] }))
     .onStart(({ server }) => {
       hub.attach(server!);
       // In the background: MongoDB being down never blocks start-up (/ready names the feed).

@@ -62,6 +62,14 @@ export class Metrics {
     });
   }
 
+  /**
+   * `sinal_node_info{node, mode} 1`: which node these numbers are from. On a cluster every node
+   * exports its own (sum them per tenant in Prometheus; docs/operations.md).
+   */
+  nodeInfo(node: string, mode: "single" | "cluster"): void {
+    new Gauge({ name: "sinal_node_info", help: "This node's id, and whether it runs alone or in a cluster", labelNames: ["node", "mode"], registers: [this.registry] }).set({ node, mode }, 1);
+  }
+
   /** Counts one failure of background work (`sinal_background_failures_total{source}`). */
   backgroundFailed(source: string): void {
     this.backgroundFailures.set(source, (this.backgroundFailures.get(source) ?? 0) + 1);

@@ -483,8 +483,13 @@ describe("operations endpoints", () => {
       await expectPub(client, "dept:stats", "tick", 1);
       const res = await get(fresh, "/v1/stats", await fresh.token({ user: "ops", roles: ["admin"] }));
       expect(res.status).toBe(200);
-      expect(await res.json()).toEqual({
+      const body = (await res.json()) as any;
+      // Each node answers for itself, named by its id; /metrics carries the same id.
+      expect(body.tenant.node).toBe(body.node.id);
+      expect(await (await fetch(`${fresh.http}/metrics`)).text()).toContain(`sinal_node_info{node="${body.node.id}",mode="single"} 1`);
+      expect(body).toEqual({
         node: {
+          id: expect.any(String),
           connections: 2,
           // acme and globex each: user:u1 (automatic) and dept:stats
           channels: 4,
@@ -497,6 +502,7 @@ describe("operations endpoints", () => {
         },
         tenant: {
           id: "acme",
+          node: expect.any(String),
           connections: 1,
           subscriptions: 1,
           publications: 1,

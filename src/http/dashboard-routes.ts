@@ -8,7 +8,7 @@ import type { RestAuth } from "./rest-auth.ts";
  * caller's tenant only and this node only. Counts of the last hour are rolling (per minute);
  * drops and the delivery ratio are since the server started.
  */
-export function dashboardRoutes(auth: RestAuth, activity: Activity, metrics: Metrics) {
+export function dashboardRoutes(auth: RestAuth, activity: Activity, metrics: Metrics, nodeId: string) {
   return new Elysia({ name: "dashboard-routes" }).get("/v1/dashboard", async ({ request }) => {
     const { tenant } = await auth.authenticate(request);
     const now = Date.now();
@@ -25,6 +25,8 @@ export function dashboardRoutes(auth: RestAuth, activity: Activity, metrics: Met
     const attempted = counters.deliveries + counters.droppedSends + conflated;
     return {
       tenant,
+      // On a cluster each node answers for itself: the balancer's choice of node is in the answer.
+      node: nodeId,
       generated_at: now,
       uptime_s: Math.floor((now - activity.startedAt) / 1000),
       connections: { current: counters.connections, subscriptions: counters.subscriptions, opened_last_hour: seen.lastHour.connects },

@@ -11,6 +11,8 @@ export interface OpenConnections {
 }
 
 export interface OpsDeps {
+  /** This node's id (a cluster's nodes each answer for themselves). */
+  nodeId: string;
   store: Store;
   broker: Broker;
   hub: LocalHub;
@@ -50,6 +52,7 @@ export function opsRoutes(deps: OpsDeps) {
       const counters = deps.metrics.tenant(principal.tenant);
       const tenant = {
         id: principal.tenant,
+        node: deps.nodeId,
         connections: counters.connections,
         subscriptions: counters.subscriptions,
         publications: counters.publications,
@@ -62,6 +65,7 @@ export function opsRoutes(deps: OpsDeps) {
       const total = deps.metrics.totals();
       return {
         node: {
+          id: deps.nodeId,
           connections: deps.gateway.size,
           channels: deps.hub.channelCount(),
           subscriptions: total.subscriptions,
