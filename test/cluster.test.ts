@@ -255,6 +255,10 @@ describe.if(redisAvailable && pgAvailable)("two nodes while their Redis goes awa
       expect(ready.status).toBe(503);
       expect(((await ready.json()) as Frame).failing).toContain("broker");
     }
+    // A new connection cannot be counted against the cluster's bounds: refused before the upgrade.
+    const refusedSocket = await fetch(`${a.http}/ws?token=${await a.token({ user: "late" })}`, { headers: { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" } });
+    expect(refusedSocket.status).toBe(503);
+    expect(((await refusedSocket.json()) as Frame).error).toMatchObject({ code: "unavailable" });
 
     await redis.start();
     const deadline = Date.now() + 5000;

@@ -146,7 +146,13 @@ export class Gateway implements ConnectionEvents {
     }
     const conn = new Connection(randomBytes(9).toString("base64url"), claims, this, this.deps.limits.rateBurst, performance.now());
     const { limits } = this.deps;
-    conn.refusal = await this.deps.counts.admit(claims.tenant, claims.user, { perUser: limits.maxConnectionsPerUser, perTenant: limits.maxConnectionsPerTenant });
+    try {
+      conn.refusal = await this.deps.counts.admit(claims.tenant, claims.user, { perUser: limits.maxConnectionsPerUser, perTenant: limits.maxConnectionsPerTenant });
+    } catch (err) {
+      // A cluster's shared counts unreachable (Redis away): the bounds cannot be checked.
+      this.deps.logger.warn({ err, code: "connection_count_failed" }, "a connection could not be counted; refused");
+      return json(503, errorBody("unavailable", "the connection cannot be counted right now; try again"));
+    }
     if (server.upgrade(request, { data: conn, headers })) return undefined;
     this.release(conn);
     return json(400, errorBody("bad_request", "expected a WebSocket upgrade request"));
