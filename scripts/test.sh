@@ -7,8 +7,8 @@
 # 3. on PostgreSQL (SINAL_STORE=postgres: every server gets a database of its own in a throwaway
 #    PostgreSQL; skipped by hand without PostgreSQL, a failure under CI=true): the same three
 #    suites against the compiled binary, then every suite that starts a sinal against the source;
-# 4. every server a cluster node (Redis and PostgreSQL): the same three suites from source, then
-#    from the binary with the three-node bed;
+# 4. every server two cluster nodes behind a balancer (Redis and PostgreSQL): the same three
+#    suites from source, then from the binary (the three-node bed runs from the binary in 3);
 # 5. the Python client's pytest suite.
 # All run; the exit code is non-zero when any fails.
 set -u
@@ -36,11 +36,12 @@ if [ "$#" -eq 0 ]; then
   # Every suite that runs a sinal on the store test/helpers.ts picks (startServer,
   # startChildServer, openServerStore), except the ones that choose their database themselves:
   # cli.test.ts (the CLI on sqlite files) and postgres-server.test.ts (on PostgreSQL already).
-  pg_suites=$(grep -lE "startServer|startChildServer|openServerStore" test/*.test.ts | grep -vE "^test/(cli|postgres-server)\.test\.ts$")
+  pg_suites=$(grep -lE "startServer|startChildServer|openServerStore" test/*.test.ts | grep -vE "^test/(cli|postgres-server|cluster.*)\.test\.ts$")
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; then
     echo "== the protocol, chat and recovery suites against the compiled binary on PostgreSQL"
     if [ "$built" = true ]; then
-      SINAL_STORE=postgres SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
+      # With the three-node bed from the binary (its nodes are child processes of their own).
+      SINAL_STORE=postgres SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts test/cluster-bed.test.ts
       postgres_status=$?
     else
       echo "no binary to run (the build failed)"
@@ -61,16 +62,16 @@ fi
 
 cluster_status=0
 if [ "$#" -eq 0 ]; then
-  # 5. Every server a cluster node (SINAL_CLUSTER=redis: REDIS_URL to a throwaway redis-server,
-  #    PostgreSQL): the protocol, chat and recovery suites from source, then from the compiled
-  #    binary with the three-node bed (test/cluster-bed.test.ts) too.
+  # 5. Every server two cluster nodes behind a balancer (SINAL_CLUSTER=redis: one throwaway
+  #    redis-server, PostgreSQL; test/helpers.ts): the protocol, chat and recovery suites from
+  #    source, then from the compiled binary.
   if command -v redis-server >/dev/null 2>&1 && { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; }; then
-    echo "== the protocol, chat and recovery suites on cluster nodes (Redis and PostgreSQL), from source"
+    echo "== the protocol, chat and recovery suites on two cluster nodes behind a balancer (Redis and PostgreSQL), from source"
     SINAL_CLUSTER=redis bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
     cluster_status=$?
-    echo "== the same suites and the three-node bed, from the compiled binary"
+    echo "== the same suites on two cluster nodes, from the compiled binary"
     if [ "$built" = true ]; then
-      SINAL_CLUSTER=redis SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts test/cluster-bed.test.ts
+      SINAL_CLUSTER=redis SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
       status=$?
       if [ "$cluster_status" -eq 0 ]; then cluster_status=$status; fi
     else

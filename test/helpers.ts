@@ -10,6 +10,7 @@ import { createLogger } from "../src/log.ts";
 import { createBackends, openConfiguredStore } from "../src/backends.ts";
 import { startDatabase, type Postgres } from "./support/postgres.ts";
 import { startRedis, type RedisServer } from "./support/redis.ts";
+import { LoadBalancer } from "./support/load-balancer.ts";
 import type { Store } from "../src/store/store.ts";
 
 export const SECRET = "test-secret-that-is-long-enough-for-hs256!";
@@ -106,6 +107,57 @@ export async function removeServerDir(dir: string): Promise<void> {
  * STORE) unless `env` names a DATABASE_URL.
  */
 export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
+  // SINAL_CLUSTER: two nodes behind a balancer, unless the suite picked its own Redis or database.
+  if (CLUSTER && env.REDIS_URL === undefined && env.DATABASE_URL === undefined) return startTwoNodes(env, reuseDir);
+  return startNode(env, reuseDir);
+}
+
+/** A node of its own kind (see startServer), with `halt`: stopped, its dir and store kept. */
+type Node = TestServer & { halt(): Promise<void> };
+
+/**
+ * SINAL_CLUSTER=redis: two nodes on one database and one Redis prefix, behind a TCP balancer that
+ * sends each new connection to the other node in turn; the TestServer's addresses are the
+ * balancer's, so a suite's clients and REST calls land on both nodes and every publication it
+ * checks may cross from one node to the other. `sinal` and `store` are the first node's.
+ */
+async function startTwoNodes(env: Record<string, string>, reuseDir?: string): Promise<TestServer> {
+  const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
+  // One after the other: the first one migrates the fresh database.
+  const first = await startNode(env, dir);
+  const second = await startNode(env, dir);
+  const balancer = await LoadBalancer.start([first.port, second.port]);
+  const halt = async () => {
+    await balancer.close();
+    await Promise.all([first.halt(), second.halt()]);
+  };
+  return {
+    port: balancer.port,
+    http: balancer.url,
+    ws: `${balancer.url.replace(/^http/, "ws")}/ws`,
+    get sinal() {
+      return first.sinal;
+    },
+    get store() {
+      return first.store;
+    },
+    dir,
+    logs: first.logs,
+    token: first.token,
+    apiKey: first.apiKey,
+    async stop() {
+      await halt();
+      await removeServerDir(dir);
+    },
+    async restart(meanwhile) {
+      await halt();
+      await meanwhile?.();
+      return startTwoNodes(env, dir);
+    },
+  };
+}
+
+async function startNode(env: Record<string, string>, reuseDir?: string): Promise<Node> {
   if (TARGET === "binary") return startBinaryServer(env, reuseDir);
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
   const config = loadConfig({
@@ -132,6 +184,11 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
   const sinal = createApp({ ...backends, config, logger });
   sinal.app.listen({ port: 0, hostname: "127.0.0.1", reusePort: false });
   const port = sinal.app.server!.port!;
+  const halt = async () => {
+    await sinal.stop();
+    await store.close();
+    await backends.cluster?.close();
+  };
   return {
     port,
     http: `http://127.0.0.1:${port}`,
@@ -142,16 +199,13 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
     logs,
     token: async (opts) => testToken(opts),
     apiKey: async (tenant) => (await createApiKey(store, tenant)).key,
+    halt,
     async stop() {
-      await sinal.stop();
-      await store.close();
-      await backends.cluster?.close();
+      await halt();
       await removeServerDir(dir);
     },
     async restart(meanwhile) {
-      await sinal.stop();
-      await store.close();
-      await backends.cluster?.close();
+      await halt();
       await meanwhile?.();
       return startServer(env, dir);
     },
@@ -159,7 +213,7 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
 }
 
 /** The compiled binary as a child process; `sinal` and `store` throw (they live in that process). */
-async function startBinaryServer(env: Record<string, string>, reuseDir?: string): Promise<TestServer> {
+async function startBinaryServer(env: Record<string, string>, reuseDir?: string): Promise<Node> {
   const binary = process.env.SINAL_BINARY;
   if (!binary) throw new Error("SINAL_TARGET=binary needs SINAL_BINARY=<path to dist/sinal>");
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
@@ -196,7 +250,7 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
     const code = await proc.exited;
     if (code !== 0) throw new Error(`the binary exited ${code} on SIGTERM`);
   };
-  const server: TestServer = {
+  const server: Node = {
     port,
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}/ws`,
@@ -214,6 +268,7 @@ async function startBinaryServer(env: Record<string, string>, reuseDir?: string)
       if (created.exitCode !== 0) throw new Error(`keys create failed: ${created.stderr.toString()}`);
       return created.stdout.toString().trimEnd().split("\n").at(-1)!;
     },
+    halt: stopProcess,
     async stop() {
       await stopProcess();
       await removeServerDir(dir);
