@@ -449,8 +449,13 @@ export class RedisBroker implements Broker, DeliveredPositions {
         }
       },
       (err: unknown) => {
-        // Redis is away: `reconnected` subscribes everything served once it is back.
-        this.logger?.warn({ err, code: "redis_subscribe_failed", topics: topics.length }, "subscribing to topics failed; retried when Redis is back");
+        // Redis is away (`reconnected` subscribes everything served once it is back), or the
+        // command timed out on a live connection: tried again in a second either way.
+        this.logger?.warn({ err, code: "redis_subscribe_failed", topics: topics.length }, "subscribing to topics failed; trying again");
+        setTimeout(() => {
+          for (const topic of topics) if (this.served.get(topic)?.active === false) this.changed.add(topic);
+          this.scheduleFlush();
+        }, 1000).unref?.();
       },
     );
   }
