@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { MongoClient, type Collection } from "mongodb";
 import { Registry } from "prom-client";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
-import type { Channel } from "../src/channel.ts";
+import { parseChannel, type Channel } from "../src/channel.ts";
 import { parseMongoConfig } from "../src/feeds/feed-config.ts";
 import { FeedService } from "../src/feeds/feed-service.ts";
 import { ChannelHistory } from "../src/history/channel-history.ts";
@@ -154,6 +154,10 @@ describe("feed leadership", () => {
     const keys = leader.publisher.published.map((p) => p.key!);
     expect(new Set(keys).size).toBe(20);
     for (const key of keys) expect(key).toStartWith(`feed:${name}:`);
+    // A subscribe's snapshot comes from the leader only; the follower holds no documents and says none.
+    const channel = parseChannel("acme", "strategy:r1");
+    expect(leader.service.subscribeExtra()(null, channel)).toMatchObject({ snapshot: { roulette_id: "r1", seq: 20 } });
+    expect(follower.service.subscribeExtra()(null, channel)).toBeNull();
   }, 20_000);
 
   test("when the leader's renewals stop (its Redis connection gone), it stops publishing and the other node takes over within the TTL and a poll, from the saved token: no change lost, a repeated one under the same key", async () => {

@@ -97,13 +97,15 @@ export class FeedService {
 
   /**
    * `snapshot` in the reply to a subscribe on a feed channel: the channel's current document (or
-   * null when no document feeds it now), as of the offset in the same reply.
+   * null when no document feeds it now), as of the offset in the same reply; none at all from a
+   * node that does not lead the feed (a cluster's other nodes).
    */
   subscribeExtra(): (peer: unknown, channel: Channel) => { snapshot: unknown } | null {
     return (_peer, channel) => {
       let found = false;
       for (const feed of this.feeds) {
-        if (!feedsChannel(feed, channel)) continue;
+        // On a cluster only the node leading the feed holds its documents: others answer without.
+        if (!feedsChannel(feed, channel) || feed.leader.leadership !== "leading") continue;
         const snapshot = feed.cache.get(channel.topic);
         if (snapshot !== undefined) return { snapshot };
         found = true;
