@@ -295,7 +295,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
         this.lose(topic, state, next.position, "epoch changed");
         return;
       }
-      this.deliverNow(topic, state, next);
+      // Delivered later than its publish returned: counted where it lands (see Broker, "Counting").
+      this.deliverNow(topic, state, { ...next, local: false });
     }
     if (state.waiting.size === 0 && state.timer !== null) {
       clearTimeout(state.timer);
