@@ -77,6 +77,10 @@ export interface IdleRun {
   errors: string[];
   openSec: number;
   redisIdleCpuPct: number;
+  /** CPU seconds used from starting the load generators to the last ready line. */
+  connectCpu?: { nodesSec: number; redisSec: number; loadgensSec: number; machineSec: number };
+  /** What the nodes logged (first lines only), by code. */
+  nodeLog?: string[];
   nodeRows: { host: string; connected: number; openSec: number; rssBeforeMb: number; rssAfterMb: number; mbPer1000: number; idleCpuPct: number }[];
   bare?: { connected: number; openSec: number; rssBeforeMb: number; rssAfterMb: number; mbPer1000: number };
   loadBefore: string;
@@ -187,6 +191,14 @@ function idleSection(r: IdleRun): string[] {
     out.push(`| **median** | | | | | **${f2(med)}** | |`);
     if (r.bare) out.push(`| bare Bun (one process) | ${int(r.bare.connected)} | ${f1(r.bare.openSec)} | ${f1(r.bare.rssBeforeMb)} | ${f1(r.bare.rssAfterMb)} | ${f2(r.bare.mbPer1000)} (sinal ÷ bare Bun ${f2(med / r.bare.mbPer1000)}×) | |`);
     out.push("", `Redis CPU while every connection sat idle: ${f1(r.redisIdleCpuPct)}%.`);
+    if (r.connectCpu) {
+      const c = r.connectCpu;
+      out.push(
+        "",
+        `CPU while they opened (${f1(r.openSec)} s, ${f1((c.machineSec / r.openSec) * 100)}% of a core on average for the whole machine): sinal nodes ${f1(c.nodesSec)} s (${f1((c.nodesSec * 1e6) / Math.max(1, r.connected))} µs per connection), Redis ${f1(c.redisSec)} s, load generators ${f1(c.loadgensSec)} s, everything else ${f1(c.machineSec - c.nodesSec - c.redisSec - c.loadgensSec)} s.`,
+      );
+    }
+    if (r.nodeLog && r.nodeLog.length > 0) out.push("", `The nodes logged (their first lines only): ${r.nodeLog.join("; ")}.`);
   }
   return out;
 }

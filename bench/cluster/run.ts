@@ -444,6 +444,8 @@ async function idleRun(): Promise<IdleRun> {
     for (let i = 0; i < S.idleNodes; i++) nodes.push(await startNode(redis.url, "0,1", `127.0.0.${i + 1}`));
     await Bun.sleep(1000);
     const before = nodes.map((n) => statusKb(n.pid));
+    // CPU while the connections open: where the time to connect goes
+    const [cn0, cr0, cm0] = [nodes.map((n) => cpuTicks(n.pid)), cpuTicks(redis.pid), machineBusyTicks()];
     const t0 = performance.now();
     const started = nodes.map((n, i) => {
       const count = Math.min(perNode, S.idleConnections - i * perNode);
@@ -453,6 +455,13 @@ async function idleRun(): Promise<IdleRun> {
     });
     const readies = await Promise.all(started);
     run.openSec = Math.max(...readies.map((r) => r.at));
+    const genTicks = gens.reduce((sum, g) => sum + cpuTicks(g.pid!), 0);
+    run.connectCpu = {
+      nodesSec: nodes.reduce((sum, n, i) => sum + cpuTicks(n.pid) - cn0[i]!, 0) / 100,
+      redisSec: (cpuTicks(redis.pid) - cr0) / 100,
+      loadgensSec: genTicks / 100,
+      machineSec: (machineBusyTicks() - cm0) / 100,
+    };
     run.connected = readies.reduce((n, r) => n + Number(r.line.connected), 0);
     run.failed = readies.reduce((n, r) => n + Number(r.line.failed), 0);
     run.errors = [...new Set(readies.flatMap((r) => (r.line.errors as string[]) ?? []))].slice(0, 3);
@@ -481,7 +490,7 @@ async function idleRun(): Promise<IdleRun> {
     log(`idle failed: ${run.failure}`);
   } finally {
     await Promise.all(gens.map((g) => stopChild(g, 20_000)));
-    await stopNodes(nodes);
+    run.nodeLog = logCodes(await stopNodes(nodes));
     await redis?.server.stop();
   }
   if (S.idleBare && run.failure === undefined) {
@@ -516,6 +525,22 @@ async function idleRun(): Promise<IdleRun> {
   }
   run.loadAfter = loadavg();
   return run;
+}
+
+/** What the nodes logged, by `code` (or message) with a count and the first error message. */
+function logCodes(outputs: string[]): string[] {
+  const seen = new Map<string, { n: number; first: string }>();
+  for (const o of outputs) {
+    for (const line of o.split("\n")) {
+      const m = /"code":"([^"]+)"/.exec(line) ?? /"msg":"([^"]+)"/.exec(line);
+      if (!m) continue;
+      const err = /"message":"([^"]+)"/.exec(line)?.[1] ?? "";
+      const entry = seen.get(m[1]!) ?? { n: 0, first: err };
+      entry.n++;
+      seen.set(m[1]!, entry);
+    }
+  }
+  return [...seen].map(([code, { n, first }]) => `${code} × ${n}${first ? ` (${first.slice(0, 150)})` : ""}`);
 }
 
 // ---------------------------------------------------------------- main
