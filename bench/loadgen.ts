@@ -40,6 +40,13 @@ interface FanoutConfig extends CommonConfig {
   /** Fixed offered load: publications per second and seconds. */
   fixedRate: number;
   fixedSec: number;
+  /**
+   * Several nodes (bench/cluster): subscriber i connects to subscriberPorts[i % length] (the
+   * publisher stays on `port`); counters are summed over every port. Default: all on `port`.
+   */
+  subscriberPorts?: number[];
+  /** More processes whose CPU counts as the server's (the other nodes, Redis). */
+  serverPids?: number[];
   /** A phase disturbed by other processes (more than quietPct % of a core) is run again, at most `attempts` times in all. */
   quietPct: number;
   attempts: number;
@@ -239,6 +246,15 @@ function summarize(h: hdr.Histogram) {
 async function fanout(cfg: FanoutConfig): Promise<void> {
   const target = makeTarget(cfg.target, cfg.secret);
   const N = cfg.subscribers;
+  const subscriberPorts = cfg.subscriberPorts ?? [cfg.port];
+  const counterPorts = [...new Set([cfg.port, ...subscriberPorts])];
+  /** The server's counters, summed over its nodes. */
+  const counters = async (): Promise<ServerCounters> => {
+    const all = await Promise.all(counterPorts.map((port) => target.counters(cfg.host, port)));
+    return all.reduce((a, b) => ({ publications: a.publications + b.publications, deliveries: a.deliveries + b.deliveries, connections: a.connections + b.connections }));
+  };
+  const serverPids = [cfg.serverPid, ...(cfg.serverPids ?? [])];
+  const serverCpuSec = () => serverPids.reduce((sum, pid) => sum + processCpuSec(pid), 0);
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
 
   // counters of the hot path
@@ -311,7 +327,7 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
   const t0 = performance.now();
   log(`${cfg.target}: opening ${N} subscribers`);
   const { conns: subs, errors } = await openMany(N, cfg.concurrency, async (i) => {
-    const conn = new Conn(target, "sub", await target.path(`s${i}`, "sub"), cfg.host, cfg.port, hot);
+    const conn = new Conn(target, "sub", await target.path(`s${i}`, "sub"), cfg.host, subscriberPorts[i % subscriberPorts.length]!, hot);
     conn.index = i;
     return conn;
   });
@@ -340,8 +356,8 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
   };
 
   async function phase(name: string, kind: "max" | "fixed", seconds: number, record: boolean, sampleEvery = 1) {
-    const counters0: ServerCounters = await target.counters(cfg.host, cfg.port);
-    const serverCpu0 = processCpuSec(cfg.serverPid);
+    const counters0: ServerCounters = await counters();
+    const serverCpu0 = serverCpuSec();
     const busy0 = machineBusySec();
     const cpu0 = process.cpuUsage();
     const received0 = received;
@@ -395,10 +411,10 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
     const drained = await drain(5000);
     const end = performance.now();
     const cpu = process.cpuUsage(cpu0);
-    const serverCpu = processCpuSec(cfg.serverPid) - serverCpu0;
+    const serverCpu = serverCpuSec() - serverCpu0;
     const busy = machineBusySec() - busy0;
     recordLatency = false;
-    const counters1 = await target.counters(cfg.host, cfg.port);
+    const counters1 = await counters();
     const got = received - received0;
     const pubs = published - published0;
     const elapsed = (end - start) / 1000;
@@ -445,11 +461,11 @@ async function fanout(cfg: FanoutConfig): Promise<void> {
   /** CPU used over `ms` by everything but the server and this process, in % of one core. */
   async function otherLoadPct(ms: number): Promise<number> {
     const b0 = machineBusySec();
-    const s0 = processCpuSec(cfg.serverPid);
+    const s0 = serverCpuSec();
     const c0 = process.cpuUsage();
     await sleep(ms);
     const c = process.cpuUsage(c0);
-    const other = machineBusySec() - b0 - (processCpuSec(cfg.serverPid) - s0) - (c.user + c.system) / 1e6;
+    const other = machineBusySec() - b0 - (serverCpuSec() - s0) - (c.user + c.system) / 1e6;
     return (other / (ms / 1000)) * 100;
   }
 

@@ -50,6 +50,10 @@ export interface StartOptions {
    * server's own defaults, for the hostile-client benches that measure those limits.
    */
   benchLimits?: boolean;
+  /** The cores it is pinned to (taskset -c); default "0". */
+  cpus?: string;
+  /** The loopback address it listens on (127.0.0.x); default 127.0.0.1. */
+  host?: string;
 }
 
 const BENCH_LIMITS = {
@@ -60,7 +64,7 @@ const BENCH_LIMITS = {
 };
 
 /**
- * `bun src/main.ts serve` pinned to core 0 with the benchmarks' settings (connection and rate
+ * `bun src/main.ts serve` pinned to core 0 (or `cpus`) with the benchmarks' settings (connection and rate
  * limits out of the way unless `benchLimits: false`) plus `env`, once it answers /health. `out`
  * keeps its first output lines.
  */
@@ -68,16 +72,16 @@ export async function startSinal(
   children: Set<ChildProcess>,
   env: Record<string, string>,
   bunFlags: string[] = [],
-  { root = ROOT, benchLimits = true }: StartOptions = {},
+  { root = ROOT, benchLimits = true, cpus = "0", host = "127.0.0.1" }: StartOptions = {},
 ): Promise<{ child: ChildProcess; port: number; out: string[] }> {
   const port = await freePort();
-  const child = spawn("taskset", ["-c", "0", BUN, ...bunFlags, "src/main.ts", "serve"], {
+  const child = spawn("taskset", ["-c", cpus, BUN, ...bunFlags, "src/main.ts", "serve"], {
     cwd: root,
     env: {
       PATH: process.env.PATH,
       HOME: process.env.HOME ?? "/tmp",
       PORT: String(port),
-      HOST: "127.0.0.1",
+      HOST: host,
       LOG_LEVEL: "warn",
       ...(benchLimits ? BENCH_LIMITS : {}),
       ...env,
@@ -91,7 +95,7 @@ export async function startSinal(
   child.stderr!.on("data", keep);
   for (let i = 0; ; i++) {
     try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
+      if ((await fetch(`http://${host}:${port}/health`)).ok) break;
     } catch {}
     if (child.exitCode !== null) throw new Error(`sinal exited at start: ${out.join("").slice(0, 1000)}`);
     if (i > 400) throw new Error("sinal did not answer /health within 20 s");
