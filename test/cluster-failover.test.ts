@@ -242,3 +242,64 @@ describe("a node SIGKILLed under load", () => {
     40_000,
   );
 });
+
+describe("the presence of a killed node", () => {
+  const MEMBER_TTL_MS = 2000;
+  const REFRESH_MS = 500;
+  const SWEEP_MS = 250;
+
+  test(
+    "a user with tabs on two nodes stays a member when one node dies; a user only on the dead node leaves within the member TTL and a sweep, with one user_left",
+    async () => {
+      const bed = await cluster({
+        nodes: 2,
+        env: { PRESENCE_MEMBER_TTL_MS: String(MEMBER_TTL_MS), PRESENCE_REFRESH_MS: String(REFRESH_MS), SWEEP_INTERVAL_MS: String(SWEEP_MS) },
+      });
+      const key = await bed.apiKey("acme");
+      const open = async (node: ClusterNode, user: string) => {
+        const { client, welcome } = await Client.connect(`${node.wsUrl}?token=${testToken({ user, subChannels: ["room:*"] })}`);
+        clients.push(client);
+        expect(welcome.type).toBe("welcome");
+        expect(await client.request({ type: "subscribe", channel: "room:x" })).toMatchObject({ ok: true });
+        return client;
+      };
+      const members = async (node: ClusterNode) => {
+        const res = await fetch(`${node.url}/v1/presence?channel=room:x`, { headers: { authorization: `Bearer ${key}` } });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { users: { user: string }[] }).users.map((u) => u.user).sort();
+      };
+      const [node0, node1] = [bed.nodes[0]!, bed.nodes[1]!];
+
+      // The watcher (node 0) sees each user's first subscribe as one user_joined, from either node.
+      const watcher = await open(node0, "watch");
+      expect(await watcher.next()).toMatchObject({ event: "user_joined", data: { room: "x", user: "watch" } });
+      await open(node0, "both");
+      expect(await watcher.next()).toMatchObject({ event: "user_joined", data: { room: "x", user: "both" } });
+      await open(node1, "both");
+      await open(node1, "gone");
+      expect(await watcher.next()).toMatchObject({ event: "user_joined", data: { room: "x", user: "gone" } });
+      expect(await members(node0)).toEqual(["both", "gone", "watch"]);
+
+      const killedAt = performance.now();
+      await node1.kill("SIGKILL");
+      bed.balancer.setUp(1, false);
+      bed.balancer.dropConnections(1);
+      // Nobody said goodbye for node 1: its entries stay until their TTL runs out.
+      expect(await members(node0)).toEqual(["both", "gone", "watch"]);
+
+      // Node 1 refreshed its entries at most REFRESH_MS plus a sweep before it died; they expire
+      // MEMBER_TTL_MS after that refresh, and node 0 finds them at its next sweep.
+      const left = await watcher.next(MEMBER_TTL_MS + 2 * SWEEP_MS + 1000);
+      const leftAfter = performance.now() - killedAt;
+      expect(left).toMatchObject({ type: "pub", channel: "room:x", event: "user_left", data: { room: "x", user: "gone" } });
+      expect(left.offset).toBeUndefined();
+      expect(leftAfter).toBeGreaterThan(MEMBER_TTL_MS - REFRESH_MS - SWEEP_MS);
+      expect(leftAfter).toBeLessThan(MEMBER_TTL_MS + 2 * SWEEP_MS + 1000);
+      expect(await members(node0)).toEqual(["both", "watch"]);
+      // "both" lost its node-1 entry in the same sweep but keeps its tab on node 0: no leave for it.
+      expect(await watcher.silentFor(MEMBER_TTL_MS / 2)).toBe(true);
+      expect(await members(node0)).toEqual(["both", "watch"]);
+    },
+    20_000,
+  );
+});
