@@ -303,3 +303,167 @@ describe("the presence of a killed node", () => {
     20_000,
   );
 });
+
+/** Polls every node's /ready until each answers `status` (readiness has no event to await); returns the bodies. */
+async function readiness(nodes: ClusterNode[], status: number, withinMs: number): Promise<Frame[]> {
+  const deadline = performance.now() + withinMs;
+  for (;;) {
+    const answers = await Promise.all(nodes.map(async (node) => {
+      const res = await fetch(`${node.url}/ready`);
+      return { status: res.status, body: (await res.json()) as Frame };
+    }));
+    if (answers.every((answer) => answer.status === status)) return answers.map((answer) => answer.body);
+    if (performance.now() > deadline) throw new Error(`/ready did not answer ${status} on every node within ${withinMs} ms: ${JSON.stringify(answers)}`);
+    await Bun.sleep(50);
+  }
+}
+
+/** Resolves once `count()` reaches `n` (checked by the publisher after each acknowledgement). */
+function reached(count: () => number, n: number): { check(): void; promise: Promise<void> } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  return { check: () => count() >= n && resolve(), promise };
+}
+
+describe("Redis restarted under load", () => {
+  for (const persist of [false, true]) {
+    const kept = persist ? "with an append-only file (appendfsync always)" : "without persistence (it comes back empty)";
+    test(
+      `${kept}: /ready says broker while it is away and is 200 again within seconds; room subscribers get every acknowledged publication exactly once, dept subscribers every one or are told recovered:false`,
+      async () => {
+        let redis: RedisServer;
+        let bed: Cluster;
+        if (persist) {
+          redis = await startRedis({ persist: true });
+          servers.push(redis);
+          bed = await cluster({ nodes: 3, redis: false, env: { REDIS_URL: redis.url } });
+        } else {
+          bed = await cluster({ nodes: 3 });
+          redis = bed.redis!;
+        }
+        const key = await bed.apiKey("acme");
+        const channels = ["dept:r", "room:r"];
+        // 4 followers per node, 2 per channel, each first on its node directly and then, after a close, through the balancer.
+        const specs = Array.from({ length: 12 }, (_, i) => {
+          const token = testToken({ user: `u${i}`, subChannels: ["dept:*", "room:*"] });
+          let opened = 0;
+          const node = bed.nodes[i % 3]!;
+          return { url: () => `${opened++ === 0 ? node.wsUrl : bed.wsUrl}?token=${token}`, channel: channels[Math.floor(i / 3) % 2]! };
+        });
+        const all = await follow(specs);
+
+        const acked = { dept: 0, room: 0 };
+        let mark = reached(() => Math.min(acked.dept, acked.room), 20);
+        const loops = channels.map((channel) => {
+          const kind = channel.startsWith("dept") ? "dept" : "room";
+          return publishLoop(key, (i) => bed.nodes[i % 3]!.url, (i) => [{ channel, event: "n", data: i }], 5000, 5, () => {
+            acked[kind]++;
+            mark.check();
+          });
+        });
+        await mark.promise;
+
+        await redis.kill();
+        const away = await readiness(bed.nodes, 503, 3000);
+        for (const body of away) expect(body).toEqual({ status: "not_ready", failing: ["broker"] });
+        // Publications go on against a Redis that is away for a second.
+        await Bun.sleep(1000);
+        const whileAway = { ...acked };
+        await redis.start();
+        const returned = performance.now();
+        await readiness(bed.nodes, 200, 5000);
+        const readyAfter = performance.now() - returned;
+
+        mark = reached(() => Math.min(acked.dept - whileAway.dept, acked.room - whileAway.room), 20);
+        await mark.promise;
+        for (const loop of loops) loop.stop();
+        await Promise.all(loops.map((loop) => loop.done));
+        const acks = loops.flatMap((loop) => loop.published.acks);
+        const final = finalPositions(acks);
+        await Promise.all(all.map((follower) => {
+          const end = final.get(follower.channel)!;
+          return follower.until((f) => f.last?.epoch === end.epoch && f.last.offset === end.offset, 10_000);
+        }));
+
+        const verdicts = all.map((follower) => ({ channel: follower.channel, ...verdictOf(follower, follower.channel, acks) }));
+        expect(verdicts.flatMap((v) => v.violations)).toEqual([]);
+        expect(verdicts.flatMap((v) => v.missing)).toEqual([]);
+        expect(all.every((f) => f.gaveUp === null)).toBe(true);
+        const rooms = verdicts.filter((v) => v.channel === "room:r");
+        const depts = verdicts.filter((v) => v.channel === "dept:r");
+        // Rooms keep their offsets in PostgreSQL: no subscriber was closed or told it missed anything.
+        expect(rooms.map((v) => [v.closes, v.notRecovered])).toEqual(rooms.map(() => [[], []]));
+        const roomOffsets = acks.filter((a) => a.channel === "room:r").map((a) => a.offset);
+        for (const follower of all.filter((f) => f.channel === "room:r")) {
+          expect(follower.offsets.filter((offset) => roomOffsets.includes(offset))).toEqual(roomOffsets.toSorted((a, b) => a - b));
+        }
+        if (persist) {
+          // Every acknowledged write survived: the dept channel kept its epoch and history; what pub/sub
+          // dropped while Redis was away was read back from it, so nobody was closed or missed anything.
+          expect(depts.map((v) => [v.closes, v.notRecovered])).toEqual(depts.map(() => [[], []]));
+        } else {
+          // Its epoch went with Redis: each dept subscriber was closed (4011) and told epoch_changed.
+          for (const v of depts) {
+            expect(v.closes).toContain(4011);
+            expect(v.notRecovered.length).toBeGreaterThan(0);
+            expect(v.notRecovered.every((n) => n.reason === "epoch_changed")).toBe(true);
+          }
+        }
+        expect(readyAfter).toBeLessThan(5000);
+        process.stderr.write(`redis ${kept}: acked ${JSON.stringify(acked)}, refused ${JSON.stringify(loops.map((l) => Object.fromEntries(l.published.refused)))}, ready after ${Math.round(readyAfter)} ms, dept closes ${JSON.stringify(tally(depts.flatMap((v) => v.closes)))}, not recovered ${JSON.stringify(tally(depts.flatMap((v) => v.notRecovered.map((n) => n.reason))))}\n`);
+      },
+      30_000,
+    );
+  }
+});
+
+/** Polls `read()` until it answers `expected` (membership has no event to await); throws with the last answer after `withinMs`. */
+async function eventually<T>(read: () => Promise<T>, expected: T, withinMs: number): Promise<void> {
+  const deadline = performance.now() + withinMs;
+  for (;;) {
+    const answer = await read();
+    if (Bun.deepEquals(answer, expected)) return;
+    if (performance.now() > deadline) throw new Error(`still ${JSON.stringify(answer)} after ${withinMs} ms, expected ${JSON.stringify(expected)}`);
+    await Bun.sleep(50);
+  }
+}
+
+describe("Redis restarted empty, and presence", () => {
+  // BUG (src/presence/presence-service.ts, refreshLive, ~line 285): a refresh of a live
+  // connection's entry answers false when the entry is gone (RedisPresenceStore's refresh script
+  // returns 0 when the entry is not there: src/redis/redis-presence-store.ts, sinalPresenceRefresh),
+  // and refreshLive drops that answer (`() => undefined`). A Redis that comes back empty has lost
+  // every entry, so the connected users are never members again until they reconnect: the room's
+  // and the tenant's listings stay empty. Unskip (test.todo -> test) once fixed.
+  const todo = redisAvailable && pg.available ? pg.test.todo : pg.test.skip;
+  todo(
+    "a Redis that comes back empty: the room's and the tenant's live members are listed again within a refresh",
+    async () => {
+      const MEMBER_TTL_MS = 2000;
+      const REFRESH_MS = 500;
+      const bed = await cluster({ nodes: 2, env: { PRESENCE_MEMBER_TTL_MS: String(MEMBER_TTL_MS), PRESENCE_REFRESH_MS: String(REFRESH_MS) } });
+      const key = await bed.apiKey("acme");
+      const listed = (node: ClusterNode, channel?: string) => async () => {
+        const res = await fetch(`${node.url}/v1/presence${channel ? `?channel=${channel}` : ""}`, { headers: { authorization: `Bearer ${key}` } });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { users: { user: string }[] }).users.map((u) => u.user).sort();
+      };
+      for (const [i, node] of bed.nodes.entries()) {
+        const { client } = await Client.connect(`${node.wsUrl}?token=${testToken({ user: `m${i}`, subChannels: ["room:*"] })}`);
+        clients.push(client);
+        expect(await client.request({ type: "subscribe", channel: "room:p" })).toMatchObject({ ok: true });
+      }
+      expect(await listed(bed.nodes[0]!, "room:p")()).toEqual(["m0", "m1"]);
+
+      await bed.redis!.kill();
+      await readiness(bed.nodes, 503, 3000);
+      await bed.redis!.start();
+      await readiness(bed.nodes, 200, 5000);
+      // Both connections stayed open throughout: their nodes' next refresh must put them back.
+      for (const node of bed.nodes) {
+        await eventually(listed(node, "room:p"), ["m0", "m1"], 2 * REFRESH_MS + 1000);
+        await eventually(listed(node), ["m0", "m1"], 2 * REFRESH_MS + 1000);
+      }
+    },
+    20_000,
+  );
+});

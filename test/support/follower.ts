@@ -55,6 +55,10 @@ export class Follower {
 
   constructor(private readonly options: FollowerOptions) {}
 
+  get channel(): string {
+    return this.options.channel;
+  }
+
   /** Connects and subscribes; resolves once the first subscribe was answered ok (rejects if it was not). */
   start(): Promise<void> {
     this.firstSubscribe = Promise.withResolvers<void>();
