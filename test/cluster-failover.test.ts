@@ -116,6 +116,8 @@ interface Verdict {
   refused: string[];
   /** Acknowledged publications of its channel after its first subscribe it neither got nor was told it missed. */
   missing: Ack[];
+  /** Publications replayed after a `recovered:true` (missed while it was away). */
+  replayed: number;
   /** The position it ended at. */
   end: Position | null;
 }
@@ -127,12 +129,12 @@ interface Verdict {
  * after the first subscribe must have been received, or forfeited by a `recovered:false`.
  */
 function verdictOf(follower: Follower, channel: string, acks: Ack[]): Verdict {
-  const verdict: Verdict = { violations: [], notRecovered: [], closes: [], subscribes: 0, refused: [], missing: [], end: null };
+  const verdict: Verdict = { violations: [], notRecovered: [], closes: [], subscribes: 0, refused: [], missing: [], replayed: 0, end: null };
   const received = new Set<string>();
   /** Ranges told missed: in `epoch`, the offsets in (after, upTo]. */
   const forfeited: { epoch: string; after: number; upTo: number }[] = [];
   // Held in an object: TypeScript does not follow assignments made in the nested step function.
-  const at: { position: Position | null; first: Position | null } = { position: null, first: null };
+  const at: { position: Position | null; first: Position | null; replayUpTo: number } = { position: null, first: null, replayUpTo: 0 };
   for (const event of follower.events) verdictStep(event);
   verdict.end = at.position;
   for (const ack of acks) {
@@ -152,6 +154,7 @@ function verdictOf(follower: Follower, channel: string, acks: Ack[]): Verdict {
           at.position = at.first = { epoch: event.epoch, offset: event.offset };
         } else if (event.recovered) {
           if (event.epoch !== event.since.epoch) verdict.violations.push(`recovered:true across epochs ${JSON.stringify(event)}`);
+          at.replayUpTo = event.offset;
         } else {
           verdict.notRecovered.push({ since: event.since, epoch: event.epoch, offset: event.offset, reason: event.reason });
           if (event.reason === undefined) verdict.violations.push(`recovered:false without a reason ${JSON.stringify(event)}`);
@@ -167,6 +170,7 @@ function verdictOf(follower: Follower, channel: string, acks: Ack[]): Verdict {
         if (at.position === null || event.epoch !== at.position.epoch || event.offset !== at.position.offset + 1) {
           verdict.violations.push(`${key} after ${at.position === null ? "nothing" : `${at.position.epoch}:${at.position.offset}`}`);
         }
+        if (event.offset <= at.replayUpTo) verdict.replayed++;
         at.position = { epoch: event.epoch, offset: event.offset };
         return;
       }
@@ -180,6 +184,11 @@ function verdictOf(follower: Follower, channel: string, acks: Ack[]): Verdict {
         return;
     }
   }
+}
+
+/** A line of numbers about a run, shown with SHOW_FAILOVER=1 (how much each scenario really exercised). */
+function report(line: string): void {
+  if (process.env.SHOW_FAILOVER) process.stderr.write(`${line}\n`);
 }
 
 /** Sums of numbers by key, for messages that say how many of each there were. */
@@ -238,6 +247,11 @@ describe("a node SIGKILLed under load", () => {
       // Each follower got every publication of its channel (80) after its subscribe: offsets 1..80.
       expect(all.filter((follower) => follower.offsets.join() !== Array.from({ length: 80 }, (_, n) => n + 1).join()).length).toBe(0);
       expect(recoveredWithin).toBeLessThan(10_000);
+      // The publishers went on for 30 more batches after the kill: every reconnected client had
+      // missed some, and got them replayed after its `recovered:true`.
+      const reconnected = verdicts.filter((v) => v.subscribes === 2);
+      expect(reconnected.filter((v) => v.replayed === 0)).toEqual([]);
+      report(`node kill: reconnected ${reconnected.length}, replayed ${reconnected.reduce((n, v) => n + v.replayed, 0)} (by count ${JSON.stringify(tally(reconnected.map((v) => v.replayed)))}), all within ${Math.round(recoveredWithin)} ms`);
     },
     40_000,
   );
@@ -409,7 +423,7 @@ describe("Redis restarted under load", () => {
           }
         }
         expect(readyAfter).toBeLessThan(5000);
-        process.stderr.write(`redis ${kept}: acked ${JSON.stringify(acked)}, refused ${JSON.stringify(loops.map((l) => Object.fromEntries(l.published.refused)))}, ready after ${Math.round(readyAfter)} ms, dept closes ${JSON.stringify(tally(depts.flatMap((v) => v.closes)))}, not recovered ${JSON.stringify(tally(depts.flatMap((v) => v.notRecovered.map((n) => n.reason))))}\n`);
+        report(`redis ${kept}: acked ${JSON.stringify(acked)}, refused ${JSON.stringify(loops.map((l) => Object.fromEntries(l.published.refused)))}, ready after ${Math.round(readyAfter)} ms, dept closes ${JSON.stringify(tally(depts.flatMap((v) => v.closes)))}, not recovered ${JSON.stringify(tally(depts.flatMap((v) => v.notRecovered.map((n) => n.reason))))}`);
       },
       30_000,
     );
@@ -586,7 +600,7 @@ describe("tenant isolation under churn", () => {
       const verdicts = steady.map((follower) => verdictOf(follower, follower.channel, acks.get(tenantOf(follower))!));
       expect(verdicts.flatMap((v) => [...v.violations, ...v.missing.map((m) => JSON.stringify(m))])).toEqual([]);
       expect(verdicts.flatMap((v) => v.notRecovered)).toEqual([]);
-      process.stderr.write(`isolation: own frames ${JSON.stringify(own)}, visits cut ${cut}, steady closes ${JSON.stringify(tally(verdicts.flatMap((v) => v.closes)))}\n`);
+      report(`isolation: own frames ${JSON.stringify(own)}, visits cut ${cut}, steady closes ${JSON.stringify(tally(verdicts.flatMap((v) => v.closes)))}`);
     },
     30_000,
   );
