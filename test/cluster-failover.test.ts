@@ -263,7 +263,7 @@ describe("the presence of a killed node", () => {
   const SWEEP_MS = 250;
 
   test(
-    "a user with tabs on two nodes stays a member when one node dies; a user only on the dead node leaves within the member TTL and a sweep, with one user_left",
+    "a user with tabs on two nodes stays a member and online when one node dies; a user only on the dead node leaves within the member TTL and a sweep, with one user_left and one offline",
     async () => {
       const bed = await cluster({
         nodes: 2,
@@ -277,12 +277,30 @@ describe("the presence of a killed node", () => {
         expect(await client.request({ type: "subscribe", channel: "room:x" })).toMatchObject({ ok: true });
         return client;
       };
-      const members = async (node: ClusterNode) => {
-        const res = await fetch(`${node.url}/v1/presence?channel=room:x`, { headers: { authorization: `Bearer ${key}` } });
+      const members = async (node: ClusterNode, channel = "room:x") => {
+        const res = await fetch(`${node.url}/v1/presence?channel=${channel}`, { headers: { authorization: `Bearer ${key}` } });
         expect(res.status).toBe(200);
         return ((await res.json()) as { users: { user: string }[] }).users.map((u) => u.user).sort();
       };
       const [node0, node1] = [bed.nodes[0]!, bed.nodes[1]!];
+
+      // The tenant's presence channel, watched from node 0 before anyone else connects.
+      const { client: online, welcome } = await Client.connect(`${node0.wsUrl}?token=${testToken({ user: "pwatch", subChannels: ["presence"] })}`);
+      clients.push(online);
+      expect(welcome.type).toBe("welcome");
+      expect(await online.request({ type: "subscribe", channel: "presence" })).toMatchObject({ ok: true });
+      // Its own online races its subscribe (the node announces it once Redis has the entry): skipped once if it comes.
+      let ownOnlineSeen = false;
+      const status = async (): Promise<string> => {
+        const frame = await online.next(MEMBER_TTL_MS + 2 * SWEEP_MS + 1000);
+        expect(frame).toMatchObject({ type: "pub", channel: "presence", event: "presence" });
+        const said = `${frame.data.user} ${frame.data.status}`;
+        if (said === "pwatch online" && !ownOnlineSeen) {
+          ownOnlineSeen = true;
+          return status();
+        }
+        return said;
+      };
 
       // The watcher (node 0) sees each user's first subscribe as one user_joined, from either node.
       const watcher = await open(node0, "watch");
@@ -293,6 +311,9 @@ describe("the presence of a killed node", () => {
       await open(node1, "gone");
       expect(await watcher.next()).toMatchObject({ event: "user_joined", data: { room: "x", user: "gone" } });
       expect(await members(node0)).toEqual(["both", "gone", "watch"]);
+      // One online per user, whatever the number of its tabs and nodes.
+      expect([await status(), await status(), await status()]).toEqual(["watch online", "both online", "gone online"]);
+      expect(await members(node0, "presence")).toEqual(["both", "gone", "pwatch", "watch"]);
 
       const killedAt = performance.now();
       await node1.kill("SIGKILL");
@@ -309,9 +330,12 @@ describe("the presence of a killed node", () => {
       expect(left.offset).toBeUndefined();
       expect(leftAfter).toBeGreaterThan(MEMBER_TTL_MS - REFRESH_MS - SWEEP_MS);
       expect(leftAfter).toBeLessThan(MEMBER_TTL_MS + 2 * SWEEP_MS + 1000);
+      expect(await status()).toBe("gone offline");
       expect(await members(node0)).toEqual(["both", "watch"]);
-      // "both" lost its node-1 entry in the same sweep but keeps its tab on node 0: no leave for it.
+      expect(await members(node0, "presence")).toEqual(["both", "pwatch", "watch"]);
+      // "both" lost its node-1 entries in the same sweep but keeps its tab on node 0: no leave, no offline.
       expect(await watcher.silentFor(MEMBER_TTL_MS / 2)).toBe(true);
+      expect(await online.silentFor(0)).toBe(true);
       expect(await members(node0)).toEqual(["both", "watch"]);
     },
     20_000,
