@@ -534,7 +534,7 @@ async function visit(url: string, channels: string[], holdMs: number): Promise<{
 
 describe("tenant isolation under churn", () => {
   test(
-    "two tenants with the same channel names on every node, clients coming and going and a node killed and restarted: no frame of one ever reaches the other",
+    "two tenants with the same channel names and user ids on every node, clients coming and going and a node killed and restarted: no frame of one ever reaches the other",
     async () => {
       const bed = await cluster({ nodes: 3 });
       const tenants = ["acme", "globex"] as const;
@@ -556,6 +556,25 @@ describe("tenant isolation under churn", () => {
         ),
       );
       const tenantOf = (follower: Follower) => tenants[Math.floor(steady.indexOf(follower) / 6)]!;
+
+      // The same user id in both tenants, acme's on node 0 and globex's on node 1: each gets only its
+      // own notifications. Its name is its tenant's, so its presence changes say whose they are.
+      const same = await Promise.all(tenants.map(async (tenant, t) => {
+        const { client, welcome } = await Client.connect(`${bed.nodes[t]!.wsUrl}?token=${testToken({ tenant, user: "same", name: tenant })}`);
+        clients.push(client);
+        expect(welcome).toMatchObject({ type: "welcome", tenant, user: "same" });
+        return client;
+      }));
+      const notify = tenants.map(async (tenant) => {
+        for (let n = 0; n < 5; n++) {
+          const res = await fetch(`${bed.nodes[n % 2]!.url}/v1/notifications`, {
+            method: "POST",
+            headers: { "content-type": "application/json", authorization: `Bearer ${keys[tenant]}` },
+            body: JSON.stringify({ user: "same", category: "note", title: `${tenant} ${n}`, message: "m" }),
+          });
+          expect(((await res.json()) as Frame).notifications).toEqual([{ user: "same", id: expect.any(Number), status: "pushed" }]);
+        }
+      });
 
       // Each tenant publishes to both channels through nodes 0 and 1 in turn (node 2 is the one killed).
       const loops = tenants.map((tenant) =>
@@ -584,6 +603,18 @@ describe("tenant isolation under churn", () => {
       bed.balancer.setUp(2, true);
       await Promise.all(churn);
       await Promise.all(loops.map((loop) => loop.done));
+      await Promise.all(notify);
+      for (const [t, client] of same.entries()) {
+        const titles: string[] = [];
+        for (let n = 0; n < 5; n++) {
+          const frame = await client.next();
+          expect(frame).toMatchObject({ type: "pub", channel: "user:same", event: "notification" });
+          titles.push(frame.data.title);
+        }
+        expect(titles).toEqual(Array.from({ length: 5 }, (_, n) => `${tenants[t]} ${n}`));
+      }
+      expect(await same[0]!.silentFor(200)).toBe(true);
+      expect(await same[1]!.silentFor(0)).toBe(true);
 
       const acks = new Map(tenants.map((tenant, t) => [tenant, loops[t]!.published.acks]));
       for (const tenant of tenants) expect(acks.get(tenant)).toHaveLength(120);
@@ -599,7 +630,8 @@ describe("tenant isolation under churn", () => {
       }));
 
       // Nothing foreign: every publication and every join, leave and presence change a client got is of its tenant.
-      const whose = (frame: Frame): string | undefined => (frame.type !== "pub" ? undefined : frame.offset !== undefined ? frame.data?.tenant : String(frame.data?.user).split("-")[0]);
+      const userTenant = (data: { user?: string; name?: string }) => (data.user === "same" ? data.name : String(data.user).split("-")[0]);
+      const whose = (frame: Frame): string | undefined => (frame.type !== "pub" ? undefined : frame.offset !== undefined ? frame.data?.tenant : userTenant(frame.data ?? {}));
       const foreign: { tenant: string; frame: Frame }[] = [];
       const own = { pub: 0, ephemeral: 0 };
       for (const tenant of tenants) {
@@ -612,7 +644,7 @@ describe("tenant isolation under churn", () => {
         for (const follower of steady.filter((f) => tenantOf(f) === tenant)) {
           for (const event of follower.events) {
             if (event.type === "pub" && (event.data as { tenant: string }).tenant !== tenant) foreign.push({ tenant, frame: event });
-            if (event.type === "ephemeral" && String((event.data as { user: string }).user).split("-")[0] !== tenant) foreign.push({ tenant, frame: event });
+            if (event.type === "ephemeral" && userTenant(event.data as { user: string }) !== tenant) foreign.push({ tenant, frame: event });
           }
         }
       }
