@@ -579,9 +579,11 @@ describe("tenant isolation under churn", () => {
         }
       });
 
-      // Each tenant publishes to both channels through nodes 0 and 1 in turn (node 2 is the one killed).
+      // Each tenant publishes to both channels through nodes 0 and 1 in turn (node 2 is the one killed);
+      // node 2 dies once either has a quarter of its requests acknowledged.
+      const midway = Promise.withResolvers<void>();
       const loops = tenants.map((tenant) =>
-        publishLoop(keys[tenant], (i) => bed.nodes[i % 2]!.url, (i) => channels.map((channel) => ({ channel, event: "n", data: { tenant, i } })), 60, 10),
+        publishLoop(keys[tenant], (i) => bed.nodes[i % 2]!.url, (i) => channels.map((channel) => ({ channel, event: "n", data: { tenant, i } })), 60, 10, (i) => i === 14 && midway.resolve()),
       );
       // Churn: per tenant 4 clients at a time come through the balancer, subscribe, stay 50 ms and go, 8 times each.
       const seen = new Map<string, Frame[]>(tenants.map((tenant) => [tenant, []]));
@@ -598,7 +600,7 @@ describe("tenant isolation under churn", () => {
         }),
       );
       // Node 2 dies and comes back in the middle of it.
-      await Bun.sleep(200);
+      await midway.promise;
       bed.balancer.setUp(2, false);
       await bed.nodes[2]!.kill("SIGKILL");
       bed.balancer.dropConnections(2);
