@@ -29,6 +29,7 @@ import { DurableHistory } from "./history/durable-history.ts";
 import { RedisHistory } from "./history/redis-history.ts";
 import { initialEpoch } from "./history/history.ts";
 import { RedisBroker } from "./broker/redis-broker.ts";
+import { isRedisUnavailable } from "./redis/redis-client.ts";
 import type { Cluster } from "./backends.ts";
 import { LocalControl, RedisControl, type ClusterControl, type ControlMessage } from "./cluster/control.ts";
 import type { Store } from "./store/store.ts";
@@ -258,6 +259,11 @@ export function createApp(deps: AppDeps) {
       if (code === "VALIDATION") {
         set.status = 400;
         return errorBody("bad_request", "request does not match the expected shape");
+      }
+      if (isRedisUnavailable(error)) {
+        logger.warn({ err: error, code: "redis_unavailable" }, "request failed: Redis is not reachable");
+        set.status = 503;
+        return errorBody("unavailable", "the cluster's Redis is not reachable; try again");
       }
       logger.error({ err: error }, "request failed");
       set.status = 500;

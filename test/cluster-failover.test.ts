@@ -339,14 +339,9 @@ async function eventually<T>(read: () => Promise<T>, expected: T, withinMs: numb
 }
 
 describe("Redis restarted empty, and presence", () => {
-  // BUG (src/presence/presence-service.ts, refreshLive, ~line 285): a refresh of a live
-  // connection's entry answers false when the entry is gone (RedisPresenceStore's refresh script
-  // returns 0 when the entry is not there: src/redis/redis-presence-store.ts, sinalPresenceRefresh),
-  // and refreshLive drops that answer (`() => undefined`). A Redis that comes back empty has lost
-  // every entry, so the connected users are never members again until they reconnect: the room's
-  // and the tenant's listings stay empty. Unskip (test.todo -> test) once fixed.
-  const todo = redisAvailable && pg.available ? pg.test.todo : pg.test.skip;
-  todo(
+  // A refresh of a live connection's entry that the store no longer has (a Redis that came back
+  // empty) adds the entry back (PresenceService.refreshLive): the connected users are listed again.
+  pg.test(
     "a Redis that comes back empty: the room's and the tenant's live members are listed again within a refresh",
     async () => {
       const MEMBER_TTL_MS = 2000;
@@ -538,21 +533,9 @@ describe("tenant isolation under churn", () => {
 });
 
 describe("requests while Redis is away", () => {
-  // BUG: what needs Redis while it is unreachable should answer `unavailable` (503), as REST
-  // publish and a dept subscribe do (src/history/redis-history.ts, unavailableOnFailure). Three
-  // paths let ioredis's raw error ("Stream isn't writeable and enableOfflineQueue options is
-  // false") through instead:
-  // - the WebSocket upgrade: src/ws/gateway.ts `upgrade` awaits `counts.admit` (~line 138), which
-  //   rethrows it (src/redis/redis-connection-counts.ts `admit`); the `/ws` Bun route
-  //   (src/app.ts ~line 203) has no error handler, so Bun answers 500 with its HTML development
-  //   error page (stack, source lines and the server's cwd included);
-  // - RedisPresenceStore (src/redis/redis-presence-store.ts) does not map failures to
-  //   SinalError("unavailable"): a `room:` subscribe (its reply's presence, src/ws/handlers.ts
-  //   `extras`) answers `internal`, and GET /v1/presence?channel=room:x answers 500 `internal`;
-  // - RedisLocks (src/redis/redis-locks.ts) likewise: a `lock` answers `internal`.
-  // Unskip (test.todo -> test) once fixed.
-  const todo = redisAvailable && pg.available ? pg.test.todo : pg.test.skip;
-  todo(
+  // Redis errors reach clients as `unavailable` (isRedisUnavailable, at the REST and WebSocket
+  // boundaries and at the upgrade), never as `internal` or an HTML error page.
+  pg.test(
     "the upgrade, a room subscribe, GET /v1/presence and a lock each answer unavailable (503), never internal or an HTML page",
     async () => {
       const bed = await cluster({ nodes: 1 });

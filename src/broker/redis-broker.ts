@@ -470,7 +470,11 @@ export class RedisBroker implements Broker, DeliveredPositions {
     this.checkPositions();
   }
 
-  /** Compares each served topic's delivered position with the shared one; a topic behind is repaired. */
+  /**
+   * Compares each served topic's delivered position with the shared one. The shared offset is
+   * ahead by whatever is still on its way (assigned, not yet published or received), so a topic
+   * behind is repaired only if it is still behind that position a reorder window later.
+   */
   private checkPositions(): void {
     if (!this.connected || this.closed) return;
     for (const [topic, state] of this.served) {
@@ -478,8 +482,15 @@ export class RedisBroker implements Broker, DeliveredPositions {
       this.readPosition(topic).then(
         (shared) => {
           if (this.served.get(topic) !== state || state.last === null) return;
-          if (shared.epoch !== state.last.epoch) this.lose(topic, state, shared, "epoch changed");
-          else if (shared.offset > state.last.offset && state.waiting.size === 0) this.repair(topic, shared);
+          if (shared.epoch !== state.last.epoch) {
+            this.lose(topic, state, shared, "epoch changed");
+            return;
+          }
+          if (shared.offset <= state.last.offset) return;
+          setTimeout(() => {
+            if (this.served.get(topic) !== state || state.last === null || state.recovering) return;
+            if (state.last.epoch === shared.epoch && state.last.offset < shared.offset && state.waiting.size === 0) void this.repair(topic, shared);
+          }, this.options.reorderWindowMs).unref?.();
         },
         () => undefined,
       );

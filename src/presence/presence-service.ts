@@ -284,9 +284,21 @@ export class PresenceService implements Presence, PeerListener {
   /** Moves the expiry of every entry of this node's live connections to now + the TTL. */
   private refreshLive(now: number): void {
     const until = now + this.memberTtlMs;
+    // An entry the store no longer has (a shared store that restarted empty) is added back: the
+    // connection is live, so the user is a member again without anyone having seen it leave.
     for (const { peer, channels } of this.peers.values()) {
-      this.after(this.store.refresh(tenantChannel(peer.tenant), peer, until), () => undefined);
-      if (channels !== null) for (const channel of channels.values()) this.after(this.store.refresh(channel, peer, until), () => undefined);
+      const tenant = tenantChannel(peer.tenant);
+      this.after(this.store.refresh(tenant, peer, until), (found) => {
+        const state = this.tenants.get(peer.tenant)?.get(peer.user);
+        if (!found && state !== undefined && this.peers.has(peer.client)) this.after(this.store.add(tenant, peer, until, info(state, this.compute(state, now))), () => undefined);
+      });
+      if (channels !== null) {
+        for (const channel of channels.values()) {
+          this.after(this.store.refresh(channel, peer, until), (found) => {
+            if (!found && this.peers.get(peer.client)?.channels?.has(channel.topic)) this.after(this.store.add(channel, peer, until), () => undefined);
+          });
+        }
+      }
     }
   }
 

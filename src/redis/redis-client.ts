@@ -80,3 +80,14 @@ export function redisLabel(url: string): string {
     return "(unparsable REDIS_URL)";
   }
 }
+
+/**
+ * Whether `err` is Redis being unreachable or unable to serve (ioredis: no connection, a command
+ * timed out; Redis: out of memory under noeviction, loading, a read-only replica): the request
+ * may succeed later, so the client is told `unavailable` (503), never `internal`.
+ */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === "ReplyError") return /^(OOM|LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN)\b/.test(err.message);
+  return /Stream isn't writeable|Command timed out|Connection is closed|connect ECONNREFUSED|ECONNRESET|max retries per request/i.test(err.message);
+}

@@ -6,6 +6,7 @@ import { userChannel } from "../channel.ts";
 import type { Limits } from "../config.ts";
 import type { LocalHub } from "../hub/local-hub.ts";
 import { Close, errorBody, SinalError, type ErrorCode } from "../errors.ts";
+import { isRedisUnavailable } from "../redis/redis-client.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Publisher } from "../publisher.ts";
@@ -149,6 +150,7 @@ export class Gateway implements ConnectionEvents {
     try {
       conn.refusal = await this.deps.counts.admit(claims.tenant, claims.user, { perUser: limits.maxConnectionsPerUser, perTenant: limits.maxConnectionsPerTenant });
     } catch (err) {
+      if (!isRedisUnavailable(err)) throw err;
       // A cluster's shared counts unreachable (Redis away): the bounds cannot be checked.
       this.deps.logger.warn({ err, code: "connection_count_failed" }, "a connection could not be counted; refused");
       return json(503, errorBody("unavailable", "the connection cannot be counted right now; try again"));
@@ -390,6 +392,7 @@ export class Gateway implements ConnectionEvents {
 
   private asClientError(err: unknown): SinalError {
     if (err instanceof SinalError) return err;
+    if (isRedisUnavailable(err)) return new SinalError("unavailable", "the cluster's Redis is not reachable; try again");
     this.deps.logger.error({ err }, "frame handler failed");
     return new SinalError("internal" satisfies ErrorCode, "internal error");
   }
