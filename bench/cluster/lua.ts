@@ -6,8 +6,6 @@
  *   script          EVALSHA of the append script only;
  *   script+publish  that plus the PUBLISH of the broker's envelope, what a node sends per publication;
  *   append          RedisHistory.append (its JS: frame template, keys, reply) + PUBLISH;
- *   count1          the script with its age check reading 1 stream entry instead of 8 (XRANGE
- *                   COUNT 1): a what-if, to size that part of the script's cost.
  * One JSON line on stdout per mode: calls per second over `seconds`.
  *
  *   bun bench/cluster/lua.ts '{"url":"redis://127.0.0.1:6379","modes":["script"],...}'
@@ -19,7 +17,7 @@ import { RedisKeys } from "../../src/redis/keys.ts";
 
 interface LuaConfig {
   url: string;
-  modes: ("script" | "script+publish" | "append" | "count1")[];
+  modes: ("script" | "script+publish" | "append")[];
   inflight: number;
   channels: number;
   payloadBytes: number;
@@ -40,12 +38,7 @@ const positions: DeliveredPositions = {
 // maxTopicsPerTenant, metaTtlMs and the key TTL as src/app.ts sets them by default.
 const history = new RedisHistory(redis, keys, positions, { maxTopicsPerTenant: 20_000, metaTtlMs: 7 * 86_400_000, idempotencyTtlMs: 86_400_000 });
 type Append = (...args: (string | number)[]) => Promise<[number, string, number]>;
-const scripts = redis as unknown as { sinalAppend: Append; count1Append: Append; scriptsSet: Record<string, { lua: string }> };
-// The what-if: the exact script text RedisHistory defined, with one change.
-const original = scripts.scriptsSet.sinalAppend!.lua;
-const count1 = original.replace("'-', '+', 'COUNT', 8)", "'-', '+', 'COUNT', 1)");
-if (count1 === original) throw new Error("the append script no longer reads its oldest entries with XRANGE ... COUNT 8; update the count1 mode");
-redis.defineCommand("count1Append", { numberOfKeys: 4, lua: count1 });
+const scripts = redis as unknown as { sinalAppend: Append };
 
 const padding = "x".repeat(cfg.payloadBytes);
 const retention = { size: 20, ttlMs: 120_000 }; // roulette's "20,2m", the channels part 2 publishes to
@@ -83,7 +76,7 @@ async function one(mode: LuaConfig["modes"][number], i: number): Promise<void> {
     });
     return;
   }
-  const [offset, epoch] = await callScript(topic, mode === "count1" ? scripts.count1Append.bind(redis) : undefined);
+  const [offset, epoch] = await callScript(topic);
   if (mode === "script+publish") redis.publish(`luabench:t:${topic}`, `node\n\n${epoch}\n${offset}\n${head}${offset}${tail}`).catch(() => undefined);
 }
 
