@@ -30,6 +30,7 @@ import { RedisHistory } from "./history/redis-history.ts";
 import { initialEpoch } from "./history/history.ts";
 import { RedisBroker } from "./broker/redis-broker.ts";
 import { isRedisUnavailable } from "./redis/redis-client.ts";
+import { RedisSnapshotMirror } from "./feeds/snapshot-mirror.ts";
 import type { Cluster } from "./backends.ts";
 import { LocalControl, RedisControl, type ClusterControl, type ControlMessage } from "./cluster/control.ts";
 import type { Store } from "./store/store.ts";
@@ -171,7 +172,7 @@ export function createApp(deps: AppDeps) {
         registry: metrics.registry,
         logger: logger.child({ component: "feeds" }),
         // A cluster: one node watches each feed, the holder of its lease in Redis.
-        ...(cluster === null ? {} : { leases: cluster.leases, nodeId: cluster.nodeId }),
+        ...(cluster === null ? {} : { leases: cluster.leases, nodeId: cluster.nodeId, mirror: new RedisSnapshotMirror(cluster.redis, cluster.keys, logger) }),
       })
     : null;
   const counts = deps.counts ?? new MemoryConnectionCounts();

@@ -16,6 +16,7 @@ import { Namespaces } from "../src/namespaces.ts";
 import { Publisher, type Position, type PublishOptions } from "../src/publisher.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
 import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import { RedisSnapshotMirror } from "../src/feeds/snapshot-mirror.ts";
 import { RedisLeases } from "../src/redis/redis-leases.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
 import type { Store } from "../src/store/store.ts";
@@ -103,6 +104,7 @@ function setup() {
       registry: new Registry(),
       logger: createLogger("silent"),
       leases: new RedisLeases(connection, keys),
+      mirror: new RedisSnapshotMirror(connection, keys),
       nodeId: id,
       leaseTtlMs,
     });
@@ -154,10 +156,13 @@ describe("feed leadership", () => {
     const keys = leader.publisher.published.map((p) => p.key!);
     expect(new Set(keys).size).toBe(20);
     for (const key of keys) expect(key).toStartWith(`feed:${name}:`);
-    // A subscribe's snapshot comes from the leader only; the follower holds no documents and says none.
+    // A subscribe's snapshot: the leader answers from its cache, the follower from the leader's
+    // mirror in Redis (written before each publication), the same document.
     const channel = parseChannel("acme", "strategy:r1");
     expect(leader.service.subscribeExtra()(null, channel)).toMatchObject({ snapshot: { roulette_id: "r1", seq: 20 } });
-    expect(follower.service.subscribeExtra()(null, channel)).toBeNull();
+    expect(await follower.service.subscribeExtra()(null, channel)).toMatchObject({ snapshot: { roulette_id: "r1", seq: 20 } });
+    // A channel the feed never fed: no snapshot from either.
+    expect(await follower.service.subscribeExtra()(null, parseChannel("acme", "strategy:none"))).toEqual({ snapshot: null });
   }, 20_000);
 
   test("when the leader's renewals stop (its Redis connection gone), it stops publishing and the other node takes over within the TTL and a poll, from the saved token: no change lost, a repeated one under the same key", async () => {

@@ -13,6 +13,7 @@ import { FeedLeader } from "./feed-leader.ts";
 import { FeedMetrics } from "./feed-metrics.ts";
 import { FeedWatcher } from "./feed-watcher.ts";
 import { SnapshotCache } from "./snapshot-cache.ts";
+import type { SnapshotMirror } from "./snapshot-mirror.ts";
 
 export interface FeedServiceDeps {
   publisher: Publisher;
@@ -21,6 +22,8 @@ export interface FeedServiceDeps {
   logger: Logger;
   /** Who watches each feed in a cluster (one node per feed). Default: MemoryLeases, this node always. */
   leases?: Leases;
+  /** Where the leader's snapshots are mirrored for the other nodes (a cluster); none on one node. */
+  mirror?: SnapshotMirror;
   /** This node's id, the holder of the leases it takes (unique in the cluster). Default: a random UUID. */
   nodeId?: string;
   /** TTL of a feed's lease in ms: at most how long a feed goes unwatched after its leader died. Default 10 s. */
@@ -50,15 +53,21 @@ const DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000;
 export class FeedService {
   private readonly client: MongoClient;
   private readonly feeds: Feed[];
+  private readonly mirror: SnapshotMirror | undefined;
 
   constructor(config: MongoConfig, deps: FeedServiceDeps) {
     this.client = createClient(config.uri);
+    this.mirror = deps.mirror;
     const metrics = new FeedMetrics(deps.registry);
     const leases = deps.leases ?? new MemoryLeases();
     const holder = deps.nodeId ?? randomUUID();
     const ttlMs = deps.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    const mirror = deps.mirror;
     this.feeds = config.feeds.map((feed) => {
-      const cache = new SnapshotCache();
+      // On a cluster the leader's cache is mirrored to Redis for the other nodes' subscribes.
+      const cache = new SnapshotCache(
+        mirror === undefined ? undefined : { changed: (channel, snapshot) => mirror.write(feed.name, channel, snapshot), replacing: (channels) => mirror.clear(feed.name, channels) },
+      );
       const logger = deps.logger.child({ feed: feed.name });
       // A watcher per term of leadership: each starts from the token saved in the shared store.
       const newWatcher = () =>
@@ -97,20 +106,34 @@ export class FeedService {
 
   /**
    * `snapshot` in the reply to a subscribe on a feed channel: the channel's current document (or
-   * null when no document feeds it now), as of the offset in the same reply; none at all from a
-   * node that does not lead the feed (a cluster's other nodes).
+   * null when no document feeds it now), as of the offset in the same reply. A node that does not
+   * lead the feed answers from the leader's mirror (see SnapshotMirror for what it may include);
+   * without a mirror, not at all.
    */
-  subscribeExtra(): (peer: unknown, channel: Channel) => { snapshot: unknown } | null {
+  subscribeExtra(): (peer: unknown, channel: Channel) => { snapshot: unknown } | null | Promise<{ snapshot: unknown } | null> {
     return (_peer, channel) => {
       let found = false;
+      const elsewhere: Feed[] = [];
       for (const feed of this.feeds) {
-        // On a cluster only the node leading the feed holds its documents: others answer without.
-        if (!feedsChannel(feed, channel) || feed.leader.leadership !== "leading") continue;
+        if (!feedsChannel(feed, channel)) continue;
+        // Another node leads it: its snapshot is in the mirror (on a cluster), or unknown here.
+        if (feed.leader.leadership !== "leading") {
+          elsewhere.push(feed);
+          continue;
+        }
         const snapshot = feed.cache.get(channel.topic);
         if (snapshot !== undefined) return { snapshot };
         found = true;
       }
-      return found ? { snapshot: null } : null;
+      const mirror = this.mirror;
+      if (elsewhere.length === 0 || mirror === undefined) return found ? { snapshot: null } : null;
+      return (async () => {
+        for (const feed of elsewhere) {
+          const snapshot = await mirror.read(feed.config.name, channel);
+          if (snapshot !== undefined) return { snapshot };
+        }
+        return { snapshot: null };
+      })();
     };
   }
 }

@@ -12,7 +12,16 @@ import type { PlainDoc } from "./feed-document.ts";
  * A channel may be fed by several documents (`strategy:{roulette_id}`); its snapshot is the most
  * recently changed one still present, or null when none is.
  */
+/** Told of each change of a channel's snapshot (a cluster mirrors them: snapshot-mirror.ts). */
+export interface SnapshotListener {
+  changed(channel: Channel, snapshot: PlainDoc | null): void;
+  /** A fresh load replaces everything: these are the channels fed before or now. */
+  replacing(channels: readonly Channel[]): void;
+}
+
 export class SnapshotCache {
+  constructor(private readonly listener?: SnapshotListener) {}
+
   /** topic -> document key -> data, in order of last change (the last entry is the newest). */
   private readonly byTopic = new Map<string, Map<string, PlainDoc>>();
   /** document key -> the channel it currently feeds (for deletes, which carry only the _id). */
@@ -44,6 +53,7 @@ export class SnapshotCache {
     docs.set(key, data);
     this.channelOfDoc.set(key, channel);
     this.known.set(channel.topic, channel);
+    this.listener?.changed(channel, this.get(channel.topic) ?? null);
   }
 
   /** Forgets a document; returns the channel it fed, if any. */
@@ -54,6 +64,7 @@ export class SnapshotCache {
     const docs = this.byTopic.get(channel.topic);
     docs?.delete(key);
     if (docs?.size === 0) this.byTopic.delete(channel.topic);
+    this.listener?.changed(channel, this.get(channel.topic) ?? null);
     return channel;
   }
 
@@ -67,9 +78,13 @@ export class SnapshotCache {
    * now feeds: their history is no longer continuous, so the caller gives them a new epoch.
    */
   replace(entries: Iterable<{ key: string; channel: Channel; data: PlainDoc }>): Channel[] {
+    const list = [...entries];
+    this.listener?.replacing([...this.known.values(), ...list.map((e) => e.channel)]);
     this.byTopic.clear();
     this.channelOfDoc.clear();
-    for (const { key, channel, data } of entries) this.set(key, channel, data);
+    for (const { key, channel, data } of list) this.set(key, channel, data);
+    // Channels fed before and by nothing now hold null.
+    for (const channel of this.known.values()) if (!this.byTopic.has(channel.topic)) this.listener?.changed(channel, null);
     return [...this.known.values()];
   }
 
