@@ -17,7 +17,9 @@ const columns = { ...getTableColumns(notifications), noData: sql<boolean>`${noti
 type Row = typeof notifications.$inferSelect & { noData: boolean };
 
 export class PgNotificationStore implements NotificationStore {
-  constructor(private readonly db: PgDb) {}
+  constructor(private readonly db: PgDb) {
+    this.pendingQuery = pendingQuery(db);
+  }
 
   async insert(tenant: string, rows: readonly NewNotification[]): Promise<StoredNotification[]> {
     if (rows.length === 0) return [];
@@ -43,14 +45,15 @@ export class PgNotificationStore implements NotificationStore {
   }
 
   async pending(tenant: string, user: string, limit: number): Promise<StoredNotification[]> {
-    const rows = await this.db
-      .select(columns)
-      .from(notifications)
-      .where(and(eq(notifications.tenant, tenant), eq(notifications.user, user), isNull(notifications.deliveredAt), isNull(notifications.readAt)))
-      .orderBy(asc(notifications.id))
-      .limit(limit);
+    const rows = await this.pendingQuery.execute({ tenant, user, limit });
     return rows.map(toNotification);
   }
+
+  /**
+   * Asked at every connect: built once (drizzle builds a query's SQL anew at each call, which was
+   * a sixth of a cluster node's CPU per connection opened).
+   */
+  private readonly pendingQuery: ReturnType<typeof pendingQuery>;
 
   async usersWithPending(): Promise<{ tenant: string; user: string }[]> {
     return this.db
@@ -133,4 +136,14 @@ function toNotification(row: Row): StoredNotification {
     deliveredAt: row.deliveredAt,
     readAt: row.readAt,
   };
+}
+
+function pendingQuery(db: PgDb) {
+  return db
+    .select(columns)
+    .from(notifications)
+    .where(and(eq(notifications.tenant, sql.placeholder("tenant")), eq(notifications.user, sql.placeholder("user")), isNull(notifications.deliveredAt), isNull(notifications.readAt)))
+    .orderBy(asc(notifications.id))
+    .limit(sql.placeholder("limit"))
+    .prepare("notifications_pending");
 }
