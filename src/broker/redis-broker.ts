@@ -89,6 +89,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
   private waitingBytes = 0;
   /** Publications that could not be sent to Redis (the publishing node delivered them locally; peers recover). */
   failedPublishes = 0;
+  private lastPublishWarning = 0;
   /** Gaps repaired from history, and losses that closed subscribers (metrics, tests). */
   recovered = 0;
   lost = 0;
@@ -143,7 +144,11 @@ export class RedisBroker implements Broker, DeliveredPositions {
     const envelope = `${this.options.nodeId}\n${exceptClient ?? ""}\n${position?.epoch ?? ""}\n${position?.offset ?? ""}\n${frame}`;
     this.publisher.publish(this.keys.topicChannel(topic), envelope).catch((err: unknown) => {
       this.failedPublishes++;
-      this.logger?.warn({ err, code: "redis_publish_failed", topic }, "a publication could not reach the other nodes; they recover it from history");
+      // At most one line every 5 s: while Redis is away every room message lands here.
+      const now = Date.now();
+      if (now - this.lastPublishWarning < 5000) return;
+      this.lastPublishWarning = now;
+      this.logger?.warn({ err, code: "redis_publish_failed", topic, failed: this.failedPublishes }, "publications could not reach the other nodes; they recover them from history");
     });
     const state = this.served.get(topic);
     if (state === undefined) return 0;
