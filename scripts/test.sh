@@ -7,7 +7,7 @@
 # 3. on PostgreSQL (SINAL_STORE=postgres: every server gets a database of its own in a throwaway
 #    PostgreSQL; skipped by hand without PostgreSQL, a failure under CI=true): the same three
 #    suites against the compiled binary, then every suite that starts a sinal against the source;
-# 4. every server two cluster nodes behind a balancer (Redis and PostgreSQL): the same three
+# 4. every server three cluster nodes behind a balancer (Redis and PostgreSQL): the same three
 #    suites from source, then from the binary (the three-node bed runs from the binary in 3);
 # 5. the Python client's pytest suite.
 # All run; the exit code is non-zero when any fails.
@@ -62,14 +62,14 @@ fi
 
 cluster_status=0
 if [ "$#" -eq 0 ]; then
-  # 5. Every server two cluster nodes behind a balancer (SINAL_CLUSTER=redis: one throwaway
+  # 5. Every server three cluster nodes behind a balancer (SINAL_CLUSTER=redis: one throwaway
   #    redis-server, PostgreSQL; test/helpers.ts): the protocol, chat and recovery suites from
   #    source, then from the compiled binary.
   if command -v redis-server >/dev/null 2>&1 && { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${POSTGRES_BIN_DIR:-}" ]; }; then
-    echo "== the protocol, chat and recovery suites on two cluster nodes behind a balancer (Redis and PostgreSQL), from source"
+    echo "== the protocol, chat and recovery suites on three cluster nodes behind a balancer (Redis and PostgreSQL), from source"
     SINAL_CLUSTER=redis bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
     cluster_status=$?
-    echo "== the same suites on two cluster nodes, from the compiled binary"
+    echo "== the same suites on three cluster nodes, from the compiled binary"
     if [ "$built" = true ]; then
       SINAL_CLUSTER=redis SINAL_TARGET=binary SINAL_BINARY="$PWD/.tmp/bin/sinal" bun test --timeout 20000 test/frames.test.ts test/chat.test.ts test/recovery.test.ts
       status=$?

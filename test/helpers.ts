@@ -107,8 +107,8 @@ export async function removeServerDir(dir: string): Promise<void> {
  * STORE) unless `env` names a DATABASE_URL.
  */
 export async function startServer(env: Record<string, string> = {}, reuseDir?: string): Promise<TestServer> {
-  // SINAL_CLUSTER: two nodes behind a balancer, unless the suite picked its own Redis or database.
-  if (CLUSTER && env.REDIS_URL === undefined && env.DATABASE_URL === undefined) return startTwoNodes(env, reuseDir);
+  // SINAL_CLUSTER: three nodes behind a balancer, unless the suite picked its own Redis or database.
+  if (CLUSTER && env.REDIS_URL === undefined && env.DATABASE_URL === undefined) return startClusterNodes(env, reuseDir);
   return startNode(env, reuseDir);
 }
 
@@ -116,20 +116,22 @@ export async function startServer(env: Record<string, string> = {}, reuseDir?: s
 type Node = TestServer & { halt(): Promise<void> };
 
 /**
- * SINAL_CLUSTER=redis: two nodes on one database and one Redis prefix, behind a TCP balancer that
- * sends each new connection to the other node in turn; the TestServer's addresses are the
- * balancer's, so a suite's clients and REST calls land on both nodes and every publication it
- * checks may cross from one node to the other. `sinal` and `store` are the first node's.
+ * SINAL_CLUSTER=redis: three nodes on one database and one Redis prefix, behind a TCP balancer that
+ * sends each new connection to the next node in turn; the TestServer's addresses are the
+ * balancer's, so a suite's clients and REST calls land on every node and the publications it
+ * checks cross from one node to another. `sinal` and `store` are the first node's.
  */
-async function startTwoNodes(env: Record<string, string>, reuseDir?: string): Promise<TestServer> {
+const CLUSTER_NODES = 3;
+
+async function startClusterNodes(env: Record<string, string>, reuseDir?: string): Promise<TestServer> {
   const dir = reuseDir ?? mkdtempSync(join(tmpdir(), "sinal-test-"));
-  // One after the other: the first one migrates the fresh database.
+  // The first one migrates the fresh database; the others start together after it.
   const first = await startNode(env, dir);
-  const second = await startNode(env, dir);
-  const balancer = await LoadBalancer.start([first.port, second.port]);
+  const nodes = [first, ...(await Promise.all(Array.from({ length: CLUSTER_NODES - 1 }, () => startNode(env, dir))))];
+  const balancer = await LoadBalancer.start(nodes.map((node) => node.port));
   const halt = async () => {
     await balancer.close();
-    await Promise.all([first.halt(), second.halt()]);
+    await Promise.all(nodes.map((node) => node.halt()));
   };
   return {
     port: balancer.port,
@@ -152,7 +154,7 @@ async function startTwoNodes(env: Record<string, string>, reuseDir?: string): Pr
     async restart(meanwhile) {
       await halt();
       await meanwhile?.();
-      return startTwoNodes(env, dir);
+      return startClusterNodes(env, dir);
     },
   };
 }
