@@ -17,9 +17,6 @@ const pg = postgresTests();
 const redis = redisTests();
 const withRedis = pg.available && redis.available ? pg.test : pg.test.skip;
 
-/** What sinal answers to REDIS_URL until the Redis broker lands (src/config.ts). */
-const REDIS_REFUSAL = "REDIS_URL: the Redis broker is not in this version yet";
-
 const clusters: Cluster[] = [];
 const clients: Client[] = [];
 afterEach(async () => {
@@ -195,22 +192,6 @@ describe("cluster bed without Redis (independent nodes on one PostgreSQL databas
   });
 });
 
-/**
- * Whether sinal still refuses REDIS_URL: a one-node cluster with Redis is started, and the answer
- * is yes only when its node exited with the config error. Anything else (it started, or failed
- * otherwise) lets the test run, and say what went wrong.
- */
-async function refusesRedis(): Promise<boolean> {
-  if (!pg.available || !redis.available) return false;
-  const failure = await startCluster({ nodes: 1 }).then(
-    (bed) => bed.stop().then(() => null),
-    (err: unknown) => err,
-  );
-  return failure instanceof ClusterStartError && failure.causes.every((cause) => cause instanceof ChildStartError && cause.exit?.code === 1 && cause.stderr.includes(REDIS_REFUSAL));
-}
-const redisRefused = await refusesRedis();
-if (redisRefused) process.stderr.write("skipping the cluster with Redis: REDIS_URL not accepted yet\n");
-
 describe("cluster bed with Redis", () => {
   withRedis("a cluster whose nodes fail to start stops what it started: no node, no redis-server, no database left", async () => {
     const neighbour = await startDatabase(); // on the same PostgreSQL server as the cluster's
@@ -229,9 +210,7 @@ describe("cluster bed with Redis", () => {
     }
   });
 
-  // Starts running by itself once sinal accepts REDIS_URL.
-  const threeNodes = "three nodes on one Redis and one database start, take connections in turn, and leave nothing behind";
-  (redisRefused ? pg.test.skip : withRedis)(redisRefused ? `${threeNodes} (skipped: REDIS_URL not accepted yet)` : threeNodes, async () => {
+  withRedis("three nodes on one Redis and one database start, take connections in turn, and leave nothing behind", async () => {
     const bed = await startCluster({ nodes: 3 });
     const pids = bed.nodes.map((node) => node.pid);
     const database = new URL(bed.databaseUrl).pathname.slice(1);

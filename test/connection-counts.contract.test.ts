@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MemoryConnectionCounts, type ConnectionCounts } from "../src/claims/connection-counts.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
 import { RedisConnectionCounts, type RedisConnectionCountsOptions } from "../src/redis/redis-connection-counts.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import { keysUnder, openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 // The guarantees written on ConnectionCounts (src/claims/connection-counts.ts), for each
 // implementation; then what only the shared (Redis) one can show: two nodes racing, a node that
@@ -25,11 +25,8 @@ afterAll(async () => {
 });
 
 /** A node's own connection, as connectRedis makes it for sinal. */
-async function connect(url = server!.url, commandTimeoutMs = 1000): Promise<Redis> {
-  const connection = connectRedis({ url, commandTimeoutMs, prefix: "unused" }, "test");
-  opened.push(connection);
-  await openRedis(connection, 5000);
-  return connection;
+function connect(url = server!.url, commandTimeoutMs = 1000): Promise<Redis> {
+  return openConnection(url, opened, commandTimeoutMs);
 }
 
 /** A started node of the deployment under `prefix`. */
@@ -38,18 +35,6 @@ function node(connection: Redis, prefix: string, options: RedisConnectionCountsO
   nodes.push(counts);
   counts.start();
   return counts;
-}
-
-/** Keys under `prefix` (SCAN, as a test can afford): what a subject leaves behind in Redis. */
-async function keysUnder(connection: Redis, prefix: string): Promise<number> {
-  let cursor = "0";
-  let count = 0;
-  do {
-    const [next, found] = await connection.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    count += found.length;
-  } while (cursor !== "0");
-  return count;
 }
 
 interface Subject {
@@ -73,7 +58,7 @@ const subjects: Record<string, { test: typeof test; make: () => Promise<Subject>
       const prefix = `t${++prefixes}`;
       const connection = await connect();
       const counts = node(connection, prefix);
-      return { counts, held: async () => counts.localSize + (await keysUnder(connection, prefix)) };
+      return { counts, held: async () => counts.localSize + (await keysUnder(connection, prefix)).length };
     },
   },
 };
@@ -123,7 +108,7 @@ describe.if(redis.available)("ConnectionCounts in Redis: shared by nodes", () =>
   const twoNodes = async (options: RedisConnectionCountsOptions = {}) => {
     const prefix = `t${++prefixes}`;
     const [a, b] = await Promise.all([connect(), connect()]);
-    return { a: node(a, prefix, { nodeId: "a", ...options }), b: node(b, prefix, { nodeId: "b", ...options }), connections: [a, b] as const, held: () => keysUnder(a, prefix) };
+    return { a: node(a, prefix, { nodeId: "a", ...options }), b: node(b, prefix, { nodeId: "b", ...options }), connections: [a, b] as const, held: async () => (await keysUnder(a, prefix)).length };
   };
 
   test("each node's connections count on every node: the bounds hold across them", async () => {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MemoryKeyClaims, type KeyClaims } from "../src/claims/key-claims.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
 import { RedisKeyClaims } from "../src/redis/redis-key-claims.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import { keysUnder, openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 // The guarantees written on KeyClaims (src/claims/key-claims.ts), for each implementation; then
 // what only the shared (Redis) one can show: two nodes, a node that died, a Redis that is down.
@@ -22,23 +22,8 @@ afterAll(async () => {
 });
 
 /** A node's own connection, as connectRedis makes it for sinal. */
-async function connect(url = server!.url): Promise<Redis> {
-  const connection = connectRedis({ url, commandTimeoutMs: 1000, prefix: "unused" }, "test");
-  opened.push(connection);
-  await openRedis(connection, 5000);
-  return connection;
-}
-
-/** Keys under `prefix` (SCAN, as a test can afford): what a subject leaves behind in Redis. */
-async function keysUnder(connection: Redis, prefix: string): Promise<number> {
-  let cursor = "0";
-  let count = 0;
-  do {
-    const [next, found] = await connection.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    count += found.length;
-  } while (cursor !== "0");
-  return count;
+function connect(url = server!.url): Promise<Redis> {
+  return openConnection(url, opened);
 }
 
 interface Subject {
@@ -62,7 +47,7 @@ const subjects: Record<string, { test: typeof test; make: () => Promise<Subject>
       const prefix = `t${++prefixes}`;
       const connection = await connect();
       const claims = new RedisKeyClaims(connection, new RedisKeys(prefix));
-      return { claims, held: async () => claims.localSize + (await keysUnder(connection, prefix)) };
+      return { claims, held: async () => claims.localSize + (await keysUnder(connection, prefix)).length };
     },
   },
 };
@@ -137,7 +122,7 @@ describe.if(redis.available)("KeyClaims in Redis: shared by nodes", () => {
     await first();
     await (await second)();
     expect(order).toEqual(["a releases", "b holds"]);
-    expect(await keysUnder(connections[0], keys.prefix)).toBe(0);
+    expect((await keysUnder(connections[0], keys.prefix)).length).toBe(0);
   });
 
   test("requests on two nodes with overlapping keys in any order: never two holders of a key, every request gets through", async () => {
@@ -158,7 +143,7 @@ describe.if(redis.available)("KeyClaims in Redis: shared by nodes", () => {
     await Promise.all(Array.from({ length: 40 }, (_, i) => request(`r${i}`, i % 4 < 2 ? a : b, wanted(i))));
     expect(clashes).toEqual([]);
     expect(a.localSize + b.localSize).toBe(0);
-    expect(await keysUnder(connections[0], keys.prefix)).toBe(0);
+    expect((await keysUnder(connections[0], keys.prefix)).length).toBe(0);
   });
 
   test("the claim of a node that died lapses after ttlMs, and the other node then gets the key", async () => {
@@ -184,7 +169,7 @@ describe.if(redis.available)("KeyClaims in Redis: shared by nodes", () => {
     expect(await Promise.race([third, Bun.sleep(150).then(() => "still waiting" as const)])).toBe("still waiting");
     await next();
     await (await third)();
-    expect(await keysUnder(connections[0], keys.prefix)).toBe(0);
+    expect((await keysUnder(connections[0], keys.prefix)).length).toBe(0);
   });
 
   test("while Redis is down acquire rejects at once instead of waiting, and holds nothing on the node", async () => {

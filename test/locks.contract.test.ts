@@ -2,9 +2,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Locks } from "../src/locks/locks.ts";
 import { MemoryLocks } from "../src/locks/memory-locks.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
 import { RedisLocks } from "../src/redis/redis-locks.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import { keysUnder, openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 // The guarantees written on Locks (src/locks/locks.ts), for each implementation; then what only the
 // shared (Redis) one can show: two nodes racing, sweeping at once, a Redis that is down.
@@ -23,23 +23,8 @@ afterAll(async () => {
 });
 
 /** A node's own connection, as connectRedis makes it for sinal. */
-async function connect(url = server!.url): Promise<Redis> {
-  const connection = connectRedis({ url, commandTimeoutMs: 1000, prefix: "unused" }, "test");
-  opened.push(connection);
-  await openRedis(connection, 5000);
-  return connection;
-}
-
-/** Keys under `prefix` (SCAN, as a test can afford): what a subject leaves behind in Redis. */
-async function keysUnder(connection: Redis, prefix: string): Promise<string[]> {
-  let cursor = "0";
-  const found: string[] = [];
-  do {
-    const [next, batch] = await connection.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    found.push(...batch);
-  } while (cursor !== "0");
-  return found.sort();
+function connect(url = server!.url): Promise<Redis> {
+  return openConnection(url, opened);
 }
 
 interface Subject {

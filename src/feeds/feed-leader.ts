@@ -1,4 +1,5 @@
 import type { Leases } from "../cluster/lease.ts";
+import { Sleeper } from "./sleeper.ts";
 import type { Logger } from "../log.ts";
 import type { FeedMetrics } from "./feed-metrics.ts";
 import type { FeedWatcher } from "./feed-watcher.ts";
@@ -40,7 +41,7 @@ export class FeedLeader {
   token: number | null = null;
   private stopping = false;
   private running: Promise<void> | null = null;
-  private wake: (() => void) | null = null;
+  private readonly sleeper = new Sleeper();
   /** Settles when stop() is called: a renewal in flight is not waited for then. */
   private readonly stopped: Promise<void>;
   private signalStop!: () => void;
@@ -66,7 +67,7 @@ export class FeedLeader {
     // that for an outage.
     this.watcherStopped = this.watcher?.stop(true) ?? null;
     this.signalStop();
-    this.wake?.();
+    this.sleeper.wakeUp();
     await this.running;
   }
 
@@ -161,18 +162,9 @@ export class FeedLeader {
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
-        clearTimeout(timer);
-        if (self.wake === done) self.wake = null;
-        resolve();
-      }
-      this.wake = done;
-    });
+    return this.stopping ? Promise.resolve() : this.sleeper.sleep(ms);
   }
+
 }
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; timedOut: boolean; err: unknown };

@@ -1,4 +1,5 @@
 import { BSON, type ChangeStream, type ChangeStreamDocument, type ChangeStreamOptions, type Collection, type Document, type MongoClient, type ResumeToken } from "mongodb";
+import { Sleeper } from "./sleeper.ts";
 import type { Channel } from "../channel.ts";
 import type { Logger } from "../log.ts";
 import { SinalError } from "../errors.ts";
@@ -76,7 +77,7 @@ export class FeedWatcher {
   /** The store write in progress, if any; `saveAgain`: the token moved meanwhile, write it next. */
   private saving: Promise<void> | null = null;
   private saveAgain = false;
-  private wake: (() => void) | null = null;
+  private readonly sleeper = new Sleeper();
   private readonly source: string;
 
   constructor(private readonly deps: WatcherDeps) {
@@ -105,7 +106,7 @@ export class FeedWatcher {
   async stop(save = true): Promise<void> {
     this.stopping = true;
     if (this.saveTimer) clearInterval(this.saveTimer);
-    this.wake?.();
+    this.sleeper.wakeUp();
     await this.stream?.close().catch(() => undefined);
     await this.running;
     await this.saving;
@@ -123,7 +124,7 @@ export class FeedWatcher {
         this.fail(err);
         const delay = backoffMs(attempt++, this.deps.retryMaxMs);
         this.deps.metrics.retried(this.name);
-        await this.sleep(delay);
+        await this.sleeper.sleep(delay);
       }
     }
   }
@@ -161,7 +162,7 @@ export class FeedWatcher {
         const started = performance.now();
         change = await stream.tryNext();
         const waited = performance.now() - started;
-        if (change === null && waited < MIN_POLL_MS) await this.sleep(MIN_POLL_MS - waited);
+        if (change === null && waited < MIN_POLL_MS) await this.sleeper.sleep(MIN_POLL_MS - waited);
       }
     } finally {
       this.stream = null;
@@ -334,18 +335,6 @@ export class FeedWatcher {
     if (this.token !== null) await this.position.save(this.token);
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
-        clearTimeout(timer);
-        if (self.wake === done) self.wake = null;
-        resolve();
-      }
-      this.wake = done;
-    });
-  }
 }
 
 /**

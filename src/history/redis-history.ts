@@ -1,4 +1,3 @@
-import { SinalError } from "../errors.ts";
 import type { Redis } from "../redis/redis-client.ts";
 import { RedisKeys, tenantOf } from "../redis/keys.ts";
 import { keepsHistory, pageOf, randomEpoch, recoveryFrom, type Deliver, type DeliveredPositions, type FrameBuilder, type HistoryStore, type IdempotencyKey, type Kept, type Position, type Recovery, type Retention } from "./history.ts";
@@ -26,8 +25,11 @@ import { keepsHistory, pageOf, randomEpoch, recoveryFrom, type Deliver, type Del
  * would hand out offsets again under its epoch).
  */
 export class RedisHistory implements HistoryStore {
+  /** The connection, with the scripts defined on it. */
+  private readonly scripts: Scripts;
+
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly keys: RedisKeys,
     private readonly positions: DeliveredPositions,
     private readonly options: { maxTopicsPerTenant: number; metaTtlMs: number; idempotencyTtlMs: number },
@@ -36,6 +38,7 @@ export class RedisHistory implements HistoryStore {
     redis.defineCommand("sinalPosition", { numberOfKeys: 2, lua: POSITION });
     redis.defineCommand("sinalRead", { numberOfKeys: 2, lua: READ });
     redis.defineCommand("sinalReset", { numberOfKeys: 3, lua: RESET });
+    this.scripts = redis as unknown as Scripts;
   }
 
   async append(topic: string, build: FrameBuilder, retention: Retention, deliver: Deliver, key?: IdempotencyKey): Promise<{ position: Position; frame: string }> {
@@ -43,7 +46,7 @@ export class RedisHistory implements HistoryStore {
     const now = Date.now();
     const keep = keepsHistory(retention);
     const tenant = tenantOf(topic);
-    const reply = (await unavailableOnFailure((this.redis as unknown as Scripts).sinalAppend(
+    const reply = (await this.scripts.sinalAppend(
       this.keys.tenant(tenant, "meta", topic),
       this.keys.tenant(tenant, "stream", topic),
       this.keys.tenant(tenant, "topics"),
@@ -58,7 +61,7 @@ export class RedisHistory implements HistoryStore {
       topic,
       this.options.maxTopicsPerTenant,
       key === undefined ? 0 : this.options.idempotencyTtlMs,
-    ))) as [number, string, number];
+    )) as [number, string, number];
     const [offset, epoch, duplicate] = reply;
     const position = { epoch, offset: Number(offset) };
     // A key already answered: published once before (maybe by another node); nothing to deliver.
@@ -92,7 +95,7 @@ export class RedisHistory implements HistoryStore {
   async reset(topic: string): Promise<Position> {
     const tenant = tenantOf(topic);
     const epoch = randomEpoch();
-    await unavailableOnFailure((this.redis as unknown as Scripts).sinalReset(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "stream", topic), this.keys.tenant(tenant, "topics"), epoch, this.options.metaTtlMs, topic, Date.now()));
+    await this.scripts.sinalReset(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "stream", topic), this.keys.tenant(tenant, "topics"), epoch, this.options.metaTtlMs, topic, Date.now());
     return this.positions.reset(topic, { epoch, offset: 0 });
   }
 
@@ -112,9 +115,8 @@ export class RedisHistory implements HistoryStore {
   /** Where `topic` stands in Redis now (a new epoch at 0 for a topic without state). */
   async shared(topic: string): Promise<Position> {
     const tenant = tenantOf(topic);
-    const [epoch, offset] = (await unavailableOnFailure(
-      (this.redis as unknown as Scripts).sinalPosition(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "topics"), randomEpoch(), this.options.metaTtlMs, topic, Date.now()),
-    )) as [string, number];
+    const reply = await this.scripts.sinalPosition(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "topics"), randomEpoch(), this.options.metaTtlMs, topic, Date.now());
+    const [epoch, offset] = reply as [string, number];
     return { epoch, offset: Number(offset) };
   }
 
@@ -124,9 +126,7 @@ export class RedisHistory implements HistoryStore {
     const minAt = Date.now() - retention.ttlMs;
     // Without a replay only the oldest kept one is read, for `history_from`.
     const count = maxBytes === 0 ? 1 : Math.min(retention.size, upTo - after);
-    const rows = (await unavailableOnFailure(
-      (this.redis as unknown as Scripts).sinalRead(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "stream", topic), after, upTo, Math.max(1, count), minAt),
-    )) as [string, string][];
+    const rows = (await this.scripts.sinalRead(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "stream", topic), after, upTo, Math.max(1, count), minAt)) as [string, string][];
     const kept = rows.map(([offset, frame]) => ({ offset: Number(offset), frame }));
     return maxBytes === 0 ? kept : pageOf(kept, after, upTo, maxBytes);
   }
@@ -137,18 +137,6 @@ interface Scripts {
   sinalPosition(...args: (string | number)[]): Promise<unknown>;
   sinalRead(...args: (string | number)[]): Promise<unknown>;
   sinalReset(...args: (string | number)[]): Promise<unknown>;
-}
-
-/**
- * A Redis command that failed (unreachable, timed out) as the client's `unavailable` (503): the
- * publication was not made, or the read not done, and a retry may succeed.
- */
-async function unavailableOnFailure<T>(command: Promise<T>): Promise<T> {
-  try {
-    return await command;
-  } catch (err) {
-    throw new SinalError("unavailable", `the cluster's Redis did not answer (${err instanceof Error ? err.message : String(err)}); try again`);
-  }
 }
 
 const MARK = "\u0001";

@@ -97,14 +97,20 @@ export class Gateway implements ConnectionEvents {
 
   /** Closes every connection of the user on this node (4001: it must come back with a new token); how many. */
   disconnectUser(tenant: string, user: string, reason: string): number {
+    return this.closeWhere((conn) => conn.tenant === tenant && conn.user === user, Close.tokenExpired, reason);
+  }
+
+  /** Closes every open connection `matches` picks with `code`; how many. */
+  private closeWhere(matches: (conn: Connection) => boolean, code: number, reason: string): number {
     let closed = 0;
     for (const conn of this.connections) {
-      if (conn.closing || conn.tenant !== tenant || conn.user !== user) continue;
-      this.closeWith(conn, Close.tokenExpired, reason);
+      if (conn.closing || !matches(conn)) continue;
+      this.closeWith(conn, code, reason);
       closed++;
     }
     return closed;
   }
+
 
   /** Open connections of one user on this node. */
   userConnections(tenant: string, user: string): number {
@@ -296,14 +302,9 @@ export class Gateway implements ConnectionEvents {
    * it missed anything (`recovered:false` with the reason) instead of skipping it silently.
    */
   closeSubscribers(topic: string): number {
-    let closed = 0;
-    for (const conn of this.connections) {
-      if (conn.closing || !conn.topics.includes(topic)) continue;
-      this.closeWith(conn, Close.resync, "publications of a channel were lost between nodes; reconnect and recover");
-      closed++;
-    }
-    return closed;
+    return this.closeWhere((conn) => conn.topics.includes(topic), Close.resync, "publications of a channel were lost between nodes; reconnect and recover");
   }
+
 
   /** A topic whose publications are all latest values (its namespace's `latest_value`): never a reason for 4009. */
   private isLatestValueTopic(topic: string): boolean {

@@ -1,4 +1,5 @@
-import { test } from "bun:test";
+import type { test } from "bun:test";
+import { testsNeeding, type Found } from "./required.ts";
 import { SQL } from "bun";
 import { drizzle } from "drizzle-orm/bun-sql";
 import { migrate } from "drizzle-orm/bun-sql/migrator";
@@ -27,7 +28,7 @@ export interface Postgres {
   stop(): Promise<void>;
 }
 
-export type Found = { ok: true; bin: string } | { ok: false; reason: string };
+export type { Found };
 
 const DEBIAN_ROOT = "/usr/lib/postgresql";
 const START_TIMEOUT_S = 30;
@@ -65,22 +66,9 @@ function lookUp(): Found {
   return { ok: true, bin };
 }
 
-/**
- * `test` for suites that need PostgreSQL: the real one when it is installed; otherwise, by hand,
- * skipped tests with the reason printed once; under CI=true, one failing test stating the reason.
- */
+/** `test` for suites that need PostgreSQL (see testsNeeding). */
 export function postgresTests(): { test: typeof test; available: boolean } {
-  const pg = findPostgres();
-  if (pg.ok) return { test, available: true };
-  const reason = pg.reason;
-  if (process.env.CI === "true") {
-    test("PostgreSQL is available (apt-get install postgresql)", () => {
-      throw new Error(reason);
-    });
-  } else {
-    process.stderr.write(`skipping PostgreSQL tests: ${reason}\n`);
-  }
-  return { test: test.skip, available: false };
+  return testsNeeding("PostgreSQL", "apt-get install postgresql", findPostgres());
 }
 
 /** Starts a fresh, empty PostgreSQL with one database and resolves once it accepts connections. */

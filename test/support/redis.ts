@@ -1,8 +1,10 @@
-import { test } from "bun:test";
+import type { test } from "bun:test";
+import { testsNeeding, type Found } from "./required.ts";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
+import { connectRedis, openRedis, type Redis } from "../../src/redis/redis-client.ts";
 import { join } from "node:path";
 
 /**
@@ -31,7 +33,6 @@ export interface RedisOptions {
   persist?: boolean;
 }
 
-type Found = { ok: true; bin: string } | { ok: false; reason: string };
 let found: Found | null = null;
 
 export function findRedis(): Found {
@@ -42,22 +43,9 @@ export function findRedis(): Found {
   return found;
 }
 
-/**
- * `test` for suites that need Redis: the real one when it is installed; otherwise, by hand,
- * skipped tests with the reason printed once; under CI=true, one failing test stating the reason.
- */
+/** `test` for suites that need Redis (see testsNeeding). */
 export function redisTests(): { test: typeof test; available: boolean } {
-  const redis = findRedis();
-  if (redis.ok) return { test, available: true };
-  const reason = redis.reason;
-  if (process.env.CI === "true") {
-    test("Redis is available (apt-get install redis-server)", () => {
-      throw new Error(reason);
-    });
-  } else {
-    process.stderr.write(`skipping Redis tests: ${reason}\n`);
-  }
-  return { test: test.skip, available: false };
+  return testsNeeding("Redis", "apt-get install redis-server", findRedis());
 }
 
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
@@ -143,4 +131,25 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** A connection to `url` as sinal makes it (connectRedis), opened; added to `opened` for the caller's afterAll. */
+export async function openConnection(url: string, opened: Redis[], commandTimeoutMs = 1000): Promise<Redis> {
+  const connection = connectRedis({ url, commandTimeoutMs, prefix: "unused" }, "test");
+  opened.push(connection);
+  await openRedis(connection, 5000);
+  return connection;
+}
+
+/** Keys under `prefix`, sorted (SCAN, as a test can afford): what a subject leaves behind in Redis. */
+export async function keysUnder(connection: Redis, prefix: string): Promise<string[]> {
+  let cursor = "0";
+  const found = new Set<string>();
+  do {
+    const [next, batch] = await connection.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    // SCAN may return a key twice while Redis rehashes.
+    for (const key of batch) found.add(key);
+  } while (cursor !== "0");
+  return [...found].sort();
 }

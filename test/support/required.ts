@@ -1,0 +1,22 @@
+import { test } from "bun:test";
+
+/** Whether a tool a suite needs is here, or why not. */
+export type Found = { ok: true; bin: string } | { ok: false; reason: string };
+
+/**
+ * `test` for suites that need `what`: the real one when it is here; otherwise, by hand, skipped
+ * tests with the reason printed once; under CI=true, one failing test stating the reason (CI
+ * installs every tool, so a missing one is a failure there).
+ */
+export function testsNeeding(what: string, install: string, found: Found): { test: typeof test; available: boolean } {
+  if (found.ok) return { test, available: true };
+  const reason = found.reason;
+  if (process.env.CI === "true") {
+    test(`${what} is available (${install})`, () => {
+      throw new Error(reason);
+    });
+  } else {
+    process.stderr.write(`skipping ${what} tests: ${reason}\n`);
+  }
+  return { test: test.skip, available: false };
+}
