@@ -192,6 +192,33 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     tab2.close();
   });
 
+  test("a status chosen on node A holds for the user's tab on node B: one announcement, both nodes list it", async () => {
+    const watcher = await Client.open(b, { user: "watch", subChannels: ["presence"] });
+    expect(await watcher.request({ type: "subscribe", channel: "presence" })).toMatchObject({ ok: true });
+    const kaiEvent = async () => {
+      for (;;) {
+        const frame = await watcher.next();
+        if (frame.event === "presence" && frame.data.user === "kai") return frame.data;
+      }
+    };
+    const onA = await Client.open(a, { user: "kai" });
+    expect(await kaiEvent()).toEqual({ user: "kai", status: "online" });
+    // A second tab, on the other node: the same member, nothing to announce.
+    const onB = await Client.open(b, { user: "kai" });
+    expect(await onA.request({ type: "presence", status: "busy" })).toMatchObject({ ok: true, status: "busy" });
+    expect(await kaiEvent()).toEqual({ user: "kai", status: "busy" });
+    // Activity on node B does not undo a choice made on node A.
+    expect(await onB.request({ type: "subscribe", channel: "presence" })).toMatchObject({ ok: false });
+    for (const server of [a, b]) {
+      const res = await fetch(`${server.http}/v1/presence`, { headers: { authorization: `Bearer ${keyA}` } });
+      expect(((await res.json()) as Frame).users).toContainEqual({ user: "kai", status: "busy" });
+    }
+    expect(await onB.request({ type: "presence", status: "online" })).toMatchObject({ ok: true, status: "online" });
+    expect(await kaiEvent()).toEqual({ user: "kai", status: "online" });
+    expect(await watcher.silentFor(300)).toBe(true);
+    for (const c of [onA, onB, watcher]) c.close();
+  });
+
   test("a lock taken on node A is refused to another user on node B, naming the holder", async () => {
     const ana = await Client.open(a, { user: "ana", subChannels: ["sync:*"] });
     const bob = await Client.open(b, { user: "bob", subChannels: ["sync:*"] });

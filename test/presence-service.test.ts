@@ -8,7 +8,7 @@ import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import type { Peer } from "../src/peer.ts";
 import { MemoryPresenceStore } from "../src/presence/memory-presence-store.ts";
 import { PresenceService, type PresenceTimes } from "../src/presence/presence-service.ts";
-import type { MemberInfo, MemberKey, PresenceStore } from "../src/presence/presence-store.ts";
+import type { MemberInfo, MemberKey, PresenceStore, StatusChange } from "../src/presence/presence-store.ts";
 import { Publisher } from "../src/publisher.ts";
 import { Connection } from "../src/ws/connection.ts";
 import { FrameHandlers } from "../src/ws/handlers.ts";
@@ -36,6 +36,9 @@ class RemoteStore implements PresenceStore {
   }
   remove(channel: Channel, member: MemberKey) {
     return this.later(() => this.inner.remove(channel, member));
+  }
+  mark(channel: Channel, user: string, change: StatusChange) {
+    return this.later(() => this.inner.mark(channel, user, change));
   }
   members(channel: Channel) {
     return this.later(() => this.inner.members(channel));
@@ -147,4 +150,70 @@ test("the entries of a node that stops refreshing expire after their TTL, and an
   alive.sweep(start + 121_000);
   watcher.sweep(start + 122_000);
   expect(events().length).toBe(3);
+});
+
+test("a user's status is decided over its connections on every node, and each change is published once", async () => {
+  const store = new MemoryPresenceStore();
+  // Entries outlast the test: no node's sweep expires another's here.
+  const times = { awayAfterMs: 60_000, leaveGraceMs: 0, memberTtlMs: 3_600_000, refreshEveryMs: 25_000 };
+  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
+  listeners.opened(conn);
+  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
+  const [one, two] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const onOne: Peer = { tenant: "acme", user: "mia", client: "m1" };
+  const onTwo: Peer = { tenant: "acme", user: "mia", client: "m2" };
+  const start = Date.now();
+  one.opened(onOne);
+  two.opened(onTwo);
+  const events = () => frames().filter((f) => f.startsWith("presence") && f.includes("mia"));
+  expect(events()).toEqual(['presence {"user":"mia","status":"online"}']);
+
+  // Node one saw no frame for the away time, node two did: still online, nothing published.
+  two.active(onTwo, start + 50_000);
+  one.sweep(start + 61_000);
+  two.sweep(start + 61_000);
+  expect(events()).toHaveLength(1);
+  expect(await one.statusOf("acme", ["mia"])).toEqual([{ user: "mia", status: "online" }]);
+  // Now neither did: away, once, whichever node noticed last.
+  two.sweep(start + 111_000);
+  one.sweep(start + 111_000);
+  expect(events()).toEqual(['presence {"user":"mia","status":"online"}', 'presence {"user":"mia","status":"away"}']);
+  // A frame on node one brings the user back for every node.
+  one.active(onOne, start + 112_000);
+  expect(events().at(-1)).toBe('presence {"user":"mia","status":"online"}');
+  expect(await two.statusOf("acme", ["mia"])).toEqual([{ user: "mia", status: "online" }]);
+
+  // A status chosen on node two holds on node one too: activity there does not undo it.
+  expect(await two.choose(onTwo, "busy")).toBe("busy");
+  one.sweep(start + 200_000);
+  one.active(onOne, start + 201_000);
+  expect(events().slice(3)).toEqual(['presence {"user":"mia","status":"busy"}']);
+  expect(await one.choose(onOne, "online")).toBe("online");
+  expect(events().slice(3)).toEqual(['presence {"user":"mia","status":"busy"}', 'presence {"user":"mia","status":"online"}']);
+
+  // Node one's connection closes while node two's is idle: the user is away, announced once.
+  two.sweep(start + 400_000);
+  expect(events()).toHaveLength(5);
+  one.closed(onOne);
+  expect(events().slice(5)).toEqual(['presence {"user":"mia","status":"away"}']);
+});
+
+test("a node that dies with the only active connection of a user leaves it away once its entries expire", async () => {
+  const store = new MemoryPresenceStore();
+  const times = { awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 };
+  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
+  listeners.opened(conn);
+  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
+  const [alive, dead] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const start = Date.now();
+  alive.opened({ tenant: "acme", user: "ivo", client: "i1" });
+  dead.opened({ tenant: "acme", user: "ivo", client: "i2" });
+  const events = () => frames().filter((f) => f.startsWith("presence") && f.includes("ivo"));
+  // The live node's connection idles; the dead node's entry says active until it expires (60 s).
+  alive.sweep(start + 25_000);
+  alive.sweep(start + 50_000);
+  expect(events()).toEqual(['presence {"user":"ivo","status":"online"}']);
+  alive.sweep(start + 75_000);
+  expect(events()).toEqual(['presence {"user":"ivo","status":"online"}', 'presence {"user":"ivo","status":"away"}']);
+  expect(await alive.statusOf("acme", ["ivo"])).toEqual([{ user: "ivo", status: "away" }]);
 });

@@ -117,15 +117,15 @@ for (const [name, make, test] of implementations) {
       await store.add(a, tab("eve", "c3"), 900);
       await store.add(a, tab("fay", "c4"), 100);
       expect(await store.expire(99)).toEqual([]);
-      expect(await store.expire(100)).toEqual([{ channel: a, user: "fay", info: {} }]);
+      expect(await store.expire(100)).toEqual([{ channel: a, user: "fay", left: true, info: {} }]);
       // eve's c2 went, c3 keeps her; dan's two entries end at the same time: in the order they were set.
       expect(await store.expire(600)).toEqual([
-        { channel: p, user: "dan", info: { name: "Dan", status: "online" } },
-        { channel: a, user: "dan", info: {} },
+        { channel: p, user: "dan", left: true, info: { name: "Dan", status: "online" } },
+        { channel: a, user: "dan", left: true, info: {} },
       ]);
       expect(await store.members(a)).toEqual([{ user: "eve", info: {} }]);
       expect(await store.expire(600)).toEqual([]);
-      expect(await store.expire(900)).toEqual([{ channel: a, user: "eve", info: {} }]);
+      expect(await store.expire(900)).toEqual([{ channel: a, user: "eve", left: true, info: {} }]);
     });
 
     test("among entries given the same expiry, the one set last (a refresh) comes last", async () => {
@@ -150,7 +150,7 @@ for (const [name, make, test] of implementations) {
       expect(await store.refresh(a, tab("hal", "c2"), 5000)).toBe(false);
       expect(await store.refresh(room("t1", "other"), tab("hal", "c1"), 5000)).toBe(false);
       expect(await store.members(room("t1", "other"))).toEqual([]);
-      expect(await store.expire(600)).toEqual([{ channel: a, user: "hal", info: {} }]);
+      expect(await store.expire(600)).toEqual([{ channel: a, user: "hal", left: true, info: {} }]);
     });
 
     test("a client added within another's grace continues the membership: no join, no leave, the same place", async () => {
@@ -175,10 +175,65 @@ for (const [name, make, test] of implementations) {
       expect(await store.find(globex, ["kim"])).toEqual([{}]);
       expect(await store.remove(globex, tab("kim", "c1"))).toBe(false);
       const first = await store.expire(100);
-      expect(first).toEqual([{ channel: acme, user: "kim", info: { status: "online" } }]);
+      expect(first).toEqual([{ channel: acme, user: "kim", left: true, info: { status: "online" } }]);
       expect(first[0]!.channel.tenant).toBe("acme");
       expect(await store.members(globex)).toEqual([{ user: "kim", info: {} }]);
       expect((await store.expire(200))[0]!.channel.tenant).toBe("globex");
+    });
+
+    test("status: chosen away or busy, else online while any marked entry is active, away when all are idle; unmarked entries do not count", async () => {
+      const subject = await make();
+      const { store } = subject;
+      const p = parseChannel("t1", "presence");
+      expect(await store.mark(p, "mia", { chosen: "busy" })).toBeNull();
+      await store.add(p, tab("mia", "c1"), 1000, { name: "Mia" });
+      await store.add(p, tab("mia", "c2"), 1000);
+      // A grace entry: never marked.
+      await store.add(p, tab("mia", ""), 1000);
+      expect(await store.find(p, ["mia"])).toEqual([{ name: "Mia" }]);
+      expect(await store.mark(p, "mia", { clients: ["c1"], active: true })).toEqual({ changed: true, info: { name: "Mia", status: "online" } });
+      expect(await store.mark(p, "mia", { clients: ["c2", "nope"], active: false })).toEqual({ changed: false, info: { name: "Mia", status: "online" } });
+      expect(await store.mark(p, "mia", { clients: ["c1"], active: false })).toEqual({ changed: true, info: { name: "Mia", status: "away" } });
+      expect((await store.mark(p, "mia", { chosen: "busy" }))?.info.status).toBe("busy");
+      expect((await store.mark(p, "mia", { clients: ["c1", "c2"], active: true }))?.changed).toBe(false);
+      expect(await store.mark(p, "mia", { chosen: "online" })).toEqual({ changed: true, info: { name: "Mia", status: "online", chosen: "online" } });
+      // An add with info merges it: the status and the choice stay.
+      await store.add(p, tab("mia", "c3"), 1000, { name: "Mia R." });
+      expect(await store.find(p, ["mia"])).toEqual([{ name: "Mia R.", status: "online", chosen: "online" }]);
+      // A remove does not decide the status; the empty mark after it does.
+      expect(await store.remove(p, tab("mia", "c1"))).toBe(false);
+      await store.mark(p, "mia", { clients: ["c2"], active: false });
+      expect((await store.find(p, ["mia"]))[0]?.status).toBe("away");
+      await store.mark(p, "mia", { clients: ["c2"], active: true });
+      expect(await store.remove(p, tab("mia", "c2"))).toBe(false);
+      expect((await store.find(p, ["mia"]))[0]?.status).toBe("online");
+      // With no marked entry left (c3 was never marked; the grace entry neither) the status stays what it was.
+      expect(await store.mark(p, "mia", {})).toEqual({ changed: false, info: { name: "Mia R.", status: "online", chosen: "online" } });
+      expect(await store.remove(p, tab("mia", "c3"))).toBe(false);
+      expect(await store.remove(p, tab("mia", ""))).toBe(true);
+      // The choice went with the membership.
+      await store.add(p, tab("mia", "c4"), 1000);
+      expect(await store.mark(p, "mia", { clients: ["c4"], active: false })).toEqual({ changed: true, info: { status: "away" } });
+      expect(await store.remove(p, tab("mia", "c4"))).toBe(true);
+      const held = await subject.held?.();
+      if (held) expect(held).toEqual({ channels: 0, entries: 0, timers: held.timers });
+    });
+
+    test("an expiring active entry of a user who stays a member reports its new status once", async () => {
+      const { store } = await make();
+      const p = parseChannel("t1", "presence");
+      await store.add(p, tab("ivo", "dead"), 100);
+      await store.add(p, tab("ivo", "live"), 1000);
+      await store.add(p, tab("zoe", "z1"), 100);
+      await store.mark(p, "ivo", { clients: ["dead"], active: true });
+      await store.mark(p, "ivo", { clients: ["live"], active: false });
+      expect((await store.find(p, ["ivo"]))[0]?.status).toBe("online");
+      // zoe's entry was never marked: its expiry is a leave; ivo's is a status change.
+      expect(await store.expire(100)).toEqual([
+        { channel: p, user: "ivo", left: false, info: { status: "away" } },
+        { channel: p, user: "zoe", left: true, info: {} },
+      ]);
+      expect(await store.expire(100)).toEqual([]);
     });
 
     test("holds nothing once every entry is removed or expired, and refreshes do not pile up", async () => {
@@ -285,8 +340,8 @@ describe.if(redis.available)("RedisPresenceStore shared by several nodes", () =>
     expect(await survivor.expire(59_999)).toEqual([]);
     expect(await survivor.members(a)).toEqual([{ user: "ana", info: {} }, { user: "bob", info: {} }]);
     expect(await survivor.expire(60_000)).toEqual([
-      { channel: p, user: "ana", info: { status: "online" } },
-      { channel: a, user: "ana", info: {} },
+      { channel: p, user: "ana", left: true, info: { status: "online" } },
+      { channel: a, user: "ana", left: true, info: {} },
     ]);
     expect(await survivor.members(a)).toEqual([{ user: "bob", info: {} }]);
     expect(await survivor.held()).toEqual({ channels: 1, entries: 1, timers: 2 });

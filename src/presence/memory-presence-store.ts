@@ -1,5 +1,5 @@
 import type { Channel } from "../channel.ts";
-import type { ExpiredMember, MemberInfo, MemberKey, PresenceStore, StoredMember } from "./presence-store.ts";
+import type { ExpiredMember, MarkResult, MemberInfo, MemberKey, PresenceStore, StatusChange, StoredMember } from "./presence-store.ts";
 
 interface Entry {
   client: string;
@@ -8,12 +8,31 @@ interface Entry {
   seq: number;
   /** Its timer in the heap, due at or before expiresAt; any other timer of this entry is stale. */
   timer: Timer | null;
+  /** Marked active or idle (`mark`), or never marked. */
+  mark: Mark | null;
 }
+
+type Mark = "active" | "idle";
 
 interface MemberUser {
   info: MemberInfo;
   /** Its clients' entries: the one entry itself (the usual case), a map from two on, null when none. */
   clients: Entry | Map<string, Entry> | null;
+  /** How many of its entries are marked, and how many of those active. */
+  marked: number;
+  active: number;
+}
+
+function setMark(user: MemberUser, entry: Entry, mark: Mark | null): void {
+  if (entry.mark !== null) {
+    user.marked--;
+    if (entry.mark === "active") user.active--;
+  }
+  if (mark !== null) {
+    user.marked++;
+    if (mark === "active") user.active++;
+  }
+  entry.mark = mark;
 }
 
 function entryOf(user: MemberUser, client: string): Entry | undefined {
@@ -29,16 +48,28 @@ function putEntry(user: MemberUser, entry: Entry): void {
   else user.clients = new Map([[clients.client, clients], [entry.client, entry]]);
 }
 
-/** Removes a client's entry; false when it had none. */
+/** Removes a client's entry (and its mark); false when it had none. */
 function dropEntry(user: MemberUser, client: string): boolean {
+  const entry = entryOf(user, client);
+  if (entry === undefined) return false;
+  setMark(user, entry, null);
   const clients = user.clients;
   if (clients instanceof Map) {
-    if (!clients.delete(client)) return false;
+    clients.delete(client);
     if (clients.size === 1) user.clients = clients.values().next().value!;
-    return true;
+  } else {
+    user.clients = null;
   }
-  if (clients?.client !== client) return false;
-  user.clients = null;
+  return true;
+}
+
+/** Decides the user's status again (see PresenceStore): true when it changed. */
+function decide(user: MemberUser): boolean {
+  if (user.marked === 0) return false;
+  const chosen = user.info.chosen;
+  const status = chosen !== undefined && chosen !== "online" ? chosen : user.active > 0 ? "online" : "away";
+  if (user.info.status === status) return false;
+  user.info = { ...user.info, status };
   return true;
 }
 
@@ -94,14 +125,14 @@ export class MemoryPresenceStore implements PresenceStore {
     let user = members.users.get(member.user);
     const joins = user === undefined;
     if (user === undefined) {
-      user = { info: info ?? NO_INFO, clients: null };
+      user = { info: info ?? NO_INFO, clients: null, marked: 0, active: 0 };
       members.users.set(member.user, user);
     } else if (info !== undefined) {
-      user.info = info;
+      user.info = { ...user.info, ...info };
     }
     let entry = entryOf(user, member.client);
     if (entry === undefined) {
-      entry = { client: member.client, expiresAt, seq: 0, timer: null };
+      entry = { client: member.client, expiresAt, seq: 0, timer: null, mark: null };
       putEntry(user, entry);
       this.entries++;
     }
@@ -125,6 +156,21 @@ export class MemoryPresenceStore implements PresenceStore {
     // Its timer stays until due or compacted away: many removes in a row must not leave the heap large either.
     if (this.heap.length > 2 * this.entries + HEAP_SLACK) this.compact();
     return this.dropIfEmpty(members, member.user, user);
+  }
+
+  mark(channel: Channel, name: string, change: StatusChange): MarkResult | null {
+    const user = this.channels.get(channel.topic)?.users.get(name);
+    if (user === undefined) return null;
+    if (change.clients !== undefined && change.active !== undefined) {
+      const mark = change.active ? "active" : "idle";
+      for (const client of change.clients) {
+        const entry = entryOf(user, client);
+        if (entry !== undefined) setMark(user, entry, mark);
+      }
+    }
+    if (change.chosen !== undefined) user.info = { ...user.info, chosen: change.chosen };
+    const changed = decide(user);
+    return { info: user.info, changed };
   }
 
   members(channel: Channel): StoredMember[] {
@@ -153,9 +199,11 @@ export class MemoryPresenceStore implements PresenceStore {
         push(heap, entry.timer);
         continue;
       }
+      const marked = entry.mark !== null;
       dropEntry(user!, timer.client);
       this.entries--;
-      if (this.dropIfEmpty(members!, timer.user, user!)) expired.push({ channel: members!.channel, user: timer.user, info: user!.info });
+      if (this.dropIfEmpty(members!, timer.user, user!)) expired.push({ channel: members!.channel, user: timer.user, left: true, info: user!.info });
+      else if (marked && decide(user!)) expired.push({ channel: members!.channel, user: timer.user, left: false, info: user!.info });
     }
     return expired;
   }

@@ -4,7 +4,7 @@ import type { Namespaces } from "../namespaces.ts";
 import type { Peer, PeerListener } from "../peer.ts";
 import type { Publisher } from "../publisher.ts";
 import type { ChosenStatus, Presence, PresenceEntry, PresenceStatus } from "./presence.ts";
-import type { MemberInfo, PresenceStore } from "./presence-store.ts";
+import type { ExpiredMember, MemberInfo, PresenceStore, StatusChange } from "./presence-store.ts";
 
 export interface PresenceTimes {
   /** PRESENCE_AWAY_AFTER_MS */
@@ -17,7 +17,7 @@ export interface PresenceTimes {
   refreshEveryMs?: number;
 }
 
-/** What this node keeps of a user with connections here (or in its leave grace): its status. */
+/** What this node keeps of a user with connections here (or in its leave grace): its activity here. */
 interface LocalUser {
   name?: string;
   /**
@@ -25,10 +25,9 @@ interface LocalUser {
    * users have one: a set is made only for a second (memory per idle connection).
    */
   clients: Clients;
-  chosen: ChosenStatus;
   lastActivity: number;
-  /** The status last published, so only changes go out. */
-  published: PresenceStatus;
+  /** This node marked the user's entries idle (no frame on any of its connections here for the away time). */
+  idle: boolean;
 }
 
 /** Connection ids: none (null), one (the usual case), or a set of two or more. */
@@ -48,9 +47,9 @@ function withoutClient(clients: Clients, client: string): Clients {
   return clients.size === 1 ? clients.values().next().value! : clients.size === 0 ? null : clients;
 }
 
-function anyClient(clients: Clients): string | undefined {
-  if (clients === null) return undefined;
-  return typeof clients === "string" ? clients : clients.values().next().value;
+function allClients(clients: Clients): string[] {
+  if (clients === null) return [];
+  return typeof clients === "string" ? [clients] : [...clients];
 }
 
 /** A connection of this node: the channels it is a member of (subscribes that completed), refreshed while it lives. */
@@ -70,9 +69,10 @@ const REFRESH_EVERY_MS = 25_000;
  * the peer events. Who is a member (of the tenant: its `presence` channel; of each channel of a
  * namespace with `presence` or `join_leave`) lives in the store, one entry per connection; when
  * a connection leaves, its user gets one grace entry that expires after the leave grace, so a
- * return within it continues the membership and the store's `expire` announces the leaves. The status (idle
- * away, the chosen one) is decided here from this node's connections and written into the
- * tenant entry's info.
+ * return within it continues the membership and the store's `expire` announces the leaves. The
+ * status is the store's to decide over every node (PresenceStore's `mark`): this node marks its
+ * connections' tenant entries active or idle (no frame here for the away time) and passes on a
+ * chosen status; whoever's call changed the status publishes it, so each change goes out once.
  *
  * A subscribe that never completed (its connection closed or unsubscribed while the history was
  * read) is never `subscribed`, so it is never taken for a join nor a leave.
@@ -124,23 +124,21 @@ export class PresenceService implements Presence, PeerListener {
     }
     const now = Date.now();
     let state = users.get(peer.user);
-    const known = state !== undefined;
     if (!state) {
-      state = { clients: null, chosen: "online", lastActivity: now, published: "offline" };
+      state = { clients: null, lastActivity: now, idle: false };
       users.set(peer.user, state);
     }
     state.clients = withClient(state.clients, peer.client);
     state.lastActivity = now;
     if (peer.name !== undefined) state.name = peer.name;
     this.peers.set(peer.client, { peer, channels: null });
-    const status = this.compute(state, now);
-    // Back within its grace the user never went offline: no announcement unless the status moved.
-    const changed = known && status !== state.published;
-    state.published = status;
-    const s = state;
-    this.after(this.store.add(tenantChannel(peer.tenant), peer, now + this.memberTtlMs, info(s, status)), (joined) => {
-      if (joined || changed) this.publishStatus(peer.tenant, peer.user, s, status);
-    });
+    const tenant = tenantChannel(peer.tenant);
+    this.after(this.store.add(tenant, peer, now + this.memberTtlMs, nameOf(state)), () => undefined);
+    // Opening is activity: every connection of the user here is active again. A join is the
+    // change from no status; back within its grace only a moved status is announced.
+    const clients = state.idle ? allClients(state.clients) : [peer.client];
+    state.idle = false;
+    this.mark(tenant, peer.user, { clients, active: true });
   }
 
   closed(peer: Peer): void {
@@ -175,18 +173,24 @@ export class PresenceService implements Presence, PeerListener {
     const state = this.tenants.get(peer.tenant)?.get(peer.user);
     if (!state) return;
     state.lastActivity = now;
-    // Only an idle-away user comes back by being active; a chosen away/busy stays until changed.
-    if (state.published === "away" && state.chosen === "online") this.update(peer.tenant, peer.user, state, now);
+    if (!state.idle) return;
+    // The store decides whether that moves the status (a chosen away or busy stays).
+    state.idle = false;
+    this.mark(tenantChannel(peer.tenant), peer.user, { clients: allClients(state.clients), active: true });
   }
 
-  /** The `presence` frame: the client chooses online, away or busy; the status now in effect. */
-  choose(peer: { tenant: string; user: string }, status: ChosenStatus): PresenceStatus {
+  /** The `presence` frame: the client chooses online, away or busy (for all its connections, on every node); the status now in effect. */
+  choose(peer: { tenant: string; user: string }, status: ChosenStatus): MaybePromise<PresenceStatus> {
     const state = this.tenants.get(peer.tenant)?.get(peer.user);
     if (!state) return status;
-    state.chosen = status;
     state.lastActivity = Date.now();
-    this.update(peer.tenant, peer.user, state, state.lastActivity);
-    return state.published;
+    const change: StatusChange = state.idle ? { chosen: status, clients: allClients(state.clients), active: true } : { chosen: status };
+    state.idle = false;
+    return then(this.store.mark(tenantChannel(peer.tenant), peer.user, change), (result) => {
+      if (result === null) return status;
+      if (result.changed) this.publishStatus(peer.tenant, peer.user, result.info);
+      return result.info.status ?? status;
+    });
   }
 
   sweep(now: number): void {
@@ -203,7 +207,7 @@ export class PresenceService implements Presence, PeerListener {
         expired.then(
           (list) => {
             done();
-            for (const { channel, user, info } of list) this.ended(channel, user, info.name);
+            for (const expired of list) this.expired(expired);
           },
           (err: unknown) => {
             done();
@@ -212,7 +216,7 @@ export class PresenceService implements Presence, PeerListener {
         );
       } else {
         done();
-        for (const { channel, user, info } of expired) this.ended(channel, user, info.name);
+        for (const each of expired) this.expired(each);
       }
     }
     // Idle-away needs no finer grain than a quarter of the away time (and at most a second):
@@ -221,8 +225,10 @@ export class PresenceService implements Presence, PeerListener {
     this.lastIdleCheck = now;
     for (const [tenant, users] of this.tenants) {
       for (const [user, state] of users) {
-        const idle = state.clients !== null && state.published === "online" && now - state.lastActivity >= this.times.awayAfterMs;
-        if (idle) this.update(tenant, user, state, now);
+        const idle = state.clients !== null && !state.idle && now - state.lastActivity >= this.times.awayAfterMs;
+        if (!idle) continue;
+        state.idle = true;
+        this.mark(tenantChannel(tenant), user, { clients: allClients(state.clients), active: false });
       }
     }
   }
@@ -254,6 +260,8 @@ export class PresenceService implements Presence, PeerListener {
     const end = () =>
       this.after(this.store.remove(channel, peer), (left) => {
         if (left) this.ended(channel, peer.user, this.tenants.get(peer.tenant)?.get(peer.user)?.name);
+        // Its status may move without this connection (its other ones, here or elsewhere, are idle).
+        else if (channel.kind === "presence") this.mark(channel, peer.user, {});
       });
     if (this.times.leaveGraceMs === 0) {
       end();
@@ -261,6 +269,12 @@ export class PresenceService implements Presence, PeerListener {
     }
     this.after(this.store.add(channel, { user: peer.user, client: IN_GRACE }, now + this.times.leaveGraceMs), () => undefined);
     end();
+  }
+
+  /** What an expiry changed: a membership ended, or a user's status moved (a node with its active entries died). */
+  private expired({ channel, user, left, info }: ExpiredMember): void {
+    if (left) this.ended(channel, user, info.name);
+    else if (channel.kind === "presence") this.publishStatus(channel.tenant, user, info);
   }
 
   /** A user's membership ended: `offline` for the tenant, `user_left` in a `join_leave` channel. */
@@ -273,7 +287,6 @@ export class PresenceService implements Presence, PeerListener {
         users.delete(user);
         if (users.size === 0) this.tenants.delete(channel.tenant);
       }
-      if (state) state.published = "offline";
       const data: PresenceEntry = name === undefined ? { user, status: "offline" } : { user, name, status: "offline" };
       this.publisher.publishEphemeral(channel, "presence", data);
       return;
@@ -290,7 +303,10 @@ export class PresenceService implements Presence, PeerListener {
       const tenant = tenantChannel(peer.tenant);
       this.after(this.store.refresh(tenant, peer, until), (found) => {
         const state = this.tenants.get(peer.tenant)?.get(peer.user);
-        if (!found && state !== undefined && this.peers.has(peer.client)) this.after(this.store.add(tenant, peer, until, info(state, this.compute(state, now))), () => undefined);
+        if (found || state === undefined || !this.peers.has(peer.client)) return;
+        this.after(this.store.add(tenant, peer, until, nameOf(state)), () => undefined);
+        // Its status is decided again, quietly: nobody saw it go.
+        this.after(this.store.mark(tenant, peer.user, { clients: [peer.client], active: !state.idle }), () => undefined);
       });
       if (channels !== null) {
         for (const channel of channels.values()) {
@@ -302,26 +318,15 @@ export class PresenceService implements Presence, PeerListener {
     }
   }
 
-  private update(tenant: string, user: string, state: LocalUser, now: number): void {
-    const status = this.compute(state, now);
-    if (status === state.published) return;
-    state.published = status;
-    this.publishStatus(tenant, user, state, status);
-    // The tenant's entry carries the status for the snapshots (any live client of the user holds it).
-    const client = anyClient(state.clients);
-    if (client !== undefined) this.after(this.store.add(tenantChannel(tenant), { user, client }, now + this.memberTtlMs, info(state, status)), () => undefined);
+  /** Marks the user's entries in the tenant's scope as told; publishes the status when that changed it. */
+  private mark(tenant: Channel, user: string, change: StatusChange): void {
+    this.after(this.store.mark(tenant, user, change), (result) => {
+      if (result?.changed) this.publishStatus(tenant.tenant, user, result.info);
+    });
   }
 
-  private publishStatus(tenant: string, user: string, state: LocalUser, status: PresenceStatus): void {
-    // Set again: over a store that answers later, an `offline` may have come in between.
-    state.published = status;
-    this.publisher.publishEphemeral(tenantChannel(tenant), "presence", entry(user, info(state, status)));
-  }
-
-  /** The status of a connected user (offline comes only when its membership ends). */
-  private compute(state: LocalUser, now: number): ChosenStatus {
-    if (state.chosen !== "online") return state.chosen;
-    return now - state.lastActivity >= this.times.awayAfterMs ? "away" : "online";
+  private publishStatus(tenant: string, user: string, info: MemberInfo): void {
+    this.publisher.publishEphemeral(tenantChannel(tenant), "presence", entry(user, info));
   }
 
   /** Runs `next` on a store's answer: at once when it answered at once, else when it does (a failure is logged and counted). */
@@ -341,8 +346,8 @@ function then<T, U>(value: MaybePromise<T>, next: (value: T) => MaybePromise<U>)
 
 const tenantChannel = (tenant: string) => parseChannel(tenant, "presence");
 
-function info(state: LocalUser, status: PresenceStatus): MemberInfo {
-  return state.name === undefined ? { status } : { name: state.name, status };
+function nameOf(state: LocalUser): MemberInfo | undefined {
+  return state.name === undefined ? undefined : { name: state.name };
 }
 
 function entry(user: string, info: MemberInfo): PresenceEntry {

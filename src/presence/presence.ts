@@ -23,10 +23,11 @@ import type { MaybePromise } from "../history/history.ts";
  *   exactly one node: `user_left` on a `join_leave` channel; `presence` `offline` for the tenant.
  *   Joins and leaves of one user in one scope alternate, a join first. A user's channel leaves
  *   that end with the same close go out before its `offline`.
- * - Status, over all of a user's connections: `online`; `away` after PRESENCE_AWAY_AFTER_MS without
- *   a frame (a keepalive ping aside) on any of them, or when the client chooses it; `busy` when it
- *   chooses it. A chosen status lasts until the client chooses again or the user goes `offline`.
- *   Only changes are published.
+ * - Status, over all of a user's connections on every node: `online`; `away` after
+ *   PRESENCE_AWAY_AFTER_MS without a frame (a keepalive ping aside) on any of them, or when the
+ *   client chooses it; `busy` when it chooses it. A status chosen on any connection holds for all
+ *   of them and lasts until the client chooses again or the user goes `offline`. Only changes are
+ *   published, each once.
  * - Connections of a node that stops without closing them (a crash) count as closed once the
  *   cluster knows the node is gone, so nobody stays a member for ever.
  */

@@ -1,5 +1,5 @@
 import type { Channel } from "../channel.ts";
-import type { ExpiredMember, MemberInfo, MemberKey, PresenceStore, StoredMember } from "../presence/presence-store.ts";
+import type { ExpiredMember, MarkResult, MemberInfo, MemberKey, PresenceStore, StatusChange, StoredMember } from "../presence/presence-store.ts";
 import type { RedisKeys } from "./keys.ts";
 import type { Redis } from "./redis-client.ts";
 
@@ -16,6 +16,9 @@ import type { Redis } from "./redis-client.ts";
  * - `clients` HASH  `user\0client` -> the entry's seq (16 hex digits); `user` -> its entry count
  *                   (user ids carry no NUL: a token's `sub` is [A-Za-z0-9_.@-])
  * - `expiry`  ZSET  `<seq><user>\0<client>` by expiry time: ties in score go by member, so by seq
+ * - `marks`   HASH  `user\0client` -> `a` (active) or `i` (idle) for each marked entry;
+ *                   `user\0\0m` -> how many of the user's entries are marked, `user\0\0a` -> how
+ *                   many active (a client id carries no NUL either), each gone at zero
  * Global (`<prefix>:{sinal}:presence:<kind>`):
  * - `due`     ZSET  `<seq><topic>` of each channel's first entry (by time, then seq), by its time:
  *                   its head is the next entry to expire among all channels
@@ -57,6 +60,14 @@ export class RedisPresenceStore implements PresenceStore {
     return (await this.redis.sinalPresenceRemove(...this.channelKeys(channel), channel.topic, member.user, member.client)) === 1;
   }
 
+  async mark(channel: Channel, user: string, change: StatusChange): Promise<MarkResult | null> {
+    const mark = change.clients === undefined || change.active === undefined ? "" : change.active ? "a" : "i";
+    const clients = mark === "" ? [] : change.clients!;
+    const found = await this.redis.sinalPresenceMark(this.channelKey(channel, "info"), this.channelKey(channel, "clients"), this.channelKey(channel, "marks"), user, mark, change.chosen ?? "", ...clients);
+    if (found === null) return null;
+    return { changed: found[0] === 1, info: JSON.parse(found[1]) as MemberInfo };
+  }
+
   async members(channel: Channel): Promise<StoredMember[]> {
     const flat = await this.redis.sinalPresenceMembers(this.channelKey(channel, "order"), this.channelKey(channel, "info"));
     const members: StoredMember[] = [];
@@ -76,14 +87,14 @@ export class RedisPresenceStore implements PresenceStore {
     const channels = new Map<string, Channel>();
     for (;;) {
       const [more, ...flat] = await this.redis.sinalPresenceExpire(this.keys.cluster("presence", "due"), this.keys.cluster("presence", "seq"), now, this.expireBatch, ...this.channelKeyParts);
-      for (let i = 0; i < flat.length; i += 3) {
+      for (let i = 0; i < flat.length; i += 4) {
         const topic = flat[i]!;
         let channel = channels.get(topic);
         if (channel === undefined) {
           channel = channelOfTopic(topic);
           channels.set(topic, channel);
         }
-        expired.push({ channel, user: flat[i + 1]!, info: JSON.parse(flat[i + 2]!) as MemberInfo });
+        expired.push({ channel, user: flat[i + 1]!, left: flat[i + 2] === "l", info: JSON.parse(flat[i + 3]!) as MemberInfo });
       }
       // Each run is atomic; a later one takes what came due after (or was left by the batch limit).
       if (more !== "1") return expired;
@@ -123,12 +134,12 @@ export class RedisPresenceStore implements PresenceStore {
     return { channels: channels.size, entries, timers };
   }
 
-  private channelKey(channel: Channel, kind: "info" | "order" | "clients" | "expiry"): string {
+  private channelKey(channel: Channel, kind: "info" | "order" | "clients" | "expiry" | "marks"): string {
     return this.keys.tenant(channel.tenant, "presence", kind, channel.name);
   }
 
   /** The keys of a channel script (add, refresh, remove), in their order in KEYS. */
-  private channelKeys(channel: Channel): [string, string, string, string, string, string] {
+  private channelKeys(channel: Channel): [string, string, string, string, string, string, string] {
     return [
       this.channelKey(channel, "info"),
       this.channelKey(channel, "order"),
@@ -136,12 +147,13 @@ export class RedisPresenceStore implements PresenceStore {
       this.channelKey(channel, "expiry"),
       this.keys.cluster("presence", "due"),
       this.keys.cluster("presence", "seq"),
+      this.channelKey(channel, "marks"),
     ];
   }
 }
 
 /** A channel's key after `<prefix>:{`: its tenant, kind and channel name. */
-const CHANNEL_KEY = /^([^}]*)\}:presence:(info|order|clients|expiry):(.*)$/;
+const CHANNEL_KEY = /^([^}]*)\}:presence:(info|order|clients|expiry|marks):(.*)$/;
 
 /** A channel from its topic (`<tenant>/<kind>[:<id>]`, CHANNEL_RE): the namespaces were checked when it was parsed first. */
 function channelOfTopic(topic: string): Channel {
@@ -157,6 +169,7 @@ interface PresenceCommands {
   sinalPresenceAdd(...args: Arg[]): Promise<number>;
   sinalPresenceRefresh(...args: Arg[]): Promise<number>;
   sinalPresenceRemove(...args: Arg[]): Promise<number>;
+  sinalPresenceMark(...args: Arg[]): Promise<[number, string] | null>;
   sinalPresenceMembers(...args: Arg[]): Promise<string[]>;
   sinalPresenceExpire(...args: Arg[]): Promise<string[]>;
 }
@@ -186,25 +199,67 @@ local function reindex(due, seqKey, expiry, topic, before)
   end
 end
 
--- Drops one entry; the user's info (JSON) when it was the user's last one, false otherwise.
-local function dropEntry(info, order, clients, expiry, seq, user, client)
+-- Marks an entry 'a' (active), 'i' (idle) or, with nil, not at all; keeps the user's counts. Whether it was marked.
+local function setMark(marks, user, client, mark)
   local field = user .. '\\0' .. client
+  local old = redis.call('HGET', marks, field)
+  if old == mark or (not old and not mark) then return old ~= false end
+  if old then
+    if redis.call('HINCRBY', marks, user .. '\\0\\0m', -1) == 0 then redis.call('HDEL', marks, user .. '\\0\\0m') end
+    if old == 'a' and redis.call('HINCRBY', marks, user .. '\\0\\0a', -1) == 0 then redis.call('HDEL', marks, user .. '\\0\\0a') end
+  end
+  if mark then
+    redis.call('HSET', marks, field, mark)
+    redis.call('HINCRBY', marks, user .. '\\0\\0m', 1)
+    if mark == 'a' then redis.call('HINCRBY', marks, user .. '\\0\\0a', 1) end
+  else
+    redis.call('HDEL', marks, field)
+  end
+  return old ~= false
+end
+
+-- Decides a member's status again over its marked entries (see PresenceStore): its info (JSON) and whether the status changed.
+local function decide(info, marks, user)
+  local text = redis.call('HGET', info, user)
+  if not text then return false, false end
+  if not redis.call('HGET', marks, user .. '\\0\\0m') then return text, false end
+  local data = cjson.decode(text)
+  local status
+  if data.chosen == 'away' or data.chosen == 'busy' then
+    status = data.chosen
+  elseif redis.call('HGET', marks, user .. '\\0\\0a') then
+    status = 'online'
+  else
+    status = 'away'
+  end
+  if data.status == status then return text, false end
+  data.status = status
+  text = cjson.encode(data)
+  redis.call('HSET', info, user, text)
+  return text, true
+end
+
+-- Drops one entry (and its mark); the user's info (JSON) when it was the user's last one, false
+-- otherwise; then whether the entry was marked.
+local function dropEntry(info, order, clients, expiry, marks, seq, user, client)
+  local field = user .. '\\0' .. client
+  local marked = setMark(marks, user, client, nil)
   redis.call('ZREM', expiry, seq .. field)
   redis.call('HDEL', clients, field)
-  if redis.call('HINCRBY', clients, user, -1) > 0 then return false end
+  if redis.call('HINCRBY', clients, user, -1) > 0 then return false, marked end
   redis.call('HDEL', clients, user)
   redis.call('ZREM', order, user)
   local left = redis.call('HGET', info, user) or '{}'
   redis.call('HDEL', info, user)
-  return left
+  return left, marked
 end
 `;
 
-/** KEYS of the channel scripts: info, order, clients, expiry, due, seq; ARGV: topic, user, client, ... */
+/** KEYS of the channel scripts: info, order, clients, expiry, due, seq, marks; ARGV: topic, user, client, ... */
 const SCRIPTS: Record<keyof PresenceCommands, { keys: number; body: string }> = {
   // ARGV[4] expiresAt, ARGV[5] '1' when ARGV[6] is the info to write. 1 when the user joined.
   sinalPresenceAdd: {
-    keys: 6,
+    keys: 7,
     body: `
 local info, order, clients, expiry, due, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
@@ -219,7 +274,16 @@ elseif redis.call('HINCRBY', clients, user, 1) == 1 then
   redis.call('ZADD', order, redis.call('INCR', seqKey), user)
   if ARGV[5] ~= '1' then redis.call('HSET', info, user, '{}') end
 end
-if ARGV[5] == '1' then redis.call('HSET', info, user, ARGV[6]) end
+if ARGV[5] == '1' then
+  local old = redis.call('HGET', info, user)
+  if old and old ~= '{}' then
+    local merged = cjson.decode(old)
+    for k, v in pairs(cjson.decode(ARGV[6])) do merged[k] = v end
+    redis.call('HSET', info, user, cjson.encode(merged))
+  else
+    redis.call('HSET', info, user, ARGV[6])
+  end
+end
 local seq = nextSeq(seqKey)
 redis.call('HSET', clients, field, seq)
 redis.call('ZADD', expiry, ARGV[4], seq .. field)
@@ -229,7 +293,7 @@ return joined
   },
   // ARGV[4] expiresAt. 1 when the entry existed (and moved), 0 otherwise (nothing changes).
   sinalPresenceRefresh: {
-    keys: 6,
+    keys: 7,
     body: `
 local clients, expiry, due, seqKey = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
@@ -247,17 +311,41 @@ return 1
   },
   // 1 when that was the user's last entry (a leave).
   sinalPresenceRemove: {
-    keys: 6,
+    keys: 7,
     body: `
-local info, order, clients, expiry, due, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local info, order, clients, expiry, due, seqKey, marks = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGET', clients, user .. '\\0' .. client)
 if not old then return 0 end
 local before = indexEntry(expiry, topic)
-local left = dropEntry(info, order, clients, expiry, old, user, client)
+local left = dropEntry(info, order, clients, expiry, marks, old, user, client)
 reindex(due, seqKey, expiry, topic, before)
 if left then return 1 end
 return 0
+`,
+  },
+  // KEYS: info, clients, marks; ARGV: user, mark ('a', 'i' or '' for none), chosen ('' for none), clients to mark.
+  // false when the user is no member; else 1 or 0 (its status changed) and its info.
+  sinalPresenceMark: {
+    keys: 3,
+    body: `
+local info, clients, marks = KEYS[1], KEYS[2], KEYS[3]
+local user, mark, chosen = ARGV[1], ARGV[2], ARGV[3]
+local text = redis.call('HGET', info, user)
+if not text then return false end
+if mark ~= '' then
+  for i = 4, #ARGV do
+    if redis.call('HEXISTS', clients, user .. '\\0' .. ARGV[i]) == 1 then setMark(marks, user, ARGV[i], mark) end
+  end
+end
+if chosen ~= '' then
+  local data = cjson.decode(text)
+  data.chosen = chosen
+  redis.call('HSET', info, user, cjson.encode(data))
+end
+local decided, changed = decide(info, marks, user)
+if changed then return { 1, decided } end
+return { 0, decided }
 `,
   },
   // KEYS: order, info. Flat user, info pairs in join order (read in one step: no user without its info).
@@ -276,7 +364,8 @@ return flat
   },
   // KEYS: due, seq; ARGV: now, batch, the channel key before and after the tenant.
   // Takes the due head (the next entry of all channels) until none is due or the batch is done;
-  // returns '1' when it stopped at the batch, '0' otherwise, then topic, user, info of each leave.
+  // returns '1' when it stopped at the batch, '0' otherwise, then topic, user, 'l' and the info of each
+// leave, or topic, user, 's' and the info of each status an expiry moved.
   sinalPresenceExpire: {
     keys: 2,
     body: `
@@ -293,18 +382,27 @@ while true do
   local slash = string.find(topic, '/', 1, true)
   local base = keyBefore .. string.sub(topic, 1, slash - 1) .. keyAfter
   local name = string.sub(topic, slash + 1)
-  local info, order, clients, expiry = base .. ':info:' .. name, base .. ':order:' .. name, base .. ':clients:' .. name, base .. ':expiry:' .. name
+  local info, order, clients, expiry, marks = base .. ':info:' .. name, base .. ':order:' .. name, base .. ':clients:' .. name, base .. ':expiry:' .. name, base .. ':marks:' .. name
   local first = redis.call('ZRANGE', expiry, 0, 0)[1]
   -- The index names the channel's first entry; should it not (never expected), it is put right and nothing is dropped.
   if first ~= nil and string.sub(first, 1, 16) == string.sub(indexed, 1, 16) then
     local field = string.sub(first, 17)
     local nul = string.find(field, '\\0', 1, true)
     local user = string.sub(field, 1, nul - 1)
-    local left = dropEntry(info, order, clients, expiry, string.sub(first, 1, 16), user, string.sub(field, nul + 1))
+    local left, marked = dropEntry(info, order, clients, expiry, marks, string.sub(first, 1, 16), user, string.sub(field, nul + 1))
     if left then
       out[#out + 1] = topic
       out[#out + 1] = user
+      out[#out + 1] = 'l'
       out[#out + 1] = left
+    elseif marked then
+      local decided, changed = decide(info, marks, user)
+      if changed then
+        out[#out + 1] = topic
+        out[#out + 1] = user
+        out[#out + 1] = 's'
+        out[#out + 1] = decided
+      end
     end
     done = done + 1
   end

@@ -3,11 +3,12 @@ import type { ChatService } from "../chat/chat-service.ts";
 import type { Typing } from "../chat/typing.ts";
 import type { LockService } from "../locks/lock-service.ts";
 import type { ChosenStatus, PresenceStatus } from "../presence/presence.ts";
+import type { MaybePromise } from "../history/history.ts";
 import type { FeatureHandlers } from "./handlers.ts";
 
 /** What the `presence` frame asks of presence: the client chooses its status; the status now in effect. */
 export interface StatusChoice {
-  choose(peer: { tenant: string; user: string }, status: ChosenStatus): PresenceStatus;
+  choose(peer: { tenant: string; user: string }, status: ChosenStatus): MaybePromise<PresenceStatus>;
 }
 
 export interface Features {
@@ -40,7 +41,10 @@ export function featureFrames({ chat, typing, presence, locks }: Features): Feat
       const room = await chat.roomFor(conn.tenant, conn.claims, frame.room, conn.tokenChannels);
       return { message_id: await chat.markRead(room, conn.user, frame.message_id) };
     },
-    presence: (conn, frame) => ({ status: presence.choose(conn, frame.status) }),
+    presence: (conn, frame) => {
+      const status = presence.choose(conn, frame.status);
+      return status instanceof Promise ? status.then((chosen) => ({ status: chosen })) : { status };
+    },
     lock: (conn, frame) => locks.lock(conn, conn.claims.subChannels, frame.resource),
     unlock: (conn, frame) => locks.unlock(conn, conn.claims.subChannels, frame.resource),
   };
