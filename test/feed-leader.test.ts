@@ -10,7 +10,7 @@ import { parseMongoConfig } from "../src/feeds/feed-config.ts";
 import { FeedService } from "../src/feeds/feed-service.ts";
 import { ChannelHistory } from "../src/history/channel-history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
-import { createLogger } from "../src/log.ts";
+import { createLogger, type Logger } from "../src/log.ts";
 import { Metrics } from "../src/metrics.ts";
 import { Namespaces } from "../src/namespaces.ts";
 import { Publisher, type Position, type PublishOptions } from "../src/publisher.ts";
@@ -19,6 +19,7 @@ import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.t
 import { RedisSnapshotMirror } from "../src/feeds/snapshot-mirror.ts";
 import { RedisLeases } from "../src/redis/redis-leases.ts";
 import { openSqliteStore } from "../src/store/sqlite-store.ts";
+import type { FeedPosition, FeedStore } from "../src/store/feed-store.ts";
 import type { Store } from "../src/store/store.ts";
 import { emulatorTests, feedEnv, waitFor } from "./support/feeds.ts";
 import { startEmulator, type Emulator } from "./support/mongo-emulator.ts";
@@ -84,6 +85,45 @@ interface Node {
   seqs(): number[];
 }
 
+/** The shared feed store as one node sees it, whose saves can be held (a slow store) and then let through. */
+class SlowPositions implements FeedStore {
+  /** Saves waiting at the gate now. */
+  held = 0;
+  /** What each save that went through since the last `hold` answered. */
+  readonly results: boolean[] = [];
+  private gate: Promise<void> | null = null;
+  private open: () => void = () => undefined;
+
+  hold(): void {
+    this.results.length = 0;
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+
+  letThrough(): void {
+    this.gate = null;
+    this.open();
+  }
+
+  get(feed: string): Promise<FeedPosition | null> {
+    return store.feeds.get(feed);
+  }
+
+  async save(position: FeedPosition): Promise<boolean> {
+    if (this.gate !== null) {
+      this.held++;
+      await this.gate;
+      this.held--;
+    }
+    const saved = await store.feeds.save(position);
+    this.results.push(saved);
+    return saved;
+  }
+
+  clear(feed: string, fence: number): Promise<boolean> {
+    return store.feeds.clear(feed, fence);
+  }
+}
+
 /** A feed on a collection of this test's own, so tests never see each other's changes. */
 function setup() {
   const name = `lead${++tests}`;
@@ -93,16 +133,17 @@ function setup() {
   const keys = new RedisKeys(`t${tests}`);
   const collection: Collection = mongo.db("runcash").collection(name);
 
-  async function node(id: string, leaseTtlMs: number, commandTimeoutMs = 300): Promise<Node> {
+  /** `positions`: this node's way to the feed store (default: the shared store itself). */
+  async function node(id: string, leaseTtlMs: number, commandTimeoutMs = 300, positions: FeedStore = store.feeds, logger: Logger = createLogger("silent")): Promise<Node> {
     const connection = connectRedis({ url: redis.url, commandTimeoutMs, prefix: keys.prefix }, id);
     await openRedis(connection, 5000);
     const broker = new MemoryBroker();
     const publisher = new RecordingPublisher(history, broker, new Metrics(10));
     const service = new FeedService(config, {
       publisher,
-      positions: store.feeds,
+      positions,
       registry: new Registry(),
-      logger: createLogger("silent"),
+      logger,
       leases: new RedisLeases(connection, keys),
       mirror: new RedisSnapshotMirror(connection, keys),
       nodeId: id,
@@ -252,6 +293,44 @@ describe("feed leadership", () => {
     for (const seq of range(6, 10)) expect(keyOf(b, seq)).toBe(keyOf(a, seq)!);
     const distinctKeys = new Set([...a.publisher.published, ...b.publisher.published].map((p) => p.key));
     expect(distinctKeys.size).toBe(12);
+  }, 20_000);
+
+  test("an old leader's save that lands after the new leader's is refused by its fence: the position stays the new leader's, and the old leader logs feed_position_fenced", async () => {
+    const TTL = 1000;
+    const { name, node, insert, savedAfter } = setup();
+    const slow = new SlowPositions();
+    const logs: { code?: string; msg: string }[] = [];
+    const logger = createLogger("warn", { write: (line: string) => void logs.push(JSON.parse(line)) });
+    const a = await node("node-a", TTL, 300, slow, logger);
+    a.service.start();
+    await waitFor("a streaming", () => streaming(a));
+    const b = await node("node-b", TTL);
+    b.service.start();
+    await waitFor("b knows it follows", () => b.service.notReady().length === 0);
+    await insert(5);
+    await waitFor("a published 5", () => a.seqs().length >= 5);
+    const fenceOfA = (await savedAfter(a, 5)).fence;
+
+    // a's next save is slow: it is still on its way when a loses the lease and b takes over.
+    slow.hold();
+    await insert(3);
+    await waitFor("a published 8", () => a.seqs().length >= 8);
+    await waitFor("a's save held", () => slow.held > 0);
+    a.connection.disconnect();
+    await waitFor("a stops leading", () => a.service.leading().length === 0, TTL);
+    await waitFor("b streaming", () => streaming(b), 3 * TTL);
+    await insert(2);
+    await waitFor("b published up to 10", () => b.seqs().includes(10));
+    const ofB = await savedAfter(b, 10);
+    expect(ofB.fence).toBeGreaterThan(fenceOfA);
+
+    slow.letThrough();
+    await waitFor("a's held save answered", () => slow.results.length > 0);
+    expect(slow.results).toEqual([false]);
+    expect(await store.feeds.get(name)).toEqual(ofB);
+    expect(logs.filter((line) => line.code === "feed_position_fenced")).toHaveLength(1);
+    // b resumed from the token of change 5, the last one a saved.
+    expect(b.seqs()).toEqual(range(6, 10));
   }, 20_000);
 
   test("a renewal Redis does not answer stops the leader by its own deadline, a third of the TTL before its lease could expire, whatever the command timeout", async () => {

@@ -106,7 +106,7 @@ test("a saved resume token the server no longer has (at start-up): starts from n
   dirs.push(dir);
   // The token is saved in the store the server then starts on (its dir's).
   const store = await openServerStore(dir);
-  await store.feeds.save({ feed: "roulettes", source: "runcash.roulettes", token: JSON.stringify({ _data: "OLD" }), updatedAt: Date.now() });
+  await store.feeds.save({ feed: "roulettes", source: "runcash.roulettes", token: JSON.stringify({ _data: "OLD" }), updatedAt: Date.now(), fence: 0 });
   await store.close();
 
   mongo = await ScriptedMongo.start("runcash", "roulettes");

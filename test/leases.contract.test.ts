@@ -113,6 +113,16 @@ for (const [name, subject] of Object.entries(subjects)) {
       expect(await a!.renew("feed:a", "node-a", second, 60_000)).toBe(true);
     });
 
+    test("a token is at least the wall clock in ms at the acquire, and the next holding's is above it even within the same ms", async () => {
+      const [a] = await subject.nodes(1);
+      const before = Date.now();
+      const tokens = [];
+      for (let i = 0; i < 5; i++) tokens.push((await a!.acquire("feed:a", "node-a", 60_000))!);
+      expect(tokens[0]!).toBeGreaterThanOrEqual(before);
+      expect(Number.isSafeInteger(tokens[0]!)).toBe(true);
+      for (let i = 1; i < tokens.length; i++) expect(tokens[i]!).toBeGreaterThan(tokens[i - 1]!);
+    });
+
     test("leases of different names are independent", async () => {
       const [a, b] = await subject.nodes(2);
       expect(await a!.acquire("feed:a", "node-a", 60_000)).toBeNumber();
@@ -121,6 +131,31 @@ for (const [name, subject] of Object.entries(subjects)) {
     });
   });
 }
+
+describe("Leases across restarts", () => {
+  bunTest("memory: a restarted process's tokens are above its predecessor's, whose fenced writes would otherwise refuse them", async () => {
+    const before = new MemoryLeases();
+    const tokens = [];
+    for (let i = 0; i < 3; i++) tokens.push((await before.acquire("feed:a", "node-a", 60_000))!);
+    // Three tokens in a row may run up to 2 ms ahead of the clock; a process takes longer to restart.
+    await Bun.sleep(5);
+    const after = new MemoryLeases();
+    expect((await after.acquire("feed:a", "node-a", 60_000))!).toBeGreaterThan(tokens.at(-1)!);
+  });
+
+  redis.test("Redis: a fencing counter behind the clock (an earlier run's, before memory leases ran) gives the clock; one ahead of it goes on counting", async () => {
+    const keys = new RedisKeys(`t${++prefixes}`);
+    const { leases, connection } = await openNode(keys);
+    await connection.set(keys.cluster("fence", "feed:a"), "5");
+    const before = Date.now();
+    const first = (await leases.acquire("feed:a", "node-a", 60_000))!;
+    expect(first).toBeGreaterThanOrEqual(before);
+    const ahead = Date.now() + 3_600_000;
+    await connection.set(keys.cluster("fence", "feed:a"), String(ahead));
+    expect(await leases.acquire("feed:a", "node-a", 60_000)).toBe(ahead + 1);
+    expect(await connection.get(keys.cluster("fence", "feed:a"))).toBe(String(ahead + 1));
+  });
+});
 
 describe("Leases on Redis: Redis down", () => {
   redis.test("while Redis is down every call rejects within the command timeout; back (empty), the lease is free and the next token is still higher", async () => {

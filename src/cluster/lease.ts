@@ -9,7 +9,12 @@
  *   then succeeds, with no sweep needed.
  * - The fencing token strictly increases at each new holding of a name (a new holder, or the
  *   same holder acquiring again), so a stale leader's work can be told apart from its
- *   successor's. It stays the same across renewals.
+ *   successor's (the feeds fence their position writes with it: src/store/feed-store.ts). It
+ *   stays the same across renewals. It is a whole number at least the backend's wall clock in ms
+ *   at the acquire, so it also grows across what loses the backend's memory (a restart of the
+ *   process for memory leases, a Redis that lost its data) and across a switch of backend: a
+ *   fence stored by an earlier run stays below the new tokens, unless the clock went back or
+ *   leases were taken faster than one per ms on average.
  * - `renew` and `release` act only with the holder AND token of the current holding: a stale
  *   token (the holding expired, even if the same holder took it again since) renews and releases
  *   nothing.

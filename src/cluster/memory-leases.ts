@@ -10,7 +10,9 @@ interface Holding {
 /**
  * Leases in this process (one node; see Leases for the guarantees). The only node always wins a
  * free lease. Every call runs to its end before another starts, which makes each atomic; expiry
- * is checked on each call (no sweep), on the monotonic clock.
+ * is checked on each call (no sweep), on the monotonic clock. Tokens are kept in memory only, so
+ * each is at least the wall clock in ms: a restarted process's tokens are above its predecessor's,
+ * whose fenced writes (the feeds' positions) would otherwise refuse the new ones.
  */
 export class MemoryLeases implements Leases {
   private readonly holdings = new Map<string, Holding>();
@@ -21,7 +23,7 @@ export class MemoryLeases implements Leases {
     const now = performance.now();
     const held = this.current(name, now);
     if (held !== null && held.holder !== holder) return null;
-    const token = (this.tokens.get(name) ?? 0) + 1;
+    const token = Math.max((this.tokens.get(name) ?? 0) + 1, Date.now());
     this.tokens.set(name, token);
     this.holdings.set(name, { holder, token, expiresAt: now + ttlMs });
     return token;

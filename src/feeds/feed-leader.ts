@@ -14,8 +14,11 @@ export interface FeedLeaderDeps {
   /** This node's id in the cluster (the lease's holder). */
   holder: string;
   ttlMs: number;
-  /** A new watcher for one term of leadership (not started): it resumes from the saved token. */
-  newWatcher: () => FeedWatcher;
+  /**
+   * A new watcher for one term of leadership (not started): it resumes from the saved token, and
+   * writes its position fenced with `fence`, the term's fencing token.
+   */
+  newWatcher: (fence: number) => FeedWatcher;
   metrics: FeedMetrics;
   logger: Logger;
 }
@@ -29,8 +32,11 @@ export interface FeedLeaderDeps {
  * leader may have saved a later one), and the loop goes back to acquiring. The margin leaves the
  * old leader a third of the TTL to stop before anyone can take the lease over; the overlap that
  * remains (publications in flight, changes after the last saved token) is published again by the
- * next leader under the same idempotency keys (see FeedWatcher). `stop` stops the watcher (saving
- * its token) and releases the lease, so another node takes over without waiting for the TTL.
+ * next leader under the same idempotency keys (see FeedWatcher). The watcher writes its position
+ * fenced with the term's token, so a write of this node's that lands after a newer leader's (a
+ * pause past the TTL, a slow store) is refused rather than moving the position back (see
+ * FeedStore). `stop` stops the watcher (saving its token) and releases the lease, so another node
+ * takes over without waiting for the TTL.
  * The loop never throws and never ends before stop().
  */
 export class FeedLeader {
@@ -94,7 +100,7 @@ export class FeedLeader {
   private async lead(token: number, validUntil: number): Promise<void> {
     const { leases, feed, holder, ttlMs, logger } = this.deps;
     const margin = ttlMs / 3;
-    const watcher = this.deps.newWatcher();
+    const watcher = this.deps.newWatcher(token);
     this.watcher = watcher;
     this.token = token;
     this.setLeadership("leading");

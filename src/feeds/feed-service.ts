@@ -70,8 +70,8 @@ export class FeedService {
       );
       const logger = deps.logger.child({ feed: feed.name });
       // A watcher per term of leadership: each starts from the token saved in the shared store.
-      const newWatcher = () =>
-        new FeedWatcher({ feed, client: this.client, publisher: deps.publisher, positions: deps.positions, cache, metrics, logger, retryMaxMs: config.retryMaxMs });
+      const newWatcher = (fence: number) =>
+        new FeedWatcher({ feed, client: this.client, publisher: deps.publisher, positions: deps.positions, fence, cache, metrics, logger, retryMaxMs: config.retryMaxMs });
       const leader = new FeedLeader({ feed: feed.name, leases, holder, ttlMs, newWatcher, metrics, logger });
       return { config: feed, cache, leader, matches: templateRegExp(feed.channel) };
     });

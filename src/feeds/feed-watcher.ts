@@ -19,6 +19,8 @@ export interface WatcherDeps {
   client: MongoClient;
   publisher: Publisher;
   positions: FeedStore;
+  /** Fencing token of the lease term the watcher runs in: its position writes carry it (see FeedStore). */
+  fence: number;
   cache: SnapshotCache;
   metrics: FeedMetrics;
   logger: Logger;
@@ -82,7 +84,7 @@ export class FeedWatcher {
 
   constructor(private readonly deps: WatcherDeps) {
     this.source = `${deps.feed.db}.${deps.feed.collection}`;
-    this.position = new FeedPosition(deps.positions, deps.feed.name, this.source, deps.logger);
+    this.position = new FeedPosition(deps.positions, deps.feed.name, this.source, deps.fence, deps.logger);
   }
 
   get name(): string {

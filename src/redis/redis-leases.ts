@@ -7,10 +7,10 @@ import { connectRedis, openRedis, type Redis, type RedisSettings } from "./redis
  * Takes a free lease (or a new holding for its current holder) and returns the new fencing token,
  * or false (nil) when another holder has it. KEYS: the lease, its fencing counter. ARGV: holder, ttl ms.
  * The lease's value is `<token> <holder>`; it expires by itself (PX), so a holder that stops
- * renewing loses it with no sweep. The counter never expires, so tokens only grow; a counter that
- * is missing (a new name, or a Redis that lost its data) starts from Redis's clock in ms, so a
- * token given after a data loss is still above those given before it (unless more than one lease
- * per ms was taken on average).
+ * renewing loses it with no sweep. The counter never expires, so tokens only grow; each token is
+ * also at least Redis's clock in ms, so one given after a data loss (the counter missing), or
+ * after running on memory leases (which follow the clock too), is still above those given before
+ * (unless more than one lease per ms was taken on average).
  */
 const ACQUIRE = `
 local current = redis.call('GET', KEYS[1])
@@ -18,11 +18,10 @@ if current then
   local space = string.find(current, ' ', 1, true)
   if string.sub(current, space + 1) ~= ARGV[1] then return false end
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[2], string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
-end
-local token = redis.call('INCR', KEYS[2])
+local now = redis.call('TIME')
+local clock = now[1] * 1000 + math.floor(now[2] / 1000)
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, clock)
+redis.call('SET', KEYS[2], string.format('%d', token))
 redis.call('SET', KEYS[1], string.format('%d', token) .. ' ' .. ARGV[1], 'PX', ARGV[2])
 return token
 `;

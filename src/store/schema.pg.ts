@@ -138,6 +138,7 @@ export const feedPositions = pgTable("feed_positions", {
   source: text("source").notNull(),
   token: text("token").notNull(),
   updatedAt: ms("updated_at").notNull(),
+  fence: bigint("fence", { mode: "number" }).notNull().default(0),
 });
 
 export const channelPositions = pgTable("channel_positions", {

@@ -132,13 +132,17 @@ export const auditLog = sqliteTable(
 /**
  * Where each MongoDB feed stands: the resume token after its last published change. `source`
  * is the watched `db.collection`, so a feed pointed elsewhere does not resume a foreign stream.
+ * `fence` is the fencing token of the feed's lease under which the row was last written: a
+ * write with a lower one (a stale leader's) is refused. A cleared position keeps its row (and
+ * its fence) with an empty token.
  */
 export const feedPositions = sqliteTable("feed_positions", {
   feed: text("feed").primaryKey(),
   source: text("source").notNull(),
-  /** The resume token as canonical Extended JSON. */
+  /** The resume token as canonical Extended JSON; empty: cleared (no position). */
   token: text("token").notNull(),
   updatedAt: integer("updated_at").notNull(),
+  fence: integer("fence").notNull().default(0),
 });
 
 /** Where each durable channel (chat rooms) stands: its epoch and last offset. */

@@ -1,0 +1,1 @@
+ALTER TABLE `feed_positions` ADD `fence` integer DEFAULT 0 NOT NULL;
