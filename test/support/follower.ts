@@ -6,8 +6,8 @@ export interface Position {
 
 /** What a follower saw, in the order it saw it. */
 export type FollowEvent =
-  /** A subscribe answered ok; `since` is what the follower sent (none on its first). */
-  | { type: "subscribed"; epoch: string; offset: number; recovered: boolean; reason?: string; since?: Position }
+  /** A subscribe answered ok; `since` is what the follower sent (none on its first); `snapshot` on a feed channel. */
+  | { type: "subscribed"; epoch: string; offset: number; recovered: boolean; reason?: string; since?: Position; snapshot?: unknown }
   /** A subscribe answered with an error (e.g. 503 `unavailable` while Redis is away); it tries again. */
   | { type: "refused"; code: string }
   | { type: "pub"; epoch: string; offset: number; event: string; data: unknown }
@@ -173,7 +173,7 @@ export class Follower {
       // Recovered: the missed publications follow the reply, so the position stays the last one
       // seen until they arrive (a close in between must not skip them on the next `since`).
       if (since === undefined || !frame.recovered) this.last = { epoch: frame.epoch, offset: frame.offset };
-      this.record({ type: "subscribed", epoch: frame.epoch, offset: frame.offset, recovered: frame.recovered, ...(frame.reason ? { reason: frame.reason } : {}), ...(since ? { since } : {}) });
+      this.record({ type: "subscribed", epoch: frame.epoch, offset: frame.offset, recovered: frame.recovered, ...(frame.reason ? { reason: frame.reason } : {}), ...(since ? { since } : {}), ...("snapshot" in frame ? { snapshot: frame.snapshot } : {}) });
       this.firstSubscribe?.resolve();
       return;
     }
