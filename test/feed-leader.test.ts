@@ -65,6 +65,10 @@ afterAll(async () => {
 interface Published {
   seq: number;
   key: string | undefined;
+  topic: string;
+  data: unknown;
+  /** Where it was published (epoch and offset). */
+  at: string;
 }
 
 /** A real Publisher that also notes each publication it makes, with its idempotency key. */
@@ -72,8 +76,9 @@ class RecordingPublisher extends Publisher {
   readonly published: Published[] = [];
 
   override async publish(channel: Channel, event: string, data: unknown, options: PublishOptions = {}): Promise<Position> {
-    this.published.push({ seq: (data as { seq: number }).seq, key: options.key?.key });
-    return super.publish(channel, event, data, options);
+    const position = await super.publish(channel, event, data, options);
+    this.published.push({ seq: (data as { seq: number }).seq, key: options.key?.key, topic: channel.topic, data, at: `${position.epoch}:${position.offset}` });
+    return position;
   }
 }
 
@@ -169,7 +174,7 @@ function setup() {
       return row !== null && row.token.includes(`"${data}"`) && row;
     });
   };
-  return { name, node, insert, inserted: () => seq, savedAfter };
+  return { name, node, insert, inserted: () => seq, savedAfter, collection };
 }
 
 const streaming = (node: Node) => node.service.leading().length === 1 && node.service.notReady().length === 0;
@@ -360,6 +365,43 @@ describe("feed leadership", () => {
     await waitFor("a streaming again", () => streaming(a), 3 * TTL);
     await waitFor("every change published", () => a.seqs().length >= inserted(), 3000);
     expect(a.seqs()).toEqual(range(1, 5));
+  }, 20_000);
+
+  test("a handover keeps the channels' epochs: a document deleted or moved while no node led is deleted from the channel it left, the rest goes on at the next offsets", async () => {
+    const TTL = 8000;
+    const { node, collection } = setup();
+    const a = await node("node-a", TTL);
+    a.service.start();
+    await waitFor("a streaming", () => streaming(a));
+    await collection.insertMany([
+      { _id: "d1" as never, roulette_id: "r1", seq: 1 },
+      { _id: "d2" as never, roulette_id: "r1", seq: 2 },
+      { _id: "d3" as never, roulette_id: "r1", seq: 3 },
+    ]);
+    await waitFor("a published 3", () => a.publisher.published.length >= 3);
+    const last = a.publisher.published.at(-1)!.at.split(":");
+    await a.service.stop();
+
+    // While no node leads: d1 deleted, d2 moved to another roulette's channel, d3 changed in place.
+    await collection.deleteOne({ _id: "d1" as never });
+    await collection.updateOne({ _id: "d2" as never }, { $set: { roulette_id: "r2", seq: 4 } });
+    await collection.updateOne({ _id: "d3" as never }, { $set: { seq: 5 } });
+    const b = await node("node-b", TTL);
+    b.service.start();
+    await waitFor("b published the update of d3", () => b.publisher.published.some((p) => p.seq === 5));
+    await Bun.sleep(200);
+    const onR1 = b.publisher.published.filter((p) => p.topic === "acme/strategy:r1");
+    // Same epoch as a's, next offsets: both deletes (the handover's, in either order), then d3's update from the replay.
+    const next = (n: number) => `${last[0]}:${Number(last[1]) + n}`;
+    expect(onR1.map((p) => p.at)).toEqual([next(1), next(2), next(3)]);
+    expect(onR1.slice(0, 2).map((p) => p.data)).toContainAllValues([
+      { _id: "d1", deleted: true },
+      { _id: "d2", deleted: true },
+    ]);
+    expect(onR1[2]!.data).toMatchObject({ _id: "d3", seq: 5 });
+    expect(b.publisher.published.filter((p) => p.topic === "acme/strategy:r2").map((p) => p.data)).toEqual([expect.objectContaining({ _id: "d2", roulette_id: "r2", seq: 4 })]);
+    // The channel's snapshot is d3 as it is now (d1 gone, d2 elsewhere).
+    expect(await b.service.subscribeExtra()(null, parseChannel("acme", "strategy:r1"))).toEqual({ snapshot: expect.objectContaining({ _id: "d3", seq: 5 }) });
   }, 20_000);
 
   test("a leader that stops releases the lease: the other node takes over long before the lease could have expired", async () => {

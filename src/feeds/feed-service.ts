@@ -66,12 +66,29 @@ export class FeedService {
     this.feeds = config.feeds.map((feed) => {
       // On a cluster the leader's cache is mirrored to Redis for the other nodes' subscribes.
       const cache = new SnapshotCache(
-        mirror === undefined ? undefined : { changed: (channel, snapshot) => mirror.write(feed.name, channel, snapshot), replacing: (channels) => mirror.clear(feed.name, channels) },
+        mirror === undefined
+          ? undefined
+          : {
+              changed: (channel, snapshot) => mirror.write(feed.name, channel, snapshot),
+              replacing: (channels) => mirror.clear(feed.name, channels),
+              placed: (key, placement) => mirror.place(feed.name, key, placement),
+            },
       );
       const logger = deps.logger.child({ feed: feed.name });
       // A watcher per term of leadership: each starts from the token saved in the shared store.
       const newWatcher = (fence: number) =>
-        new FeedWatcher({ feed, client: this.client, publisher: deps.publisher, positions: deps.positions, fence, cache, metrics, logger, retryMaxMs: config.retryMaxMs });
+        new FeedWatcher({
+          feed,
+          client: this.client,
+          publisher: deps.publisher,
+          positions: deps.positions,
+          fence,
+          cache,
+          placements: mirror === undefined ? undefined : () => mirror.placements(feed.name),
+          metrics,
+          logger,
+          retryMaxMs: config.retryMaxMs,
+        });
       const leader = new FeedLeader({ feed: feed.name, leases, holder, ttlMs, newWatcher, metrics, logger });
       return { config: feed, cache, leader, matches: templateRegExp(feed.channel) };
     });

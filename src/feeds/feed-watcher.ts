@@ -10,7 +10,7 @@ import { FeedPosition } from "./feed-position.ts";
 import { documentKey, renderChannel, resolveDocument, toPlain, type Plain } from "./feed-document.ts";
 import { classifyFailure, FeedInvalidated, failureCode } from "./feed-errors.ts";
 import type { FeedMetrics } from "./feed-metrics.ts";
-import type { SnapshotCache } from "./snapshot-cache.ts";
+import type { Placement, SnapshotCache } from "./snapshot-cache.ts";
 
 export type FeedState = "starting" | "up" | "down";
 
@@ -22,6 +22,12 @@ export interface WatcherDeps {
   /** Fencing token of the lease term the watcher runs in: its position writes carry it (see FeedStore). */
   fence: number;
   cache: SnapshotCache;
+  /**
+   * Where the last leader left each document (a cluster's mirror, see SnapshotMirror): with it, a
+   * watcher that resumes from a saved token carries on the channels' epochs (see loadSnapshot).
+   * None on one node, whose channels' history does not outlive the process anyway.
+   */
+  placements?: () => Promise<Map<string, Placement>>;
   metrics: FeedMetrics;
   logger: Logger;
   /** Cap of the retry backoff in ms. */
@@ -59,7 +65,8 @@ export function backoffMs(attempt: number, maxMs: number): number {
  * changes of one store write. Every publication carries the change's `_id` as its idempotency key
  * (see changeKey), so a history that keeps keys drops what a handover's overlap publishes again.
  * Failures: see feed-errors.ts (`down` retries and resumes in the same epoch; `lost` starts from
- * now with a fresh snapshot and new epochs). The loop never throws and never ends before stop().
+ * now with a fresh snapshot and new epochs). A handover on a cluster keeps the epochs (see
+ * loadSnapshot). The loop never throws and never ends before stop().
  */
 export class FeedWatcher {
   state: FeedState = "starting";
@@ -204,9 +211,19 @@ export class FeedWatcher {
   /**
    * Reads the whole collection, then in ONE synchronous step replaces the cache and gives every
    * channel the feed has fed or now feeds a new epoch: no subscribe sees one without the other.
+   *
+   * Except at a handover on a cluster: resuming from a saved token with the last leader's
+   * placements at hand, the channels keep their epochs, since the stream replays every change
+   * after that token (those already published are dropped by their keys) and so their history
+   * goes on without a gap. What a replay cannot tell is which channel a document deleted or moved
+   * meanwhile left (a delete event carries only the `_id`; an update reads the document as it is
+   * now): the placements say, and each such document is deleted from the channel it left (see
+   * `correct`). Without placements (none were mirrored, or a Redis that lost them while documents
+   * exist) the channels get new epochs as on a fresh start.
    */
   private async loadSnapshot(collection: Collection<Document>): Promise<void> {
     const { feed, cache, publisher, metrics } = this.deps;
+    const before = this.token !== null && this.deps.placements !== undefined ? await this.deps.placements() : null;
     const entries = [];
     for await (const doc of collection.find({})) {
       const resolved = resolveDocument(feed, doc);
@@ -216,13 +233,35 @@ export class FeedWatcher {
     // Stopped meanwhile (a lost lease): no epoch may change any more.
     if (this.stopping) return;
     const channels = cache.replace(entries);
-    for (const channel of channels) {
-      const reset = publisher.resetEpoch(channel);
-      if (reset instanceof Promise) this.pending.push(reset.then(() => null, (err: unknown) => err));
+    const handover = before !== null && (before.size > 0 || entries.length === 0);
+    if (handover) {
+      this.correct(before, entries);
+    } else {
+      for (const channel of channels) {
+        const reset = publisher.resetEpoch(channel);
+        if (reset instanceof Promise) this.pending.push(reset.then(() => null, (err: unknown) => err));
+      }
     }
     await this.published();
     this.loaded = true;
-    this.deps.logger.info({ documents: entries.length, channels: channels.length }, "feed snapshot loaded");
+    this.deps.logger.info({ documents: entries.length, channels: channels.length, epochs: handover ? "kept" : "new" }, "feed snapshot loaded");
+  }
+
+  /**
+   * A handover: deletes each document from the channel the last leader placed it in when it is no
+   * longer there (deleted, or moved to another channel, since). The key names this term, so a
+   * next leader that finds the placements unchanged (this one died before its load was mirrored)
+   * publishes its own deletes again: a client may see a document deleted twice, never kept.
+   */
+  private correct(before: Map<string, Placement>, entries: readonly { key: string; channel: Channel }[]): void {
+    const { feed, cache } = this.deps;
+    const now = new Map(entries.map((entry) => [entry.key, entry.channel.topic]));
+    for (const [key, { channel, id }] of before) {
+      if (now.get(key) === channel.topic) continue;
+      cache.touch(channel);
+      this.publish(channel, feed.deleteEvent, { _id: id, deleted: true }, `feed:${feed.name}:handover:${this.deps.fence}:${key}`);
+      this.deps.metrics.published(feed.name, "delete", null);
+    }
   }
 
   private apply(change: ChangeStreamDocument): void {

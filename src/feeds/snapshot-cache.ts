@@ -1,5 +1,5 @@
 import type { Channel } from "../channel.ts";
-import type { PlainDoc } from "./feed-document.ts";
+import type { Plain, PlainDoc } from "./feed-document.ts";
 
 /**
  * The current state of one feed's channels, answered in subscribe replies (`snapshot`).
@@ -12,11 +12,19 @@ import type { PlainDoc } from "./feed-document.ts";
  * A channel may be fed by several documents (`strategy:{roulette_id}`); its snapshot is the most
  * recently changed one still present, or null when none is.
  */
+/** Where a document is: the channel it feeds, and its `_id` (what a delete publishes). */
+export interface Placement {
+  channel: Channel;
+  id: Plain;
+}
+
 /** Told of each change of a channel's snapshot (a cluster mirrors them: snapshot-mirror.ts). */
 export interface SnapshotListener {
   changed(channel: Channel, snapshot: PlainDoc | null): void;
   /** A fresh load replaces everything: these are the channels fed before or now. */
   replacing(channels: readonly Channel[]): void;
+  /** A document feeds another channel than before, or (null) none any more: told only when that changes. */
+  placed(key: string, placement: Placement | null): void;
 }
 
 export class SnapshotCache {
@@ -44,7 +52,7 @@ export class SnapshotCache {
 
   /** Records a document's new state; it leaves any channel it fed before. */
   set(key: string, channel: Channel, data: PlainDoc): void {
-    this.remove(key);
+    const before = this.drop(key);
     let docs = this.byTopic.get(channel.topic);
     if (docs === undefined) {
       docs = new Map();
@@ -54,10 +62,18 @@ export class SnapshotCache {
     this.channelOfDoc.set(key, channel);
     this.known.set(channel.topic, channel);
     this.listener?.changed(channel, this.get(channel.topic) ?? null);
+    if (before?.topic !== channel.topic) this.listener?.placed(key, { channel, id: data._id ?? null });
   }
 
   /** Forgets a document; returns the channel it fed, if any. */
   remove(key: string): Channel | undefined {
+    const channel = this.drop(key);
+    if (channel !== undefined) this.listener?.placed(key, null);
+    return channel;
+  }
+
+  /** Takes a document out of its channel (told as a snapshot change, not as a placement); the channel it fed. */
+  private drop(key: string): Channel | undefined {
     const channel = this.channelOfDoc.get(key);
     if (channel === undefined) return undefined;
     this.channelOfDoc.delete(key);

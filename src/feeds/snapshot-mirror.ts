@@ -3,6 +3,7 @@ import type { Logger } from "../log.ts";
 import type { RedisKeys } from "../redis/keys.ts";
 import type { Redis } from "../redis/redis-client.ts";
 import type { PlainDoc } from "./feed-document.ts";
+import type { Placement } from "./snapshot-cache.ts";
 
 /**
  * A feed's snapshots where every node of a cluster can read them: the node leading the feed
@@ -17,13 +18,21 @@ import type { PlainDoc } from "./feed-document.ts";
 export interface SnapshotMirror {
   /** The channel's snapshot now (null: no document feeds it). */
   write(feed: string, channel: Channel, snapshot: PlainDoc | null): void;
-  /** A fresh load is about to be written: forget what was mirrored for these channels' tenants. */
+  /** A fresh load is about to be written: forget what was mirrored for these channels' tenants, and every placement. */
   clear(feed: string, channels: readonly Channel[]): void;
+  /** Where a document of the feed is now (null: nowhere), for the next leader (FeedWatcher's handover). */
+  place(feed: string, key: string, placement: Placement | null): void;
+  /** Every document's placement, as the leader left them: document key -> placement. */
+  placements(feed: string): Promise<Map<string, Placement>>;
   /** The channel's mirrored snapshot; undefined when the feed never fed it. */
   read(feed: string, channel: Channel): Promise<PlainDoc | null | undefined>;
 }
 
-/** Per tenant and feed a hash: topic -> the snapshot as JSON ("null" when nothing feeds it now). */
+/**
+ * Per tenant and feed a hash: topic -> the snapshot as JSON ("null" when nothing feeds it now);
+ * per feed a hash: document key -> its placement as JSON (one field per document of the collection
+ * that feeds a channel).
+ */
 export class RedisSnapshotMirror implements SnapshotMirror {
   constructor(
     private readonly redis: Redis,
@@ -36,8 +45,18 @@ export class RedisSnapshotMirror implements SnapshotMirror {
   }
 
   clear(feed: string, channels: readonly Channel[]): void {
-    const keys = [...new Set(channels.map((c) => this.key(feed, c.tenant)))];
-    if (keys.length > 0) this.redis.del(...keys).catch((err: unknown) => this.failed(err, feed));
+    const keys = [...new Set(channels.map((c) => this.key(feed, c.tenant))), this.placementKey(feed)];
+    this.redis.del(...keys).catch((err: unknown) => this.failed(err, feed));
+  }
+
+  place(feed: string, key: string, placement: Placement | null): void {
+    const done = placement === null ? this.redis.hdel(this.placementKey(feed), key) : this.redis.hset(this.placementKey(feed), key, JSON.stringify(placement));
+    done.catch((err: unknown) => this.failed(err, feed));
+  }
+
+  async placements(feed: string): Promise<Map<string, Placement>> {
+    const all = await this.redis.hgetall(this.placementKey(feed));
+    return new Map(Object.entries(all).map(([key, json]) => [key, JSON.parse(json) as Placement]));
   }
 
   async read(feed: string, channel: Channel): Promise<PlainDoc | null | undefined> {
@@ -47,6 +66,10 @@ export class RedisSnapshotMirror implements SnapshotMirror {
 
   private key(feed: string, tenant: string): string {
     return this.keys.tenant(tenant, "feedsnap", feed);
+  }
+
+  private placementKey(feed: string): string {
+    return this.keys.cluster("feeddocs", feed);
   }
 
   private failed(err: unknown, feed: string): void {
