@@ -1,4 +1,4 @@
-import { afterEach, describe, expect } from "bun:test";
+import { afterEach, describe, expect, test as bunTest } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { Socket } from "node:net";
 import { SQL } from "bun";
@@ -15,7 +15,7 @@ import { redisTests } from "./support/redis.ts";
 
 const pg = postgresTests();
 const redis = redisTests();
-const withRedis = pg.available && redis.available ? pg.test : pg.test.skip;
+const withRedis = pg.available && redis.available ? pg.test : bunTest.skip;
 
 const clusters: Cluster[] = [];
 const clients: Client[] = [];

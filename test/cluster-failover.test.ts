@@ -1,4 +1,4 @@
-import { afterEach, describe, expect } from "bun:test";
+import { afterEach, describe, expect, test as bunTest } from "bun:test";
 import { Client, handshake, testToken, type Frame } from "./helpers.ts";
 import { startCluster, type Cluster, type ClusterNode } from "./support/cluster.ts";
 import { Follower } from "./support/follower.ts";
@@ -14,7 +14,7 @@ import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 const redisAvailable = redisTests().available;
 const pg = postgresTests();
-const test = redisAvailable && pg.available ? pg.test : pg.test.skip;
+const test = redisAvailable && pg.available ? pg.test : bunTest.skip;
 
 const clusters: Cluster[] = [];
 const followers: Follower[] = [];

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test as bunTest } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,7 +33,7 @@ import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 const emulated = emulatorTests();
 const redised = redisTests();
 const available = emulated.available && redised.available;
-const test = available ? emulated.test : emulated.test.skip;
+const test = available ? emulated.test : bunTest.skip;
 
 let emulator: Emulator;
 let redis: RedisServer;
