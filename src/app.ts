@@ -172,7 +172,9 @@ export function createApp(deps: AppDeps) {
         registry: metrics.registry,
         logger: logger.child({ component: "feeds" }),
         // A cluster: one node watches each feed, the holder of its lease in Redis.
-        ...(cluster === null ? {} : { leases: cluster.leases, nodeId: cluster.nodeId, mirror: new RedisSnapshotMirror(cluster.redis, cluster.keys, logger) }),
+        ...(cluster === null
+          ? {}
+          : { leases: cluster.leases, nodeId: cluster.nodeId, leaseTtlMs: cluster.config.feedLeaseTtlMs, mirror: new RedisSnapshotMirror(cluster.redis, cluster.keys, logger) }),
       })
     : null;
   const counts = deps.counts ?? new MemoryConnectionCounts();

@@ -141,6 +141,8 @@ export interface RedisConfig {
   reorderWindowMs: number;
   /** How often each served channel's position is compared with the shared one. */
   positionCheckMs: number;
+  /** How long a feed's lease lasts unless renewed (FEED_LEASE_TTL_MS): a dead leader's feeds move on within about 1.25 times this. */
+  feedLeaseTtlMs: number;
 }
 
 export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -191,6 +193,7 @@ function parseRedis(env: Env, database: Config["database"]): RedisConfig | null 
   const commandTimeoutMs = int(env, "REDIS_COMMAND_TIMEOUT_MS", 2_000, 50, 60_000);
   const reorderWindowMs = int(env, "REDIS_REORDER_WINDOW_MS", 100, 1, 10_000);
   const positionCheckMs = int(env, "REDIS_POSITION_CHECK_MS", 5_000, 100, 600_000);
+  const feedLeaseTtlMs = int(env, "FEED_LEASE_TTL_MS", 10_000, 1_000, 600_000);
   const prefix = env.REDIS_PREFIX === undefined || env.REDIS_PREFIX === "" ? "sinal" : env.REDIS_PREFIX;
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) throw new ConfigError("REDIS_PREFIX", "expected 1 to 64 of A-Z a-z 0-9 _ . -");
   if (url === undefined || url === "") return null;
@@ -205,7 +208,7 @@ function parseRedis(env: Env, database: Config["database"]): RedisConfig | null 
   }
   // Every node must see the same rooms, messages and offsets: a file of its own per node would not.
   if (database.kind !== "postgres") throw new ConfigError("REDIS_URL", "several nodes need one shared database: set DATABASE_URL=postgres://... too");
-  return { url, prefix, commandTimeoutMs, reorderWindowMs, positionCheckMs };
+  return { url, prefix, commandTimeoutMs, reorderWindowMs, positionCheckMs, feedLeaseTtlMs };
 }
 
 function parseDatabase(env: Env): Config["database"] {

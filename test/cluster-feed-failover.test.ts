@@ -21,8 +21,8 @@ const pg = postgresTests();
 // `test`, as one that is missing already hands back `test.skip`, which has no `.skip`.
 const test = emulated.available && redisAvailable && pg.available ? pg.test : bunTest.skip;
 
-/** A feed lease's TTL on a cluster node: FeedService's default, which no setting changes. */
-const LEASE_TTL_MS = 10_000;
+/** The feeds' lease TTL on every node (FEED_LEASE_TTL_MS): short, so the takeover comes soon. */
+const LEASE_TTL_MS = 3_000;
 const FEED = { name: "signals", collection: "signals", channel: "strategy:{roulette_id}", tenant: "acme", event: "strategy_update" };
 const CHANNEL = "strategy:r1";
 /** One change every this many ms, for as long as the test runs the writer. */
@@ -99,7 +99,7 @@ describe("the feed leader SIGKILLed", () => {
       cleanups.push(() => emulator.stop());
       const mongo = new MongoClient(emulator.uri());
       cleanups.push(() => mongo.close());
-      const env = feedEnv(emulator.uri("&serverSelectionTimeoutMS=1000"), [FEED], { HISTORY_STRATEGY: "1000,10m" });
+      const env = feedEnv(emulator.uri("&serverSelectionTimeoutMS=1000"), [FEED], { HISTORY_STRATEGY: "1000,10m", FEED_LEASE_TTL_MS: String(LEASE_TTL_MS) });
       const bed: Cluster = await startCluster({ nodes: 3, env });
       cleanups.push(() => bed.stop());
       const sql = new SQL(bed.databaseUrl, { max: 1 });

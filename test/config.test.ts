@@ -83,7 +83,9 @@ describe("REDIS_URL (several nodes)", () => {
 
   test("is read with its companions when the database is PostgreSQL", () => {
     const config = loadConfig({ ...pg, REDIS_URL: "redis://:pw@cache:6379/2", REDIS_PREFIX: "crm", REDIS_COMMAND_TIMEOUT_MS: "500" });
-    expect(config.redis).toMatchObject({ url: "redis://:pw@cache:6379/2", prefix: "crm", commandTimeoutMs: 500, reorderWindowMs: 100, positionCheckMs: 5000 });
+    expect(config.redis).toMatchObject({ url: "redis://:pw@cache:6379/2", prefix: "crm", commandTimeoutMs: 500, reorderWindowMs: 100, positionCheckMs: 5000, feedLeaseTtlMs: 10_000 });
+    expect(loadConfig({ ...pg, REDIS_URL: "redis://cache:6379", FEED_LEASE_TTL_MS: "3000" }).redis?.feedLeaseTtlMs).toBe(3000);
+    expect(() => loadConfig({ ...pg, REDIS_URL: "redis://cache:6379", FEED_LEASE_TTL_MS: "500" })).toThrow("FEED_LEASE_TTL_MS");
     expect(loadConfig(pg).redis).toBeNull();
   });
 
