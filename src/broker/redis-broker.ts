@@ -35,8 +35,12 @@ interface Served {
   /** Publications that arrived ahead of a missing one, by offset. */
   waiting: Map<number, Pending>;
   timer: ReturnType<typeof setTimeout> | null;
-  /** Resolves once SUBSCRIBE for the topic was acknowledged by Redis. */
-  subscribed: PromiseWithResolvers<void>;
+  /**
+   * Resolves once SUBSCRIBE for the topic was acknowledged by Redis; made by the first `ready` that
+   * has to wait for it (every connection serves its user's topic, which nobody waits for: a
+   * promise and its two functions per idle connection saved).
+   */
+  subscribed: PromiseWithResolvers<void> | null;
   active: boolean;
   /** A gap is being read from history: deliveries wait for it. */
   recovering: boolean;
@@ -114,8 +118,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
       for (const state of this.served.values()) {
         if (state.active) {
           state.active = false;
-          state.subscribed = Promise.withResolvers();
-          state.subscribed.promise.catch(() => undefined);
+          state.subscribed = null;
         }
       }
     });
@@ -176,9 +179,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
 
   subscribe(topic: string): void {
     if (!this.served.has(topic)) {
-      const subscribed = Promise.withResolvers<void>();
-      subscribed.promise.catch(() => undefined);
-      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed, active: false, recovering: false, highest: 0 });
+      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed: null, active: false, recovering: false, highest: 0 });
     }
     this.changed.add(topic);
     this.scheduleFlush();
@@ -190,7 +191,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
     if (state.timer !== null) clearTimeout(state.timer);
     this.clearWaiting(state);
     this.served.delete(topic);
-    state.subscribed.reject(new Error("unsubscribed"));
+    state.subscribed?.reject(new Error("unsubscribed"));
     this.changed.add(topic);
     this.scheduleFlush();
   }
@@ -221,6 +222,10 @@ export class RedisBroker implements Broker, DeliveredPositions {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new SinalError("unavailable", "the cluster's Redis is not reachable; try again")), this.options.subscribeTimeoutMs);
     });
+    if (state.subscribed === null) {
+      state.subscribed = Promise.withResolvers();
+      state.subscribed.promise.catch(() => undefined);
+    }
     return Promise.race([state.subscribed.promise, timeout]).finally(() => clearTimeout(timer));
   }
 
@@ -469,7 +474,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
           const state = this.served.get(topic);
           if (state === undefined || state.active) continue;
           state.active = true;
-          state.subscribed.resolve();
+          state.subscribed?.resolve();
+          state.subscribed = null;
         }
       },
       (err: unknown) => {
