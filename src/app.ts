@@ -109,6 +109,8 @@ export function createApp(deps: AppDeps) {
       maxTopicsPerTenant: limits.maxChannelsPerTenant,
       metaTtlMs: REDIS_META_TTL_MS,
       idempotencyTtlMs: config.idempotencyTtlSec * 1000,
+      // The append script publishes to the other nodes itself: one round trip per publication.
+      peers: clusterBroker!,
     });
   } else {
     const local = new MemoryHistory({ maxBytes: memoryMaxBytes, maxBytesPerTenant: tenantMaxBytes, maxTopics: limits.maxChannels, maxTopicsPerTenant: limits.maxChannelsPerTenant });

@@ -72,7 +72,7 @@ export class Publisher {
     const kept = this.history.append(
       channel,
       (p) => pubFrame(channel, event, json, p, ts, from),
-      (p, frame) => this.fanOut(channel, event, frame, p),
+      (p, frame, sent) => this.fanOut(channel, event, frame, p, sent),
       options.key,
     );
     return (kept instanceof Promise ? await kept : kept).position;
@@ -117,10 +117,11 @@ export class Publisher {
   /**
    * Runs inside the history's `deliver`, possibly for every entry of a commit in turn: it must not
    * throw, or the publications after it would not be fanned out (and a committed one would look failed).
+   * `sent`: the history already sent it to the other nodes (see Deliver).
    */
-  private fanOut(channel: Channel, event: string, frame: string, position: Position): void {
+  private fanOut(channel: Channel, event: string, frame: string, position: Position, sent = false): void {
     try {
-      const reached = this.broker.publish(channel.topic, frame, undefined, position);
+      const reached = this.broker.publish(channel.topic, frame, undefined, position, sent);
       this.metrics.published(channel.tenant, reached);
       for (const observe of this.observers) observe(channel, event, reached);
     } catch (err) {

@@ -3,9 +3,11 @@
  * src/history/redis-history.ts (defined on the connection by RedisHistory itself, so the script is
  * the one sinal runs) called straight through ioredis, with the arguments RedisHistory.append
  * passes, `inflight` calls outstanding at a time over `channels` topics. Modes:
- *   script          EVALSHA of the append script only;
- *   script+publish  that plus the PUBLISH of the broker's envelope, what a node sends per publication;
- *   append          RedisHistory.append (its JS: frame template, keys, reply) + PUBLISH;
+ *   script          EVALSHA of the append script only, publishing nothing;
+ *   script+publish  that plus a separate PUBLISH of the broker's envelope (two round trips, what a
+ *                   node sent per publication before the script published itself);
+ *   script-publish  the script PUBLISHing the envelope itself, what a node sends per publication;
+ *   append          RedisHistory.append as a node calls it (its JS: frame template, keys, envelope, reply);
  * One JSON line on stdout per mode: calls per second over `seconds`.
  *
  *   bun bench/cluster/lua.ts '{"url":"redis://127.0.0.1:6379","modes":["script"],...}'
@@ -17,7 +19,7 @@ import { RedisKeys } from "../../src/redis/keys.ts";
 
 interface LuaConfig {
   url: string;
-  modes: ("script" | "script+publish" | "append")[];
+  modes: ("script" | "script+publish" | "script-publish" | "append")[];
   inflight: number;
   channels: number;
   payloadBytes: number;
@@ -35,8 +37,11 @@ const positions: DeliveredPositions = {
   seed: (_t, p) => p,
   reset: (_t, p) => p,
 };
+// The broker's envelope (RedisBroker.envelope) for a node id of a node's length.
+const nodeId = crypto.randomUUID();
+const peers = { envelope: (topic: string) => ({ channel: keys.topicChannel(topic), head: `${nodeId}\n\n` }) };
 // maxTopicsPerTenant, metaTtlMs and the key TTL as src/app.ts sets them by default.
-const history = new RedisHistory(redis, keys, positions, { maxTopicsPerTenant: 20_000, metaTtlMs: 7 * 86_400_000, idempotencyTtlMs: 86_400_000 });
+const history = new RedisHistory(redis, keys, positions, { maxTopicsPerTenant: 20_000, metaTtlMs: 7 * 86_400_000, idempotencyTtlMs: 86_400_000, peers });
 type Append = (...args: (string | number)[]) => Promise<[number, string, number]>;
 const scripts = redis as unknown as { sinalAppend: Append };
 
@@ -48,8 +53,9 @@ const build = (topic: string) => (p: Position) =>
 const head = build("bench/roulette:c0")({ epoch: "\u0001", offset: 0 }).split('0,"epoch"')[0]!;
 const tail = `,"ts":${Date.now()}}`;
 
-function callScript(topic: string, script: Append = scripts.sinalAppend.bind(redis)): Promise<[number, string, number]> {
+function callScript(topic: string, publish: boolean, script: Append = scripts.sinalAppend.bind(redis)): Promise<[number, string, number]> {
   const tenant = "bench";
+  const envelope = publish ? peers.envelope(topic) : { channel: "", head: "" };
   return script(
     keys.tenant(tenant, "meta", topic),
     keys.tenant(tenant, "stream", topic),
@@ -65,19 +71,20 @@ function callScript(topic: string, script: Append = scripts.sinalAppend.bind(red
     topic,
     20_000,
     0,
+    envelope.channel,
+    envelope.head,
   );
 }
 
 async function one(mode: LuaConfig["modes"][number], i: number): Promise<void> {
   const topic = topicOf(i);
   if (mode === "append") {
-    await history.append(topic, build(topic), retention, (position, frame) => {
-      redis.publish(`luabench:t:${topic}`, `node\n\n${position.epoch}\n${position.offset}\n${frame}`).catch(() => undefined);
-    });
+    // The script sent it to the other nodes (`sent`): nothing left to publish here.
+    await history.append(topic, build(topic), retention, () => undefined);
     return;
   }
-  const [offset, epoch] = await callScript(topic);
-  if (mode === "script+publish") redis.publish(`luabench:t:${topic}`, `node\n\n${epoch}\n${offset}\n${head}${offset}${tail}`).catch(() => undefined);
+  const [offset, epoch] = await callScript(topic, mode === "script-publish");
+  if (mode === "script+publish") redis.publish(keys.topicChannel(topic), `${nodeId}\n\n${epoch}\n${offset}\n${head}${offset}${tail}`).catch(() => undefined);
 }
 
 async function run(mode: LuaConfig["modes"][number], seconds: number): Promise<number> {

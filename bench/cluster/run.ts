@@ -374,7 +374,7 @@ async function luaRuns(): Promise<LuaRun[]> {
   const runs: LuaRun[] = [];
   const redis = await benchRedis(S.redisCpus);
   try {
-    const modes = ["script", "script+publish", "append"];
+    const modes = ["script", "script+publish", "script-publish", "append"];
     const stats = new Redis(redis.url, { lazyConnect: true });
     await stats.connect();
     const child = bun(

@@ -47,9 +47,12 @@ export interface Broker {
    * Publishes `frame` on `topic` to every node serving it, skipping the socket of `exceptClient`
    * (for events not echoed to their sender); returns how many sockets of THIS node it reached.
    * `position`: the publication's place in its channel's history (absent for ephemeral events),
-   * which a cluster broker uses to deliver in offset order and to find gaps.
+   * which a cluster broker uses to deliver in offset order and to find gaps. `sent`: the history
+   * already sent the publication to the other nodes when it kept it (RedisHistory's append script
+   * publishes it in the broker's envelope, see Deliver); only this node's delivery is left, the
+   * same as without it. A broker without peers ignores it.
    */
-  publish(topic: string, frame: string, exceptClient?: string, position?: Position): number;
+  publish(topic: string, frame: string, exceptClient?: string, position?: Position, sent?: boolean): number;
   /** This node serves `topic` from now on (its hub got a first local subscriber). */
   subscribe(topic: string): void;
   /** This node no longer serves `topic` (its hub lost the last local subscriber). */

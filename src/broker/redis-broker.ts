@@ -35,8 +35,12 @@ interface Served {
   /** Publications that arrived ahead of a missing one, by offset. */
   waiting: Map<number, Pending>;
   timer: ReturnType<typeof setTimeout> | null;
-  /** Resolves once SUBSCRIBE for the topic was acknowledged by Redis. */
-  subscribed: PromiseWithResolvers<void>;
+  /**
+   * Resolves once SUBSCRIBE for the topic was acknowledged by Redis; made by the first `ready` that
+   * has to wait for it (every connection serves its user's topic, which nobody waits for: a
+   * promise and its two functions per idle connection saved).
+   */
+  subscribed: PromiseWithResolvers<void> | null;
   active: boolean;
   /** A gap is being read from history: deliveries wait for it. */
   recovering: boolean;
@@ -55,7 +59,11 @@ interface Pending {
  * The cluster's broker over Redis pub/sub: one pub/sub channel per topic, each node SUBSCRIBEd to
  * the topics it has local subscribers for (its hub says which; batched into one SUBSCRIBE or
  * UNSUBSCRIBE per turn). A publication travels as `<node>\n<except>\n<epoch>\n<offset>\n<frame>`
- * (epoch and offset empty for ephemeral events).
+ * (epoch and offset empty for ephemeral events). One of a channel whose history is in Redis is
+ * PUBLISHed by the history's append script, in the same step as it gets its offset (`envelope`
+ * gives the script the channel and the envelope's head; its `publish` here comes with `sent`):
+ * one round trip, the frame sent once. Room publications (offsets from PostgreSQL) and ephemeral
+ * events are PUBLISHed here.
  *
  * Order and loss. Pub/sub may lose messages (a Redis restart, a failover, a reconnect) and two
  * nodes' publications of one topic may arrive in either order, so this node delivers each topic's
@@ -110,8 +118,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
       for (const state of this.served.values()) {
         if (state.active) {
           state.active = false;
-          state.subscribed = Promise.withResolvers();
-          state.subscribed.promise.catch(() => undefined);
+          state.subscribed = null;
         }
       }
     });
@@ -140,9 +147,27 @@ export class RedisBroker implements Broker, DeliveredPositions {
   };
   private onLost: (topic: string) => void = () => undefined;
 
-  publish(topic: string, frame: string, exceptClient?: string, position?: Position): number {
-    const envelope = `${this.options.nodeId}\n${exceptClient ?? ""}\n${position?.epoch ?? ""}\n${position?.offset ?? ""}\n${frame}`;
-    this.publisher.publish(this.keys.topicChannel(topic), envelope).catch((err: unknown) => {
+  publish(topic: string, frame: string, exceptClient?: string, position?: Position, sent = false): number {
+    if (!sent) this.send(topic, frame, exceptClient, position);
+    const state = this.served.get(topic);
+    if (state === undefined) return 0;
+    if (position === undefined) return this.hub?.deliver(topic, frame, exceptClient) ?? 0;
+    return this.offer(topic, state, { position, frame, except: exceptClient, local: true });
+  }
+
+  /**
+   * Where a publication of `topic` goes to the other nodes, and its envelope up to the position:
+   * `head` is `<node>\n<except>\n`; `<epoch>\n<offset>\n<frame>` follows. RedisHistory's append
+   * script PUBLISHes a publication on `channel` in the same step as it sequences it, so its frame
+   * goes to Redis once; `received` parses what that script and `send` publish alike.
+   */
+  envelope(topic: string, exceptClient?: string): { channel: string; head: string } {
+    return { channel: this.keys.topicChannel(topic), head: `${this.options.nodeId}\n${exceptClient ?? ""}\n` };
+  }
+
+  private send(topic: string, frame: string, exceptClient: string | undefined, position: Position | undefined): void {
+    const { channel, head } = this.envelope(topic, exceptClient);
+    this.publisher.publish(channel, `${head}${position?.epoch ?? ""}\n${position?.offset ?? ""}\n${frame}`).catch((err: unknown) => {
       this.failedPublishes++;
       // At most one line every 5 s: while Redis is away every room message lands here.
       const now = Date.now();
@@ -150,17 +175,11 @@ export class RedisBroker implements Broker, DeliveredPositions {
       this.lastPublishWarning = now;
       this.logger?.warn({ err, code: "redis_publish_failed", topic, failed: this.failedPublishes }, "publications could not reach the other nodes; they recover them from history");
     });
-    const state = this.served.get(topic);
-    if (state === undefined) return 0;
-    if (position === undefined) return this.hub?.deliver(topic, frame, exceptClient) ?? 0;
-    return this.offer(topic, state, { position, frame, except: exceptClient, local: true });
   }
 
   subscribe(topic: string): void {
     if (!this.served.has(topic)) {
-      const subscribed = Promise.withResolvers<void>();
-      subscribed.promise.catch(() => undefined);
-      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed, active: false, recovering: false, highest: 0 });
+      this.served.set(topic, { last: null, waiting: new Map(), timer: null, subscribed: null, active: false, recovering: false, highest: 0 });
     }
     this.changed.add(topic);
     this.scheduleFlush();
@@ -172,7 +191,7 @@ export class RedisBroker implements Broker, DeliveredPositions {
     if (state.timer !== null) clearTimeout(state.timer);
     this.clearWaiting(state);
     this.served.delete(topic);
-    state.subscribed.reject(new Error("unsubscribed"));
+    state.subscribed?.reject(new Error("unsubscribed"));
     this.changed.add(topic);
     this.scheduleFlush();
   }
@@ -203,6 +222,10 @@ export class RedisBroker implements Broker, DeliveredPositions {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new SinalError("unavailable", "the cluster's Redis is not reachable; try again")), this.options.subscribeTimeoutMs);
     });
+    if (state.subscribed === null) {
+      state.subscribed = Promise.withResolvers();
+      state.subscribed.promise.catch(() => undefined);
+    }
     return Promise.race([state.subscribed.promise, timeout]).finally(() => clearTimeout(timer));
   }
 
@@ -451,7 +474,8 @@ export class RedisBroker implements Broker, DeliveredPositions {
           const state = this.served.get(topic);
           if (state === undefined || state.active) continue;
           state.active = true;
-          state.subscribed.resolve();
+          state.subscribed?.resolve();
+          state.subscribed = null;
         }
       },
       (err: unknown) => {

@@ -1,7 +1,8 @@
 /**
  * Channel history: offsets, epochs and the publications a reconnecting client may have missed.
- * Implementations: memory-history.ts (one node, in process) and durable-history.ts (kept in the
- * store, so a channel keeps its epoch and offsets across restarts). A Redis one will follow.
+ * Implementations: memory-history.ts (one node, in process), durable-history.ts (kept in the
+ * store, so a channel keeps its epoch and offsets across restarts) and redis-history.ts (shared by
+ * the nodes of a cluster).
  *
  * Guarantees every implementation keeps, per topic:
  * - `append` assigns offsets 1, 2, 3 ... with no gap and no repeat within one epoch, and keeps
@@ -59,8 +60,12 @@ export type MaybePromise<T> = T | Promise<T>;
 /** Builds the serialized frame of a publication once its position is known. */
 export type FrameBuilder = (position: Position) => string;
 
-/** Fans a kept publication out (see HistoryStore: called in offset order, before `append` settles). */
-export type Deliver = (position: Position, frame: string) => void;
+/**
+ * Fans a kept publication out (see HistoryStore: called in offset order, before `append` settles).
+ * `sent`: the history sent it to the other nodes itself, in the same step as it kept it (the Redis
+ * history's script, one round trip); the broker then delivers it on this node only (Broker.publish).
+ */
+export type Deliver = (position: Position, frame: string, sent?: boolean) => void;
 
 /**
  * Where this node stands in fanning out each topic it serves, on a cluster (the Redis broker keeps

@@ -13,10 +13,15 @@ import { keepsHistory, pageOf, randomEpoch, recoveryFrom, type Deliver, type Del
  * key is already there is not made again (a feed change re-read after a leader handover). Redis
  * runs scripts one at a time, so offsets have no gap and no repeat whatever the number of nodes.
  *
- * Fan-out is not the script's: `append` calls `deliver` (the Publisher hands the frame to the
- * broker, which orders every node's deliveries by offset, src/broker/redis-broker.ts). Positions a
- * subscribe is told come from what this node delivered (`positions`): read from Redis only for a
- * topic this node does not track yet, once its subscription to other nodes is active.
+ * Fan-out to the other nodes is the script's too, given `peers` (the RedisBroker): it PUBLISHes
+ * the publication in the broker's envelope on the topic's pub/sub channel in the same step, so a
+ * publication costs one round trip and its frame goes to Redis once, and publications leave Redis
+ * in offset order. A publication whose key was already answered is not published again. This
+ * node's own fan-out is `deliver` (with `sent`: the broker delivers it here only, ordering every
+ * node's deliveries by offset, src/broker/redis-broker.ts). Without `peers` the script publishes
+ * nothing and `deliver` leaves the sending to the broker. Positions a subscribe is told come from
+ * what this node delivered (`positions`): read from Redis only for a topic this node does not
+ * track yet, once its subscription to other nodes is active.
  *
  * Bounds: per topic the retention; per tenant at most `maxTopicsPerTenant` topics with state (a
  * sorted set of the tenant's topics by last use, in the same script: past it the least recently
@@ -32,7 +37,7 @@ export class RedisHistory implements HistoryStore {
     redis: Redis,
     private readonly keys: RedisKeys,
     private readonly positions: DeliveredPositions,
-    private readonly options: { maxTopicsPerTenant: number; metaTtlMs: number; idempotencyTtlMs: number },
+    private readonly options: { maxTopicsPerTenant: number; metaTtlMs: number; idempotencyTtlMs: number; peers?: Peers },
   ) {
     redis.defineCommand("sinalAppend", { numberOfKeys: 4, lua: APPEND });
     redis.defineCommand("sinalPosition", { numberOfKeys: 2, lua: POSITION });
@@ -46,6 +51,7 @@ export class RedisHistory implements HistoryStore {
     const now = Date.now();
     const keep = keepsHistory(retention);
     const tenant = tenantOf(topic);
+    const peers = this.options.peers?.envelope(topic);
     const reply = (await this.scripts.sinalAppend(
       this.keys.tenant(tenant, "meta", topic),
       this.keys.tenant(tenant, "stream", topic),
@@ -61,13 +67,15 @@ export class RedisHistory implements HistoryStore {
       topic,
       this.options.maxTopicsPerTenant,
       key === undefined ? 0 : this.options.idempotencyTtlMs,
+      peers?.channel ?? "",
+      peers?.head ?? "",
     )) as [number, string, number];
     const [offset, epoch, duplicate] = reply;
     const position = { epoch, offset: Number(offset) };
     // A key already answered: published once before (maybe by another node); nothing to deliver.
     if (duplicate === 1) return { position, frame: "" };
     const frame = `${head}${position.offset},"epoch":"${epoch}"${tail}`;
-    deliver(position, frame);
+    deliver(position, frame, peers !== undefined);
     return { position, frame };
   }
 
@@ -132,6 +140,12 @@ export class RedisHistory implements HistoryStore {
   }
 }
 
+/** Where the append script sends a publication to the other nodes (RedisBroker.envelope). */
+export interface Peers {
+  /** The topic's pub/sub channel, and the envelope before `<epoch>\n<offset>\n<frame>`. */
+  envelope(topic: string): { channel: string; head: string };
+}
+
 interface Scripts {
   sinalAppend(...args: (string | number)[]): Promise<unknown>;
   sinalPosition(...args: (string | number)[]): Promise<unknown>;
@@ -157,7 +171,8 @@ export function frameTemplate(build: FrameBuilder): { head: string; tail: string
 }
 
 // KEYS: meta, stream, tenant topics, idempotency key. ARGV: head, tail, size (0: keep nothing),
-// stream ttl ms, meta ttl ms, epoch if new, now, topic, max topics per tenant, key ttl ms (0: no key).
+// stream ttl ms, meta ttl ms, epoch if new, now, topic, max topics per tenant, key ttl ms (0: no key),
+// pub/sub channel ("": publish nothing), envelope head (RedisBroker.envelope).
 // Returns {offset, epoch, duplicate}.
 const APPEND = `
 local keyTtl = tonumber(ARGV[10])
@@ -178,8 +193,8 @@ local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local now = tonumber(ARGV[7])
 local size = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
+local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[2]
 if size > 0 then
-  local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[2]
   redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-1', 'f', frame, 't', now)
   -- The oldest entry only, and the next while it is past the age (at most 8 a publication):
   -- reading one entry is a third of a publication's Redis time (BENCHMARKS.md, "Several nodes").
@@ -204,6 +219,10 @@ if over > 0 then
 end
 if keyTtl > 0 then
   redis.call('SET', KEYS[4], epoch .. ':' .. offset, 'PX', keyTtl)
+end
+if ARGV[11] ~= '' then
+  -- The broker's envelope: the head (node, except) given, then epoch, offset and frame on their lines.
+  redis.call('PUBLISH', ARGV[11], ARGV[12] .. epoch .. '\\n' .. offset .. '\\n' .. frame)
 end
 return {offset, epoch, 0}
 `;
