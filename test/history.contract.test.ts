@@ -79,8 +79,7 @@ function durable(open: () => Promise<Store>): () => Promise<Subject> {
   };
 }
 
-/** `todo`: why one test of the contract does not hold for this implementation yet (it runs as a todo). */
-const subjects: Record<string, { make: () => Promise<Subject>; test: typeof test; todo?: string }> = {
+const subjects: Record<string, { make: () => Promise<Subject>; test: typeof test }> = {
   memory: { make: async () => ({ history: new MemoryHistory(), reopen: async () => null, done: async () => undefined }), test },
   "durable (sqlite)": {
     make: async () => {
@@ -117,10 +116,6 @@ const subjects: Record<string, { make: () => Promise<Subject>; test: typeof test
       return { history: await redisHistory(keys), reopen: () => redisHistory(keys), done: async () => undefined };
     },
     test: redis.test,
-    // Its READ script applies the retention's age but not its size: a stream kept under a larger
-    // size (HISTORY size lowered, or nodes on two configurations) serves beyond the size until the
-    // topic's next append trims it (XADD MAXLEN).
-    todo: "RedisHistory trims by size only on append",
   },
 };
 
@@ -129,7 +124,7 @@ async function appendN(h: HistoryStore, topic: string, n: number, retention = KE
   return (await Promise.all(Array.from({ length: n }, (_, i) => h.append(topic, frameOf(topic, i + 1), retention, NO_DELIVER)))).map((r) => r.position);
 }
 
-for (const [name, { make, test, todo }] of Object.entries(subjects)) {
+for (const [name, { make, test }] of Object.entries(subjects)) {
   describe(`HistoryStore contract: ${name}`, () => {
     let subject: Subject;
     afterEach(async () => subject && (await subject.done()));
@@ -219,8 +214,8 @@ for (const [name, { make, test, todo }] of Object.entries(subjects)) {
       expect(await h.page("t/big", "elsewhere", 2, 30, KEEP, budget)).toBeNull();
     });
 
-    (todo === undefined || !("todo" in test) ? test : test.todo)(
-      `the retention asked for is what is kept: a recovery or page from before its size is refused, whatever was appended under a larger one${todo === undefined ? "" : ` (todo: ${todo})`}`,
+    test(
+      "the retention asked for is what is kept: a recovery or page from before its size is refused, whatever was appended under a larger one",
       async () => {
         subject = await make();
         const h = subject.history;

@@ -89,14 +89,14 @@ export class RedisHistory implements HistoryStore {
     const upToDate = since.epoch === position.epoch && since.offset === position.offset;
     if (upToDate || !keepsHistory(retention)) return recoveryFrom(position, since, [], retention, maxBytes);
     const replays = since.epoch === position.epoch && since.offset < position.offset;
-    const kept = await this.read(topic, replays ? since.offset : 0, position.offset, retention, replays ? maxBytes : 0);
+    const kept = await this.read(topic, replays ? since.offset : 0, position, retention, replays ? maxBytes : 0);
     return recoveryFrom(position, since, kept, retention, maxBytes);
   }
 
   async page(topic: string, epoch: string, after: number, upTo: number, retention: Retention, maxBytes: number): Promise<Kept[] | null> {
     const position = await this.position(topic);
     if (position.epoch !== epoch) return null;
-    const kept = await this.read(topic, after, upTo, retention, maxBytes);
+    const kept = await this.read(topic, after, { epoch, offset: upTo }, retention, maxBytes, position.offset);
     return kept[0]?.offset === after + 1 ? kept : null;
   }
 
@@ -128,15 +128,29 @@ export class RedisHistory implements HistoryStore {
     return { epoch, offset: Number(offset) };
   }
 
-  /** Kept publications with `after < offset <= upTo`, younger than the retention age, at most `maxBytes` (at least one; with 0, only the oldest kept). */
-  private async read(topic: string, after: number, upTo: number, retention: Retention, maxBytes: number): Promise<Kept[]> {
+  /**
+   * Kept publications with `after < offset <= upTo.offset`, younger than the retention age and
+   * among the last `retention.size` up to `top` (the stream is trimmed by the size it was appended
+   * with: a smaller one asked now holds at once), at most `maxBytes` (at least one; with 0, only
+   * the oldest kept).
+   */
+  private async read(topic: string, after: number, upTo: Position, retention: Retention, maxBytes: number, top = upTo.offset): Promise<Kept[]> {
     const tenant = tenantOf(topic);
     const minAt = Date.now() - retention.ttlMs;
     // Without a replay only the oldest kept one is read, for `history_from`.
-    const count = maxBytes === 0 ? 1 : Math.min(retention.size, upTo - after);
-    const rows = (await this.scripts.sinalRead(this.keys.tenant(tenant, "meta", topic), this.keys.tenant(tenant, "stream", topic), after, upTo, Math.max(1, count), minAt)) as [string, string][];
+    const count = maxBytes === 0 ? 1 : Math.min(retention.size, upTo.offset - after);
+    const floor = Math.max(0, top - retention.size);
+    const rows = (await this.scripts.sinalRead(
+      this.keys.tenant(tenant, "meta", topic),
+      this.keys.tenant(tenant, "stream", topic),
+      after,
+      upTo.offset,
+      Math.max(1, count),
+      minAt,
+      floor,
+    )) as [string, string][];
     const kept = rows.map(([offset, frame]) => ({ offset: Number(offset), frame }));
-    return maxBytes === 0 ? kept : pageOf(kept, after, upTo, maxBytes);
+    return maxBytes === 0 ? kept : pageOf(kept, after, upTo.offset, maxBytes);
   }
 }
 
@@ -238,13 +252,20 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {ARGV[1], 0}
 `;
 
-// KEYS: meta, stream. ARGV: after, upTo, count, minAt. Returns {offset, frame} pairs: those after
-// \`after\` (or, when nothing after it is kept, from the oldest kept), younger than minAt, oldest first.
+// KEYS: meta, stream. ARGV: after, upTo, count, minAt, floor. Returns {offset, frame} pairs: those
+// after \`after\` (or, when nothing after it is kept, from the oldest kept), above floor (offsets
+// at or below it count as trimmed), younger than minAt, oldest first.
 const READ = `
 local rows = {}
-local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-1', ARGV[2] .. '-1', 'COUNT', ARGV[3])
-if #entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= tonumber(ARGV[1]) + 1 then
-  entries = redis.call('XRANGE', KEYS[2], '-', ARGV[2] .. '-1', 'COUNT', ARGV[3])
+local after, floor = tonumber(ARGV[1]), tonumber(ARGV[5])
+local entries = {}
+if after >= floor then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-1', ARGV[2] .. '-1', 'COUNT', ARGV[3])
+end
+if #entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= after + 1 then
+  local oldest = '-'
+  if floor > 0 then oldest = '(' .. floor .. '-1' end
+  entries = redis.call('XRANGE', KEYS[2], oldest, ARGV[2] .. '-1', 'COUNT', ARGV[3])
 end
 local minAt = tonumber(ARGV[4])
 for _, entry in ipairs(entries) do
