@@ -219,6 +219,28 @@ describe.if(redisAvailable && pgAvailable)("two nodes on one Redis and one Postg
     for (const c of [onA, onB, watcher]) c.close();
   });
 
+  test("a display name cut in the middle of an emoji (a lone surrogate) is made well-formed: the user joins once and is listed once with two tabs", async () => {
+    const watcher = await Client.open(a, { user: "watch2", subChannels: ["presence"] });
+    expect(await watcher.request({ type: "subscribe", channel: "presence" })).toMatchObject({ ok: true });
+    const cut = "Zoë \ud83d";
+    const onB = await Client.open(b, { user: "zed", name: cut });
+    for (;;) {
+      const frame = await watcher.next();
+      if (frame.event === "presence" && frame.data.user === "zed") {
+        expect(frame.data).toEqual({ user: "zed", name: "Zoë \ufffd", status: "online" });
+        break;
+      }
+    }
+    const onA = await Client.open(a, { user: "zed", name: cut });
+    expect(await onA.request({ type: "presence", status: "busy" })).toMatchObject({ ok: true, status: "busy" });
+    for (const server of [a, b]) {
+      const res = await fetch(`${server.http}/v1/presence`, { headers: { authorization: `Bearer ${keyA}` } });
+      const users = ((await res.json()) as Frame).users as { user: string; name?: string; status: string }[];
+      expect(users.filter((u) => u.user === "zed")).toEqual([{ user: "zed", name: "Zoë \ufffd", status: "busy" }]);
+    }
+    for (const c of [onA, onB, watcher]) c.close();
+  });
+
   test("a lock taken on node A is refused to another user on node B, naming the holder", async () => {
     const ana = await Client.open(a, { user: "ana", subChannels: ["sync:*"] });
     const bob = await Client.open(b, { user: "bob", subChannels: ["sync:*"] });

@@ -130,9 +130,10 @@ class SlowPositions implements FeedStore {
 }
 
 /** A feed on a collection of this test's own, so tests never see each other's changes. */
-function setup() {
+/** `tenant`: the feed's tenant setting (default: every document in `acme`). */
+function setup(tenant: { tenant: string } | { tenant_field: string } = { tenant: "acme" }) {
   const name = `lead${++tests}`;
-  const feed = { name, collection: name, channel: "strategy:{roulette_id}", tenant: "acme", event: "strategy_update" };
+  const feed = { name, collection: name, channel: "strategy:{roulette_id}", ...tenant, event: "strategy_update" };
   const config = parseMongoConfig(feedEnv(emulator.uri("&serverSelectionTimeoutMS=1000"), [feed]), 300)!;
   const history = new ChannelHistory(new MemoryHistory(), {} as never, Namespaces.builtIn());
   const keys = new RedisKeys(`t${tests}`);
@@ -402,6 +403,33 @@ describe("feed leadership", () => {
     expect(b.publisher.published.filter((p) => p.topic === "acme/strategy:r2").map((p) => p.data)).toEqual([expect.objectContaining({ _id: "d2", roulette_id: "r2", seq: 4 })]);
     // The channel's snapshot is d3 as it is now (d1 gone, d2 elsewhere).
     expect(await b.service.subscribeExtra()(null, parseChannel("acme", "strategy:r1"))).toEqual({ snapshot: expect.objectContaining({ _id: "d3", seq: 5 }) });
+  }, 20_000);
+
+  test("after a handover, another node's subscribe no longer gets a document deleted while no node led, even the last one of its tenant", async () => {
+    const TTL = 8000;
+    const { node, collection } = setup({ tenant_field: "tenant" });
+    const a = await node("node-a", TTL);
+    a.service.start();
+    await waitFor("a streaming", () => streaming(a));
+    await collection.insertMany([
+      { _id: "e1" as never, tenant: "t1", roulette_id: "r9", seq: 1 },
+      { _id: "e2" as never, tenant: "t2", roulette_id: "r9", seq: 2 },
+    ]);
+    await waitFor("a published 2", () => a.publisher.published.length >= 2);
+    await a.service.stop();
+    // e1 was tenant t1's only document.
+    await collection.deleteOne({ _id: "e1" as never });
+    const b = await node("node-b", TTL);
+    b.service.start();
+    await waitFor("b streaming", () => streaming(b));
+    await waitFor("b deleted e1", () => b.publisher.published.some((p) => p.topic === "t1/strategy:r9"));
+    expect(b.publisher.published.map((p) => [p.topic, p.data])).toEqual([["t1/strategy:r9", { _id: "e1", deleted: true }]]);
+    // A follower answers from the leader's mirror: nothing for t1's channel, e2 for t2's.
+    const c = await node("node-c", TTL);
+    c.service.start();
+    await waitFor("c knows it follows", () => c.service.notReady().length === 0 && c.service.leading().length === 0);
+    expect(await c.service.subscribeExtra()(null, parseChannel("t1", "strategy:r9"))).toEqual({ snapshot: null });
+    expect(await c.service.subscribeExtra()(null, parseChannel("t2", "strategy:r9"))).toEqual({ snapshot: expect.objectContaining({ _id: "e2", seq: 2 }) });
   }, 20_000);
 
   test("a leader that stops releases the lease: the other node takes over long before the lease could have expired", async () => {

@@ -217,3 +217,27 @@ test("a node that dies with the only active connection of a user leaves it away 
   expect(events()).toEqual(['presence {"user":"ivo","status":"online"}', 'presence {"user":"ivo","status":"away"}']);
   expect(await alive.statusOf("acme", ["ivo"])).toEqual([{ user: "ivo", status: "away" }]);
 });
+
+test("a node cut off past the TTL comes back: its connection's entry is added again and the status it moves is published", async () => {
+  const store = new MemoryPresenceStore();
+  const times = { awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 };
+  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
+  listeners.opened(conn);
+  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
+  const [cutOff, other] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const start = Date.now();
+  const active: Peer = { tenant: "acme", user: "uma", client: "a1" };
+  cutOff.opened(active);
+  other.opened({ tenant: "acme", user: "uma", client: "b1" });
+  const events = () => frames().filter((f) => f.startsWith("presence") && f.includes("uma"));
+  // The other node's connection idles and it refreshes; the cut-off node does neither until +70 s.
+  other.sweep(start + 25_000);
+  other.sweep(start + 50_000);
+  other.sweep(start + 65_000);
+  expect(events()).toEqual(['presence {"user":"uma","status":"online"}', 'presence {"user":"uma","status":"away"}']);
+  // Back: its live connection is active (a frame just came), so the user is online again, announced.
+  cutOff.active(active, start + 69_000);
+  cutOff.sweep(start + 70_000);
+  expect(events().slice(2)).toEqual(['presence {"user":"uma","status":"online"}']);
+  expect(await other.statusOf("acme", ["uma"])).toEqual([{ user: "uma", status: "online" }]);
+});

@@ -145,7 +145,8 @@ function claimsOf(payload: Record<string, unknown>): Claims {
   return {
     ...subjectOf(payload),
     expiresAt: exp as number,
-    name: typeof name === "string" ? name : undefined,
+    // Well-formed: half an emoji (a name cut by UTF-16 length) would reach stores and frames as a lone surrogate.
+    name: typeof name === "string" ? name.toWellFormed() : undefined,
     subChannels: stringList(payload.sub_channels, "sub_channels"),
     pubChannels: stringList(payload.pub_channels, "pub_channels"),
     roles: stringList(payload.roles, "roles"),

@@ -232,11 +232,18 @@ export class FeedWatcher {
     }
     // Stopped meanwhile (a lost lease): no epoch may change any more.
     if (this.stopping) return;
-    const channels = cache.replace(entries);
     const handover = before !== null && (before.size > 0 || entries.length === 0);
     if (handover) {
+      // The deletes are stored before the placements they come from are replaced (by `replace`
+      // below): a leader that dies in between leaves its successor the same corrections to make.
       this.correct(before, entries);
-    } else {
+      await this.published();
+      if (this.stopping) return;
+    }
+    // A channel a correction left empty is known to the cache (touch), so its mirrored snapshot
+    // is written anew (null) with the rest.
+    const channels = cache.replace(entries);
+    if (!handover) {
       for (const channel of channels) {
         const reset = publisher.resetEpoch(channel);
         if (reset instanceof Promise) this.pending.push(reset.then(() => null, (err: unknown) => err));
@@ -250,7 +257,7 @@ export class FeedWatcher {
   /**
    * A handover: deletes each document from the channel the last leader placed it in when it is no
    * longer there (deleted, or moved to another channel, since). The key names this term, so a
-   * next leader that finds the placements unchanged (this one died before its load was mirrored)
+   * next leader that finds the placements unchanged (this one died before replacing them)
    * publishes its own deletes again: a client may see a document deleted twice, never kept.
    */
   private correct(before: Map<string, Placement>, entries: readonly { key: string; channel: Channel }[]): void {

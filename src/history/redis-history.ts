@@ -260,11 +260,12 @@ local rows = {}
 local after, floor = tonumber(ARGV[1]), tonumber(ARGV[5])
 local entries = {}
 if after >= floor then
-  entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-1', ARGV[2] .. '-1', 'COUNT', ARGV[3])
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-1', ARGV[2] .. '-1', 'COUNT', ARGV[3])
 end
 if #entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= after + 1 then
   local oldest = '-'
-  if floor > 0 then oldest = '(' .. floor .. '-1' end
+  -- From the arguments' text: Lua would write a number past 1e14 as 1.2e+14.
+  if floor > 0 then oldest = '(' .. ARGV[5] .. '-1' end
   entries = redis.call('XRANGE', KEYS[2], oldest, ARGV[2] .. '-1', 'COUNT', ARGV[3])
 end
 local minAt = tonumber(ARGV[4])

@@ -297,16 +297,19 @@ export class PresenceService implements Presence, PeerListener {
   /** Moves the expiry of every entry of this node's live connections to now + the TTL. */
   private refreshLive(now: number): void {
     const until = now + this.memberTtlMs;
-    // An entry the store no longer has (a shared store that restarted empty) is added back: the
-    // connection is live, so the user is a member again without anyone having seen it leave.
+    // An entry the store no longer has (a shared store that restarted empty, or this node was cut
+    // off past the TTL and another expired it) is added back: the connection is live, so the user
+    // is a member again, and its status is announced when that moved it (after an announced
+    // `offline`, its return).
     for (const { peer, channels } of this.peers.values()) {
       const tenant = tenantChannel(peer.tenant);
       this.after(this.store.refresh(tenant, peer, until), (found) => {
         const state = this.tenants.get(peer.tenant)?.get(peer.user);
         if (found || state === undefined || !this.peers.has(peer.client)) return;
         this.after(this.store.add(tenant, peer, until, nameOf(state)), () => undefined);
-        // Its status is decided again, quietly: nobody saw it go.
-        this.after(this.store.mark(tenant, peer.user, { clients: [peer.client], active: !state.idle }), () => undefined);
+        // Its status is decided again, and published if that moved it: another node may have
+        // announced a change when this entry expired (this node was cut off past the TTL).
+        this.mark(tenant, peer.user, { clients: [peer.client], active: !state.idle });
       });
       if (channels !== null) {
         for (const channel of channels.values()) {

@@ -48,6 +48,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async add(channel: Channel, member: MemberKey, expiresAt: number, info?: MemberInfo): Promise<boolean> {
+    // Names are well-formed (tokens.ts): JSON.stringify writes no lone-surrogate escape, which cjson refuses.
     const infoArgs = info === undefined ? ["0", ""] : ["1", JSON.stringify(info)];
     return (await this.redis.sinalPresenceAdd(...this.channelKeys(channel), channel.topic, member.user, member.client, expiresAt, ...infoArgs)) === 1;
   }
@@ -264,6 +265,17 @@ const SCRIPTS: Record<keyof PresenceCommands, { keys: number; body: string }> = 
 local info, order, clients, expiry, due, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local topic, user, client = ARGV[1], ARGV[2], ARGV[3]
 local field = user .. '\\0' .. client
+-- The info to write, decoded before the first write: a script that fails half way is not undone.
+local newInfo = nil
+if ARGV[5] == '1' then
+  newInfo = ARGV[6]
+  local current = redis.call('HGET', info, user)
+  if current and current ~= '{}' then
+    local merged = cjson.decode(current)
+    for k, v in pairs(cjson.decode(ARGV[6])) do merged[k] = v end
+    newInfo = cjson.encode(merged)
+  end
+end
 local before = indexEntry(expiry, topic)
 local old = redis.call('HGET', clients, field)
 local joined = 0
@@ -272,18 +284,9 @@ if old then
 elseif redis.call('HINCRBY', clients, user, 1) == 1 then
   joined = 1
   redis.call('ZADD', order, redis.call('INCR', seqKey), user)
-  if ARGV[5] ~= '1' then redis.call('HSET', info, user, '{}') end
+  if not newInfo then redis.call('HSET', info, user, '{}') end
 end
-if ARGV[5] == '1' then
-  local old = redis.call('HGET', info, user)
-  if old and old ~= '{}' then
-    local merged = cjson.decode(old)
-    for k, v in pairs(cjson.decode(ARGV[6])) do merged[k] = v end
-    redis.call('HSET', info, user, cjson.encode(merged))
-  else
-    redis.call('HSET', info, user, ARGV[6])
-  end
-end
+if newInfo then redis.call('HSET', info, user, newInfo) end
 local seq = nextSeq(seqKey)
 redis.call('HSET', clients, field, seq)
 redis.call('ZADD', expiry, ARGV[4], seq .. field)
@@ -333,16 +336,19 @@ local info, clients, marks = KEYS[1], KEYS[2], KEYS[3]
 local user, mark, chosen = ARGV[1], ARGV[2], ARGV[3]
 local text = redis.call('HGET', info, user)
 if not text then return false end
+-- Decoded before the first write (a script that fails half way is not undone).
+local chosenInfo = nil
+if chosen ~= '' then
+  local data = cjson.decode(text)
+  data.chosen = chosen
+  chosenInfo = cjson.encode(data)
+end
 if mark ~= '' then
   for i = 4, #ARGV do
     if redis.call('HEXISTS', clients, user .. '\\0' .. ARGV[i]) == 1 then setMark(marks, user, ARGV[i], mark) end
   end
 end
-if chosen ~= '' then
-  local data = cjson.decode(text)
-  data.chosen = chosen
-  redis.call('HSET', info, user, cjson.encode(data))
-end
+if chosenInfo then redis.call('HSET', info, user, chosenInfo) end
 local decided, changed = decide(info, marks, user)
 if changed then return { 1, decided } end
 return { 0, decided }
