@@ -3,14 +3,14 @@ import type { Broker, PublicationSink } from "../src/broker/broker.ts";
 import { MemoryBroker } from "../src/broker/memory-broker.ts";
 import { RedisBroker } from "../src/broker/redis-broker.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
 import { Namespaces, parseNamespaces } from "../src/namespaces.ts";
 import { parseChannel } from "../src/channel.ts";
 import { ChannelHistory } from "../src/history/channel-history.ts";
 import { MemoryHistory } from "../src/history/memory-history.ts";
 import { Metrics } from "../src/metrics.ts";
 import { Publisher } from "../src/publisher.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import { openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 /**
  * The Broker contract (src/broker/broker.ts), what a publishing node sees, run against every
@@ -37,12 +37,7 @@ if (redis.available) {
   });
 }
 
-async function connect(subscriber: boolean): Promise<Redis> {
-  const connection = connectRedis({ url: server!.url, commandTimeoutMs: 2000, prefix: "unused" }, "broker-test", undefined, subscriber);
-  connections.push(connection);
-  await openRedis(connection, 5000);
-  return connection;
-}
+const connect = (subscriber: boolean): Promise<Redis> => openConnection(server!.url, connections, 2000, subscriber);
 
 /** A node's RedisBroker as src/backends.ts builds it: a commands and a subscriber connection, the deployment's keys. */
 async function redisBroker(keys = new RedisKeys(`broker${++prefixes}`), nodeId: string = crypto.randomUUID()): Promise<RedisBroker> {

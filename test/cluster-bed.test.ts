@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, test as bunTest } from "bun:test";
+import { afterEach, describe, expect } from "bun:test";
+import { testsNeedingAll } from "./support/required.ts";
 import { readdirSync, readFileSync } from "node:fs";
 import { Socket } from "node:net";
 import { SQL } from "bun";
@@ -15,7 +16,7 @@ import { redisTests } from "./support/redis.ts";
 
 const pg = postgresTests();
 const redis = redisTests();
-const withRedis = pg.available && redis.available ? pg.test : bunTest.skip;
+const withRedis = testsNeedingAll(pg, redis);
 
 const clusters: Cluster[] = [];
 const clients: Client[] = [];

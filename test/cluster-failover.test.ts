@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, test as bunTest } from "bun:test";
+import { afterEach, describe, expect } from "bun:test";
+import { testsNeedingAll } from "./support/required.ts";
 import { Client, handshake, testToken, type Frame } from "./helpers.ts";
 import { startCluster, type Cluster, type ClusterNode } from "./support/cluster.ts";
 import { Follower } from "./support/follower.ts";
@@ -12,9 +13,8 @@ import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 // Every client here follows its channel as an SDK would (test/support/follower.ts): it reconnects
 // through the balancer and resubscribes with `since`; every check below is over what it got.
 
-const redisAvailable = redisTests().available;
 const pg = postgresTests();
-const test = redisAvailable && pg.available ? pg.test : bunTest.skip;
+const test = testsNeedingAll(redisTests(), pg);
 
 const clusters: Cluster[] = [];
 const followers: Follower[] = [];

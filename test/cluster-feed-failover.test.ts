@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, test as bunTest } from "bun:test";
+import { afterEach, describe, expect } from "bun:test";
+import { testsNeedingAll } from "./support/required.ts";
 import { SQL } from "bun";
 import { MongoClient } from "mongodb";
 import { testToken } from "./helpers.ts";
@@ -14,12 +15,7 @@ import { redisTests } from "./support/redis.ts";
 // own /metrics; followers (test/support/follower.ts) on the two other nodes follow the feed's
 // channel as an SDK would, each on its node's own address (which stays up).
 
-const emulated = emulatorTests();
-const redisAvailable = redisTests().available;
-const pg = postgresTests();
-// Each of the three says why it is missing (a failing test under CI=true); skipped from bun's own
-// `test`, as one that is missing already hands back `test.skip`, which has no `.skip`.
-const test = emulated.available && redisAvailable && pg.available ? pg.test : bunTest.skip;
+const test = testsNeedingAll(emulatorTests(), redisTests(), postgresTests());
 
 /** The feeds' lease TTL on every node (FEED_LEASE_TTL_MS): short, so the takeover comes soon. */
 const LEASE_TTL_MS = 3_000;

@@ -1,4 +1,5 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test as bunTest } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect } from "bun:test";
+import { testsNeedingAll } from "./support/required.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,7 +34,7 @@ import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 const emulated = emulatorTests();
 const redised = redisTests();
 const available = emulated.available && redised.available;
-const test = available ? emulated.test : bunTest.skip;
+const test = testsNeedingAll(emulated, redised);
 
 let emulator: Emulator;
 let redis: RedisServer;

@@ -89,6 +89,19 @@ function setup(store: PresenceStore, times: PresenceTimes = { awayAfterMs: 60_00
   return { handlers, conn, presence, listeners, publisher, store, frames };
 }
 
+/**
+ * Two nodes' presence services over one memory store, and a watcher: a connection of the first
+ * setup's subscribed to the tenant's `presence` channel; `frames` is what it received.
+ */
+async function twoNodesWatched(times: PresenceTimes) {
+  const store = new MemoryPresenceStore();
+  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
+  listeners.opened(conn);
+  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
+  const nodes = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)] as const;
+  return { nodes, frames };
+}
+
 test("over a store that answers later, the reply carries the snapshot, then what was published meanwhile, then the subscriber's own join", async () => {
   const store = new RemoteStore();
   const { handlers, conn, presence, listeners, publisher, frames } = setup(store);
@@ -153,13 +166,8 @@ test("the entries of a node that stops refreshing expire after their TTL, and an
 });
 
 test("a user's status is decided over its connections on every node, and each change is published once", async () => {
-  const store = new MemoryPresenceStore();
   // Entries outlast the test: no node's sweep expires another's here.
-  const times = { awayAfterMs: 60_000, leaveGraceMs: 0, memberTtlMs: 3_600_000, refreshEveryMs: 25_000 };
-  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
-  listeners.opened(conn);
-  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
-  const [one, two] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const { nodes: [one, two], frames } = await twoNodesWatched({ awayAfterMs: 60_000, leaveGraceMs: 0, memberTtlMs: 3_600_000, refreshEveryMs: 25_000 });
   const onOne: Peer = { tenant: "acme", user: "mia", client: "m1" };
   const onTwo: Peer = { tenant: "acme", user: "mia", client: "m2" };
   const start = Date.now();
@@ -199,12 +207,7 @@ test("a user's status is decided over its connections on every node, and each ch
 });
 
 test("a node that dies with the only active connection of a user leaves it away once its entries expire", async () => {
-  const store = new MemoryPresenceStore();
-  const times = { awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 };
-  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
-  listeners.opened(conn);
-  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
-  const [alive, dead] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const { nodes: [alive, dead], frames } = await twoNodesWatched({ awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 });
   const start = Date.now();
   alive.opened({ tenant: "acme", user: "ivo", client: "i1" });
   dead.opened({ tenant: "acme", user: "ivo", client: "i2" });
@@ -219,12 +222,7 @@ test("a node that dies with the only active connection of a user leaves it away 
 });
 
 test("a node cut off past the TTL comes back: its connection's entry is added again and the status it moves is published", async () => {
-  const store = new MemoryPresenceStore();
-  const times = { awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 };
-  const { handlers, conn, listeners, publisher, frames } = setup(store, times);
-  listeners.opened(conn);
-  await handlers.handle(conn, { type: "subscribe", id: 1, channel: "presence" });
-  const [cutOff, other] = [new PresenceService(store, publisher, namespaces, times), new PresenceService(store, publisher, namespaces, times)];
+  const { nodes: [cutOff, other], frames } = await twoNodesWatched({ awayAfterMs: 10_000, leaveGraceMs: 0, memberTtlMs: 60_000, refreshEveryMs: 25_000 });
   const start = Date.now();
   const active: Peer = { tenant: "acme", user: "uma", client: "a1" };
   cutOff.opened(active);

@@ -3,8 +3,8 @@ import { RedisBroker, type RedisBrokerOptions } from "../src/broker/redis-broker
 import type { PublicationSink } from "../src/broker/broker.ts";
 import type { Kept, Position } from "../src/history/history.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
+import { openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 // The RedisBroker's ordering over a real redis-server: envelopes are published straight into a
 // topic's pub/sub channel, as other nodes would, in the orders and with the losses pub/sub allows;
@@ -27,12 +27,7 @@ describe.if(available)("RedisBroker delivers each topic in offset order whatever
     await server?.stop();
   });
 
-  const connect = async (subscriber = false) => {
-    const redis = connectRedis({ url: server.url, commandTimeoutMs: 500, prefix: "t" }, "test", undefined, subscriber);
-    connections.push(redis);
-    await openRedis(redis, 2000);
-    return redis;
-  };
+  const connect = (subscriber = false) => openConnection(server.url, connections, 500, subscriber);
 
   /** A broker with a recording hub, serving TOPIC from `start`; `kept` is the channel's history. */
   async function node(options: Partial<RedisBrokerOptions> = {}, start = 0) {

@@ -4,8 +4,8 @@ import type { PublicationSink } from "../src/broker/broker.ts";
 import { RedisHistory } from "../src/history/redis-history.ts";
 import type { Position } from "../src/history/history.ts";
 import { RedisKeys } from "../src/redis/keys.ts";
-import { connectRedis, openRedis, type Redis } from "../src/redis/redis-client.ts";
-import { redisTests, startRedis, type RedisServer } from "./support/redis.ts";
+import type { Redis } from "../src/redis/redis-client.ts";
+import { openConnection, redisTests, startRedis, type RedisServer } from "./support/redis.ts";
 
 // RedisHistory and RedisBroker of two nodes over a real redis-server, as src/app.ts wires them:
 // the append script itself publishes a publication to the other nodes, once, in the broker's
@@ -28,12 +28,7 @@ describe.if(available)("the Redis history's append script carries a publication 
     await server?.stop();
   });
 
-  const connect = async (subscriber = false) => {
-    const redis = connectRedis({ url: server.url, commandTimeoutMs: 1000, prefix: "t" }, "test", undefined, subscriber);
-    connections.push(redis);
-    await openRedis(redis, 2000);
-    return redis;
-  };
+  const connect = (subscriber = false) => openConnection(server.url, connections, 1000, subscriber);
 
   /** A node's broker and history on `keys`, with a hub recording what reached it; serving TOPIC. */
   async function node(keys: RedisKeys, nodeId: string) {

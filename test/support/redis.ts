@@ -134,8 +134,8 @@ export function freePort(): Promise<number> {
 }
 
 /** A connection to `url` as sinal makes it (connectRedis), opened; added to `opened` for the caller's afterAll. */
-export async function openConnection(url: string, opened: Redis[], commandTimeoutMs = 1000): Promise<Redis> {
-  const connection = connectRedis({ url, commandTimeoutMs, prefix: "unused" }, "test");
+export async function openConnection(url: string, opened: Redis[], commandTimeoutMs = 1000, subscriber = false): Promise<Redis> {
+  const connection = connectRedis({ url, commandTimeoutMs, prefix: "unused" }, "test", undefined, subscriber);
   opened.push(connection);
   await openRedis(connection, 5000);
   return connection;

@@ -20,3 +20,12 @@ export function testsNeeding(what: string, install: string, found: Found): { tes
   }
   return { test: test.skip, available: false };
 }
+
+/**
+ * `test` for suites that need several tools: the real one when every gate (testsNeeding) found
+ * its tool, otherwise skipped; each missing tool has said why already (or failed under CI=true).
+ * Not `gate.test.skip`: a missing gate's `test` is `test.skip` already, which has no `.skip`.
+ */
+export function testsNeedingAll(...gates: { available: boolean }[]): typeof test {
+  return gates.every((gate) => gate.available) ? test : test.skip;
+}
